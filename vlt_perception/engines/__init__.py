@@ -1,0 +1,1 @@
+"""Inference engines. ``create_engine`` (in ``factory``) picks and loads one; see ``base`` for the interface."""
