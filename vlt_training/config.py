@@ -1,0 +1,401 @@
+"""Training configuration: dataclasses filled from YAML, a base file plus small diffs, dotted overrides.
+
+A config file is a YAML mapping whose sections mirror :class:`Config`. ``_base_: other.yaml`` (a path relative to
+the file, or a list of them) names files merged first; mappings merge key by key, every other value (lists
+included) replaces the base value. Command-line overrides are ``dotted.key=value`` strings whose value is parsed
+with ``yaml.safe_load`` (``train.max_iters=10``, ``data.crop_size=[128,256]``, ``data.train.0.limit=4``).
+Unknown keys are rejected with a message naming the file and the key, so a typo never silently trains the default.
+
+Every config key means exactly what the argument it is mapped onto means; the mapping happens in one place per
+consumer (``vlt_training.engine.trainer`` for optimiser/schedule/loop, ``vlt_training.data`` for datasets).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS = ("segmentation", "detection")
+AMP_MODES = ("none", "bf16", "fp16")
+EVAL_MODES = ("whole", "slide")
+OPTIMIZERS = ("adamw", "lamb")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file (or override) and the key."""
+
+
+@dataclass
+class ModelConfig:
+    """What ``vlt_training.modeling.create_model(name, **overrides)`` builds.
+
+    ``pretrained`` (an open_clip tag such as ``merged2b_s4b_b131k`` or a local checkpoint path) is passed to the
+    factory as ``pretrained=``; ``None`` leaves the factory's own default (random init for the tiny model).
+    """
+
+    name: str = "vltseg_tiny_mask2former"
+    pretrained: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset split read through ``vlt_perception.datasets.get_dataset(name, root, split, **options)``.
+
+    ``root`` relative paths are resolved against ``data.root``. ``conditions`` keeps only records whose
+    ``condition`` is listed (ACDC: fog, night, rain, snow). ``limit`` keeps the first N records (sorted by
+    ``image_id``), for overfitting tests. ``label`` names the dataset in reports (default ``name``).
+    """
+
+    name: str = "cityscapes"
+    root: str = ""
+    split: str = "train"
+    conditions: list[str] | None = None
+    limit: int | None = None
+    label: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class AugmentConfig:
+    """mmseg / VLTSeg training augmentation.
+
+    ``scale`` [H, W]: the image is first resized to fit this scale keeping its aspect ratio (``None``: keep the
+    image size), then by a random ratio in ``resize_ratio``; then a random crop of ``data.crop_size`` where no
+    single class covers more than ``cat_max_ratio`` of the labelled pixels (10 tries), a horizontal flip with
+    probability ``flip_prob`` and mmseg's photometric distortion.
+    """
+
+    scale: list[int] | None = None
+    resize_ratio: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    flip_prob: float = 0.5
+    photometric: bool = True
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate the procedural benchmark into ``data.root`` when it is missing (``vlt_training.cli.generate``)."""
+
+    enabled: bool = False
+    num_train: int = 8
+    num_val: int = 4
+    height: int = 128
+    width: int = 256
+    seed: int = 0
+    conditions: list[str] | None = None
+
+
+@dataclass
+class DataConfig:
+    root: str = ""
+    train: list[DatasetConfig] = field(default_factory=lambda: [DatasetConfig()])
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    ignore_index: int = 255
+
+    def resolve_root(self, dataset: DatasetConfig) -> str:
+        """The dataset's root with relative paths taken from ``data.root``."""
+        if not self.root or os.path.isabs(dataset.root):
+            return dataset.root
+        return os.path.join(self.root, dataset.root)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (torch) or LAMB (``timm.optim.Lamb``) with per-group learning-rate multipliers.
+
+    ``backbone_lr_mult`` scales the lr of parameters under ``backbone_prefix``; ``layer_decay`` (e.g. 0.9)
+    additionally scales block ``i`` of an ``L``-block backbone by ``layer_decay ** (L - i)``. Norm weights, biases,
+    position embeddings, class tokens and query embeddings get no weight decay.
+    """
+
+    name: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    backbone_lr_mult: float = 0.1
+    backbone_prefix: str = "backbone."
+    layer_decay: float | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warm-up from ``warmup_ratio * lr`` over ``warmup_iters``, then poly decay to ``min_lr_ratio * lr``."""
+
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    power: float = 1.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop. ``batch_size`` is the global batch of one optimiser step, split over processes and accumulation
+    steps (it must divide evenly), so a recipe means the same thing on 1 or 8 GPUs."""
+
+    max_iters: int = 5000
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    clip_grad_norm: float | None = 0.01
+    amp: str = "none"
+    checkpoint_interval: int = 1000
+    keep_last: int = 3
+    log_interval: int = 50
+    eval_interval: int = 0
+    seed: int = 0
+    num_workers: int = 2
+    device: str = "auto"
+    find_unused_parameters: bool = False
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation datasets and inference mode.
+
+    ``mode`` whole: the (optionally ``resize``d, keep-ratio) image in one pass, padded to ``size_divisor``;
+    slide: ``crop_size`` windows every ``stride`` pixels, scores averaged where windows overlap.
+    ``source`` is the label of the source-domain dataset for retention (default: the first dataset).
+    """
+
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    mode: str = "whole"
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    stride: list[int] = field(default_factory=lambda: [426, 426])
+    resize: list[int] | None = None
+    size_divisor: int = 32
+    batch_size: int = 1
+    source: str | None = None
+
+
+@dataclass
+class Config:
+    task: str = "segmentation"
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``diff`` into a copy of ``base``: mappings merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in diff.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_raw(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``_base_`` chain merged, as a plain dict (not yet validated)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: _base_ cycle through {[str(p) for p in _seen]}")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", None)
+    if bases is None:
+        return data
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {base!r}")
+        merged = merge(merged, load_raw(path.parent / base, _seen + (path,)))
+    return merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b.0.c=value"`` -> (["a", "b", "0", "c"], yaml.safe_load("value"))."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected dotted.key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    return key.split("."), parsed
+
+
+def apply_override(data: dict[str, Any], text: str) -> None:
+    """Set one dotted override in place; list elements are addressed by index (``data.train.0.root=...``)."""
+    keys, value = parse_override(text)
+    node: Any = data
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[:depth])} has no element {key}")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                node = node.setdefault(key, {})
+        else:
+            raise ConfigError(f"override {text!r}: {'.'.join(keys[:depth])} is a value, not a section")
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    """Turn a mapping into dataclass ``cls``, recursively, rejecting unknown keys."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{where or 'top level'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}' (known keys in '{where or 'top level'}': {sorted(names)})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where else name, source)
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, where, source)
+    if _is_dataclass_type(tp):
+        return _build(tp, value, where, source)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{where}' must be a list, got {value!r}")
+        return [_convert(args[0], v, f"{where}.{i}", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{where}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the float it obviously is.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{source}: '{where}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def validate(cfg: Config, source: str) -> Config:
+    """Cross-field checks with messages naming the source and key."""
+    checks = [
+        (cfg.task in TASKS, "task", f"must be one of {TASKS}"),
+        (cfg.train.amp in AMP_MODES, "train.amp", f"must be one of {AMP_MODES}"),
+        (cfg.eval.mode in EVAL_MODES, "eval.mode", f"must be one of {EVAL_MODES}"),
+        (cfg.optim.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}"),
+        (len(cfg.data.crop_size) == 2 and min(cfg.data.crop_size) > 0, "data.crop_size", "must be [H, W] > 0"),
+        (len(cfg.eval.crop_size) == 2 and min(cfg.eval.crop_size) > 0, "eval.crop_size", "must be [H, W] > 0"),
+        (len(cfg.eval.stride) == 2 and min(cfg.eval.stride) > 0, "eval.stride", "must be [H, W] > 0"),
+        (len(cfg.data.augment.resize_ratio) == 2, "data.augment.resize_ratio", "must be [min, max]"),
+        (cfg.train.max_iters > 0, "train.max_iters", "must be > 0"),
+        (cfg.train.batch_size > 0, "train.batch_size", "must be > 0"),
+        (cfg.train.grad_accum_steps > 0, "train.grad_accum_steps", "must be > 0"),
+        (cfg.train.checkpoint_interval > 0, "train.checkpoint_interval", "must be > 0"),
+        (cfg.train.keep_last > 0, "train.keep_last", "must be > 0"),
+        (cfg.schedule.warmup_iters >= 0, "schedule.warmup_iters", "must be >= 0"),
+        (cfg.optim.lr > 0, "optim.lr", "must be > 0"),
+        (len(cfg.optim.betas) == 2, "optim.betas", "must be [beta1, beta2]"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"{source}: '{key}' {message}")
+    return cfg
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a plain dict (e.g. a checkpoint's config.yaml) into a :class:`Config`."""
+    return validate(_build(Config, data, "", source), source)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load ``path`` (with its ``_base_`` chain), apply dotted ``overrides``, validate.
+
+    Without a path the dataclass defaults are the starting point.
+    """
+    data = load_raw(path) if path is not None else {}
+    source = str(path) if path is not None else "config"
+    for text in overrides:
+        apply_override(data, text)
+    if overrides:
+        source += f" (with overrides {list(overrides)})"
+    return from_dict(data, source)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(cfg.to_yaml())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
