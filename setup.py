@@ -38,6 +38,5 @@ setup(
     maintainer_email="vlt-perception@example.com",
     description="CLIP/EVA-CLIP domain-generalised segmentation and detection for ROS 2 (VLTSeg, VLTDet)",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in NODES.items()]},
 )
