@@ -1,0 +1,51 @@
+"""Helpers shared by the engine implementations (numpy only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vlt_perception.engines.base import EngineError
+from vlt_perception.metadata import ModelMetadata
+
+GPU_PROVIDERS = (
+    "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider", "CUDAExecutionProvider",
+    "ROCMExecutionProvider", "MIGraphXExecutionProvider", "DmlExecutionProvider", "OpenVINOExecutionProvider",
+)
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    """The path as a Path, or EngineError naming it when it is missing or not a file."""
+    path = Path(path)
+    if not path.exists():
+        raise EngineError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise EngineError(f"{path}: expected a {what} file, found a directory")
+    if path.stat().st_size == 0:
+        raise EngineError(f"{path}: {what} is empty")
+    return path
+
+
+def check_images(images: np.ndarray, metadata: ModelMetadata, source: str) -> np.ndarray:
+    """Validate an engine input batch against the metadata; returns it C-contiguous float32."""
+    expected = (3, metadata.input_height, metadata.input_width)
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        shape = getattr(images, "shape", None)
+        raise EngineError(f"{source}: input must be (B, {expected[0]}, {expected[1]}, {expected[2]}), got {shape}")
+    if images.dtype != np.float32:
+        raise EngineError(f"{source}: input must be float32 (normalised RGB), got {images.dtype}")
+    return np.ascontiguousarray(images)
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> set[str]:
+    """The bf16-related CPU flags (``amx_bf16``, ``avx512_bf16``) from /proc/cpuinfo; empty when unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return {flag for flag in line.split(":", 1)[1].split() if flag in ("amx_bf16", "avx512_bf16")}
+    return set()

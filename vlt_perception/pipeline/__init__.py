@@ -1,0 +1,1 @@
+"""Pre/post-processing and pipelines between camera images and inference engines (numpy + OpenCV, no torch)."""

@@ -1,0 +1,195 @@
+"""Every export checks itself: the exported engine against the PyTorch model on the same preprocessed images.
+
+Images come from the checkpoint's evaluation dataset when it is reachable, else from a folder the user gives, else
+synthetic noise (with a warning: noise exercises the graph but not the decision boundaries real images hit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vlt_perception.metadata import TASK_DETECTION, ModelMetadata
+from vlt_perception.pipeline.preprocess import Preprocessor
+
+log = logging.getLogger(__name__)
+
+FP32_MIN_AGREEMENT = 0.999
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+@dataclass
+class ParityReport:
+    """How closely an exported engine reproduces PyTorch on ``num_images`` images."""
+
+    engine: str
+    precision: str
+    image_source: str
+    num_images: int
+    label_agreement: float  # segmentation: fraction of equal pixels; detection: fraction of matched detections
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    passed: bool = True
+    threshold: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        diffs = ", ".join(f"{k} {v:.3g}" for k, v in self.max_abs_diff.items())
+        verdict = "" if self.threshold is None else (" PASS" if self.passed else " FAIL") + f" (>= {self.threshold})"
+        return (f"{self.engine} {self.precision} vs torch on {self.num_images} {self.image_source} images: label "
+                f"agreement {self.label_agreement:.5f}{verdict}; max |diff| {diffs or 'n/a'}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Verification images
+
+
+def images_from_checkpoint(checkpoint: str | Path | None, count: int) -> list[np.ndarray]:
+    """Up to ``count`` RGB images of the first evaluation dataset in the checkpoint's config.yaml ([] if none)."""
+    if checkpoint is None:
+        return []
+    import yaml
+
+    checkpoint = Path(checkpoint)
+    candidates = [checkpoint / "config.yaml", checkpoint.parent.parent / "config.yaml"]
+    config_path = next((p for p in candidates if p.is_file()), None)
+    if config_path is None:
+        return []
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+        data = config.get("data") or {}
+        datasets = (config.get("eval") or {}).get("datasets") or []
+        if not datasets:
+            return []
+        ds = datasets[0]
+        root = ds.get("root", "")
+        if data.get("root") and not os.path.isabs(root):
+            root = os.path.join(data["root"], root)
+        from vlt_perception.datasets import get_dataset, read_image
+
+        records = get_dataset(ds["name"], root, ds.get("split", "val"), **(ds.get("options") or {}))
+        return [read_image(r) for r in records[:count]]
+    except Exception as exc:  # an unreachable dataset is expected on deployment machines: fall back
+        log.info("verification images: the checkpoint's eval dataset is not readable here (%s)", exc)
+        return []
+
+
+def images_from_folder(folder: str | Path, count: int) -> list[np.ndarray]:
+    import cv2
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: verification image folder not found")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    images = []
+    for path in files:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{path}: unreadable image")
+        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return images
+
+
+def verification_batch(metadata: ModelMetadata, *, checkpoint=None, image_dir=None, count: int = 4,
+                       seed: int = 0) -> tuple[np.ndarray, str]:
+    """(B, 3, H, W) float32 preprocessed images and where they came from ('dataset', 'folder' or 'noise')."""
+    images, source = images_from_checkpoint(checkpoint, count), "dataset"
+    if not images and image_dir is not None:
+        images, source = images_from_folder(image_dir, count), "folder"
+    if not images:
+        log.warning("verifying on synthetic noise: give --verify-images DIR (real images) for a meaningful check")
+        rng = np.random.default_rng(seed)
+        images = [rng.integers(0, 256, (metadata.input_height, metadata.input_width, 3), dtype=np.uint8)
+                  for _ in range(count)]
+        source = "noise"
+    return Preprocessor.from_metadata(metadata).batch(images), source
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Comparison
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (N, M) of xyxy boxes a (N, 4) and b (M, 4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # N, M, 2
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])  # N, M, 2
+    inter = np.clip(rb - lt, 0, None).prod(-1)  # N, M
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
+
+
+def detection_agreement(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], score_threshold: float = 0.05,
+                        iou_threshold: float = 0.9) -> float:
+    """Fraction of reference detections (score > threshold) that the other output has with the same label and
+    IoU >= iou_threshold (1.0 when the reference has none)."""
+    matched = total = 0
+    for b in range(ref["boxes"].shape[0]):
+        keep_r = ref["scores"][b] > score_threshold
+        keep_o = out["scores"][b] > score_threshold
+        boxes_r, labels_r = ref["boxes"][b][keep_r], ref["labels"][b][keep_r]
+        boxes_o, labels_o = out["boxes"][b][keep_o], out["labels"][b][keep_o]
+        total += len(boxes_r)
+        if len(boxes_r) and len(boxes_o):
+            iou = _box_iou(boxes_r, boxes_o)  # N, M
+            same = labels_r[:, None] == labels_o[None, :]
+            matched += int(((iou >= iou_threshold) & same).any(axis=1).sum())
+    return 1.0 if total == 0 else matched / total
+
+
+def compare_outputs(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], metadata: ModelMetadata) -> tuple[
+        float, dict[str, float]]:
+    """(label agreement, max |diff| per float output) of an engine's outputs against the PyTorch reference."""
+    missing = sorted(set(ref) - set(out))
+    if missing:
+        raise ValueError(f"engine outputs lack {missing} (has {sorted(out)})")
+    diffs = {}
+    for name, value in ref.items():
+        if np.issubdtype(value.dtype, np.floating):
+            if value.shape != out[name].shape:
+                raise ValueError(f"output {name!r}: shape {out[name].shape} != reference {value.shape}")
+            diffs[name] = float(np.max(np.abs(value.astype(np.float64) - out[name]))) if value.size else 0.0
+    if metadata.task == TASK_DETECTION:
+        return detection_agreement(ref, out), diffs
+    if ref["labels"].shape != out["labels"].shape:
+        raise ValueError(f"labels: shape {out['labels'].shape} != reference {ref['labels'].shape}")
+    return float(np.mean(ref["labels"] == out["labels"])), diffs
+
+
+def torch_reference(model, images: np.ndarray, metadata: ModelMetadata) -> dict[str, np.ndarray]:
+    """The fp32 PyTorch export module's outputs, one image at a time (keeps peak memory low)."""
+    from vlt_perception.engines.torch_engine import TorchEngine
+
+    engine = TorchEngine(model.export_module(), metadata, precision="fp32", device="cpu")
+    parts = [engine.infer(images[i : i + 1]) for i in range(images.shape[0])]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def verify_engine(engine, reference: dict[str, np.ndarray], images: np.ndarray, source: str,
+                  metadata: ModelMetadata) -> ParityReport:
+    """Run ``engine`` image by image and compare against the reference outputs."""
+    parts = [engine.infer(images[i : i + 1]) for i in range(images.shape[0])]
+    outputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    agreement, diffs = compare_outputs(reference, outputs, metadata)
+    precision = engine.info.precision
+    threshold = FP32_MIN_AGREEMENT if precision == "fp32" else None
+    passed = threshold is None or agreement >= threshold
+    return ParityReport(engine.info.engine, precision, source, images.shape[0], agreement, diffs, passed, threshold)
+
+
+def verify_onnx(onnx_path: str | Path, model, metadata: ModelMetadata, images: np.ndarray, source: str,
+                providers=("CPUExecutionProvider",)) -> ParityReport:
+    """ONNX Runtime on ``onnx_path`` vs the PyTorch model on the same images. fp32 must agree on >= 99.9% of
+    labels (``passed``); reduced precision only reports the figure."""
+    from vlt_perception.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    engine = OnnxRuntimeEngine(onnx_path, providers=list(providers))
+    reference = torch_reference(model, images, engine.metadata)
+    return verify_engine(engine, reference, images, source, engine.metadata)
