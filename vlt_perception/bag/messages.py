@@ -15,11 +15,6 @@ from vlt_perception.bag.topics import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, IM
 
 NS_PER_S = 1_000_000_000
 
-# Channels and whether the channel order is BGR, per sensor_msgs/image_encodings for 8-bit images.
-_IMAGE_ENCODINGS = {
-    "rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True),
-    "mono8": (1, False), "8UC1": (1, False), "8UC3": (3, True), "8UC4": (4, True),
-}
 _LABEL_ENCODINGS = ("mono8", "8UC1")
 
 
@@ -139,27 +134,13 @@ def _raw_pixels(msg, channels: int) -> np.ndarray:
 
 
 def decode_image(msg) -> np.ndarray:
-    """sensor_msgs/Image (8-bit encodings) or CompressedImage -> RGB (H, W, 3) uint8."""
+    """sensor_msgs/Image or CompressedImage -> RGB (H, W, 3) uint8, via the pipeline's validating decoder."""
+    from vlt_perception.pipeline.image_codec import decode_compressed, decode_image as decode_raw
+
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return _decode_compressed(msg)
-    encoding = str(msg.encoding)
-    if encoding not in _IMAGE_ENCODINGS:
-        raise MessageError(f"unsupported image encoding {encoding!r}; expected one of {sorted(_IMAGE_ENCODINGS)}")
-    channels, bgr = _IMAGE_ENCODINGS[encoding]
-    pixels = _raw_pixels(msg, channels)
-    if channels == 1:
-        return np.repeat(pixels, 3, axis=2)
-    pixels = pixels[..., :3]
-    return np.ascontiguousarray(pixels[..., ::-1] if bgr else pixels)
-
-
-def _decode_compressed(msg) -> np.ndarray:
-    import cv2
-
-    image = cv2.imdecode(_buffer(msg.data), cv2.IMREAD_COLOR)
-    if image is None:
-        raise MessageError(f"CompressedImage (format {msg.format!r}) could not be decoded")
-    return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+        return decode_compressed(str(msg.format), _buffer(msg.data))
+    return decode_raw(str(msg.encoding), int(msg.height), int(msg.width), int(msg.step), _buffer(msg.data),
+                      bool(msg.is_bigendian))
 
 
 def decode_labels(msg) -> np.ndarray:

@@ -1,0 +1,221 @@
+"""Evaluation reports: ``report.json`` (atomic) and ``report.md`` with figures (matplotlib, Agg backend).
+
+Figures: mIoU / mAP per condition (with the reference bag and retention), the row-normalised confusion matrix over
+all target frames, sample overlays (image | ground truth | prediction) per condition, and a latency histogram.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vlt_perception.bag.matching import REFERENCE, EvaluationAccumulator
+from vlt_perception.labels import CITYSCAPES_PALETTE, colorize
+
+
+def _clean(value):
+    """NaN / inf -> None and numpy scalars -> Python, so that report.json is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(acc: EvaluationAccumulator, out_dir: str | Path, extra: dict | None = None,
+                 palette=CITYSCAPES_PALETTE, figures: bool = True) -> dict:
+    """Write report.json, report.md and figures/ under ``out_dir``; returns the report dict."""
+    out = Path(out_dir)
+    report = _clean({**(extra or {}), **acc.summary()})
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=2, sort_keys=True).encode())
+    pictures = _figures(acc, report, out / "figures", palette) if figures else {}
+    atomic_write_bytes(out / "report.md", markdown(report, pictures).encode())
+    return report
+
+
+# ------------------------------------------------------------------------------------------------- markdown
+def _fmt(value, scale: float = 100.0, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value * scale:.{digits}f}"
+
+
+def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
+    """The Markdown report; ``pictures`` maps figure keys to paths relative to the report."""
+    pictures = pictures or {}
+    lines = ["# Rosbag evaluation under domain shift", ""]
+    model = report.get("model") or {}
+    if model:
+        lines += [f"Model: `{model.get('path', '')}` ({model.get('task', '')}), engine: "
+                  f"{model.get('engine', '')} {model.get('precision', '')} on {model.get('device', '')}", ""]
+    if report.get("mode"):
+        lines += [f"Mode: {report['mode']}", ""]
+    ref = report.get("reference")
+    lines += [f"Reference (source) bag: `{ref}`" if ref else "No reference bag: retention not computed.", ""]
+    lines += ["## Per condition", "", "| condition | frames | mIoU | mAP | retention mIoU | retention mAP |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows = list(report.get("conditions", {}).items()) + [("**all targets**", report.get("overall", {}))]
+    for name, g in rows:
+        lines.append(_row(name, g))
+    lines += ["", "## Per bag", "", "| bag | frames | mIoU | mAP | retention mIoU | latency p50 / p90 ms | issues |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, g in report.get("bags", {}).items():
+        lat = g.get("latency_ms") or {}
+        issues = {**(g.get("counts") or {})}
+        issue_text = ", ".join(f"{k}: {v}" for k, v in sorted(issues.items()) if v and k != "matched") or "none"
+        if g.get("error"):
+            issue_text = f"**error**: {g['error']}; " + issue_text
+        lines.append(f"| {name}{' (reference)' if name == ref else ''} | {g.get('frames', 0)} | "
+                     f"{_fmt((g.get('segmentation') or {}).get('mIoU'))} | "
+                     f"{_fmt((g.get('detection') or {}).get('mAP'))} | "
+                     f"{_fmt((g.get('retention') or {}).get('mIoU'))} | "
+                     f"{_fmt(lat.get('p50'), 1)} / {_fmt(lat.get('p90'), 1)} | {issue_text} |")
+    per_class = ((report.get("overall") or {}).get("segmentation") or {}).get("per_class_iou")
+    if per_class:
+        lines += ["", "## Per-class IoU (all target frames)", "", "| class | IoU |", "| --- | ---: |"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in per_class.items()]
+    for key, title in (("conditions", "mIoU per condition"), ("confusion", "Confusion matrix (row-normalised)"),
+                       ("latency", "Latency")):
+        if key in pictures:
+            lines += ["", f"## {title}", "", f"![{title}]({pictures[key]})"]
+    samples = [(k, v) for k, v in pictures.items() if k.startswith("sample:")]
+    if samples:
+        lines += ["", "## Samples (image | ground truth | prediction)", ""]
+        lines += [f"![{k[7:]}]({v})" for k, v in samples]
+    lines += ["", "Issue counts are frames or messages that were skipped or left unmatched; see report.json for "
+              "examples.", ""]
+    return "\n".join(lines)
+
+
+def _row(name: str, g: dict) -> str:
+    ret = g.get("retention") or {}
+    return (f"| {name} | {g.get('frames', 0)} | {_fmt((g.get('segmentation') or {}).get('mIoU'))} | "
+            f"{_fmt((g.get('detection') or {}).get('mAP'))} | {_fmt(ret.get('mIoU'))} | {_fmt(ret.get('mAP'))} |")
+
+
+# -------------------------------------------------------------------------------------------------- figures
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("report figures need matplotlib: pip install -r requirements/train.txt "
+                          "(or pass figures=False / --no-figures)") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _figures(acc: EvaluationAccumulator, report: dict, folder: Path, palette) -> dict[str, str]:
+    plt = _pyplot()
+    pictures: dict[str, str] = {}
+    try:
+        if _condition_chart(plt, report, folder / "conditions.png"):
+            pictures["conditions"] = "figures/conditions.png"
+        if acc.overall.confusion is not None and acc.overall.confusion.matrix.sum():
+            _confusion(plt, acc.overall.confusion.matrix, acc.class_names, folder / "confusion.png")
+            pictures["confusion"] = "figures/confusion.png"
+        latencies = [v for s in acc.bags.values() for v in s.latencies_ms]
+        if latencies:
+            _latency(plt, acc, folder / "latency.png")
+            pictures["latency"] = "figures/latency.png"
+        for condition, matches in acc.samples.items():
+            for i, match in enumerate(matches):
+                if "labels" in match.gt and "labels" in match.pred:
+                    name = f"sample_{_safe(condition)}_{i}.png"
+                    _sample(plt, match, palette, folder / name)
+                    pictures[f"sample:{condition} {match.stamp_ns}"] = f"figures/{name}"
+    finally:
+        plt.close("all")
+    return pictures
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def _condition_chart(plt, report: dict, path: Path) -> bool:
+    names, values = [], []
+    ref = report.get("reference")
+    if ref and (report["bags"].get(ref, {}).get("segmentation") or {}).get("mIoU") is not None:
+        names.append(f"{REFERENCE}\n({ref})")
+        values.append(report["bags"][ref]["segmentation"]["mIoU"])
+    for name, g in report.get("conditions", {}).items():
+        miou = (g.get("segmentation") or {}).get("mIoU")
+        metric = miou if miou is not None else (g.get("detection") or {}).get("mAP")
+        if metric is not None:
+            names.append(name)
+            values.append(metric)
+    if not names:
+        return False
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(names)), 3.2))
+    bars = ax.bar(range(len(names)), [100 * v for v in values], color="#4c72b0")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("mIoU (mAP for detection) %")
+    ax.set_ylim(0, 100)
+    for bar, v in zip(bars, values):
+        ax.annotate(f"{100 * v:.1f}", (bar.get_x() + bar.get_width() / 2, 100 * v), ha="center", va="bottom")
+    _save(fig, path)
+    return True
+
+
+def _confusion(plt, matrix: np.ndarray, class_names, path: Path) -> None:
+    rows = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=np.float64), where=rows > 0)
+    size = max(4, 0.35 * len(class_names))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    _save(fig, path)
+
+
+def _latency(plt, acc: EvaluationAccumulator, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for name, stats in acc.bags.items():
+        if stats.latencies_ms:
+            ax.hist(stats.latencies_ms, bins=20, alpha=0.6, label=name)
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("frames")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _sample(plt, match, palette, path: Path) -> None:
+    panels = [] if match.image is None else [match.image]
+    panels += [colorize(match.gt["labels"], palette), colorize(match.pred["labels"], palette)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 2))
+    for ax, panel in zip(np.atleast_1d(axes), panels):
+        ax.imshow(panel, interpolation="nearest")
+        ax.axis("off")
+    _save(fig, path)
