@@ -1,0 +1,74 @@
+"""Hungarian matching of predicted masks to ground-truth masks (Mask2Former's ``HungarianMatcher``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlt_training.modeling.criterion.point_sample import point_sample
+
+
+def batch_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pairwise dice cost: mask logits (Q, P), binary targets (T, P) -> (Q, T)."""
+    inputs = inputs.sigmoid()
+    numerator = 2 * inputs @ targets.T
+    denominator = inputs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def batch_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pairwise mean binary cross-entropy: mask logits (Q, P), binary targets (T, P) -> (Q, T)."""
+    p = inputs.shape[1]
+    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    return (pos @ targets.T + neg @ (1 - targets).T) / p
+
+
+class HungarianMatcher(nn.Module):
+    """One-to-one assignment minimising class + mask BCE + dice cost, mask costs on uniformly sampled points.
+
+    Args:
+        cost_class, cost_mask, cost_dice: weights of the three costs (2, 5, 5).
+        num_points: points sampled per image (12544 = 112 * 112); the same points for predictions and targets.
+    """
+
+    def __init__(self, cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
+                 num_points: int = 12544):
+        super().__init__()
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise ValueError("all matcher costs are 0")
+        self.cost_class, self.cost_mask, self.cost_dice = cost_class, cost_mask, cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """outputs: ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, h, w); targets: per image ``labels`` (T,)
+        and ``masks`` (T, H, W). Returns per image (query indices, target indices), both int64 of length min(Q, T).
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        indices = []
+        for b, target in enumerate(targets):
+            tgt_ids = target["labels"]
+            if tgt_ids.numel() == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                indices.append((empty, empty))
+                continue
+            prob = outputs["pred_logits"][b].float().softmax(-1)  # Q, K+1
+            cost_class = -prob[:, tgt_ids]  # Q, T
+            out_mask = outputs["pred_masks"][b][:, None].float()  # Q, 1, h, w
+            tgt_mask = target["masks"][:, None].to(out_mask)  # T, 1, H, W
+            coords = torch.rand(1, self.num_points, 2, device=out_mask.device)
+            tgt_pts = point_sample(tgt_mask, coords.repeat(tgt_mask.shape[0], 1, 1))[:, 0]  # T, P
+            out_pts = point_sample(out_mask, coords.repeat(out_mask.shape[0], 1, 1))[:, 0]  # Q, P
+            cost = (self.cost_mask * batch_sigmoid_ce_cost(out_pts, tgt_pts)
+                    + self.cost_class * cost_class
+                    + self.cost_dice * batch_dice_cost(out_pts, tgt_pts))
+            cost = cost.cpu().numpy()
+            if not np.isfinite(cost).all():
+                raise FloatingPointError("non-finite matching cost: the model produced NaN/inf predictions")
+            rows, cols = linear_sum_assignment(cost)
+            indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        return indices

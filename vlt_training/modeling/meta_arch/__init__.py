@@ -1,0 +1,1 @@
+"""Meta-architectures: whole models assembled from backbone, neck and heads."""
