@@ -375,7 +375,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 
     Without a path the dataclass defaults are the starting point.
     """
-    data = load_raw(path) if path is not None else {}
+    # Start from the defaults so overrides can address anything, including list elements the file doesn't set.
+    data = merge(Config().to_dict(), load_raw(path) if path is not None else {})
     source = str(path) if path is not None else "config"
     for text in overrides:
         apply_override(data, text)

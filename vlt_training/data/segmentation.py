@@ -1,0 +1,85 @@
+"""Semantic-segmentation data for the trainer, and the segmentation task hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vlt_perception.metadata import TASK_SEGMENTATION
+from vlt_training.config import AugmentConfig, Config
+from vlt_training.data import transforms as T
+from vlt_training.engine.tasks import TaskHooks, register_task
+
+
+def _read(record: dict) -> tuple[np.ndarray, np.ndarray]:
+    from vlt_perception.datasets import read_image, read_sem_seg
+
+    image, seg = read_image(record), read_sem_seg(record)
+    if image.shape[:2] != seg.shape[:2]:
+        raise ValueError(
+            f"{record.get('sem_seg_file_name')}: label size {seg.shape[:2]} differs from image "
+            f"{record['file_name']} size {image.shape[:2]}"
+        )
+    return image, seg
+
+
+class SegmentationTrainDataset(Dataset):
+    """Records -> augmented ``(image (3, H, W), {"sem_seg": (H, W) long})`` of exactly ``crop_size``.
+
+    Indexed with ``(index, sample_seed)`` (see ``StepSampler``); a plain index means seed 0.
+    Pipeline (mmseg / VLTSeg): random resize, cat-max-ratio random crop, pad, flip, photometric distortion.
+    """
+
+    def __init__(self, records: list[dict], crop_size: Sequence[int], augment: AugmentConfig,
+                 mean: Sequence[float], std: Sequence[float], ignore_index: int = 255) -> None:
+        self.records = records
+        self.crop_size = tuple(crop_size)
+        self.augment = augment
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item):
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        rng = np.random.default_rng(seed)
+        image, seg = _read(self.records[index])
+        aug = self.augment
+        image, seg = T.random_resize(image, seg, rng, aug.scale, aug.resize_ratio)
+        image, seg = T.random_crop(image, seg, rng, self.crop_size, aug.cat_max_ratio, self.ignore_index)
+        image, seg = T.random_flip(image, seg, rng, aug.flip_prob)
+        if aug.photometric:
+            image = T.photometric_distortion(image, rng)
+        image, seg = T.pad_to(image, seg, self.crop_size, self.ignore_index)
+        target = {"sem_seg": torch.from_numpy(np.ascontiguousarray(seg)).long()}  # H, W
+        return T.to_tensor(image, self.mean, self.std), target
+
+
+def build_train_dataset(records: list[dict], cfg: Config, mean, std) -> SegmentationTrainDataset:
+    return SegmentationTrainDataset(records, cfg.data.crop_size, cfg.data.augment, mean, std,
+                                    cfg.data.ignore_index)
+
+
+def has_sem_seg(record: dict) -> bool:
+    return bool(record.get("sem_seg_file_name"))
+
+
+def _evaluate(model, records, cfg, device, amp="none") -> dict:
+    # Imported here: the evaluation module imports this one's reader.
+    from vlt_training.evaluation.segmentation import evaluate_records
+
+    return evaluate_records(model, records, cfg, device=device, amp=amp)
+
+
+SEGMENTATION = register_task(TaskHooks(
+    name="segmentation",
+    metadata_task=TASK_SEGMENTATION,
+    build_train_dataset=build_train_dataset,
+    evaluate=_evaluate,
+    primary_metric="mIoU",
+    record_filter=has_sem_seg,
+))

@@ -1,0 +1,80 @@
+"""Optimisers with VLTSeg's parameter groups: backbone lr multiplier, optional layer-wise decay, no weight decay
+on norms / biases / position embeddings / tokens / query embeddings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from vlt_training.config import OptimConfig
+
+# Parameter names (lower case) that never get weight decay, besides 1-D tensors (norm weights, biases).
+_NO_DECAY_KEYS = ("pos_embed", "positional_embedding", "cls_token", "class_embedding", "query_embed", "query_feat",
+                  "level_embed", "rel_pos", "mask_token", "reg_token", "relative_position_bias_table")
+_BLOCK_INDEX = re.compile(r"\.(?:blocks|resblocks|layers)\.(\d+)\.")
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """Norm weights, biases and embedding tables are not regularised (as in timm / mmseg's paramwise_cfg)."""
+    lowered = name.lower()
+    return param.ndim <= 1 or lowered.endswith(".bias") or any(key in lowered for key in _NO_DECAY_KEYS)
+
+
+def backbone_layer_id(name: str, num_layers: int) -> int:
+    """0 for the patch embedding / tokens, ``i + 1`` for transformer block ``i``, ``num_layers + 1`` otherwise."""
+    match = _BLOCK_INDEX.search("." + name)
+    if match:
+        return int(match.group(1)) + 1
+    if any(k in name for k in ("patch_embed", "conv1", "pos_embed", "positional_embedding", "cls_token",
+                               "class_embedding", "ln_pre")):
+        return 0
+    return num_layers + 1
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Split trainable parameters into groups with their own ``lr`` and ``weight_decay``.
+
+    Each group's ``lr`` is the base lr times its multiplier; the schedule later scales every group alike.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    backbone = [n for n, _ in named if n.startswith(cfg.backbone_prefix)]
+    num_layers = 0
+    if cfg.layer_decay is not None:
+        ids = [int(m.group(1)) + 1 for n in backbone if (m := _BLOCK_INDEX.search("." + n))]
+        num_layers = max(ids, default=0)
+    groups: dict[tuple[float, float], dict] = {}
+    for name, param in named:
+        mult = 1.0
+        if name.startswith(cfg.backbone_prefix):
+            mult = cfg.backbone_lr_mult
+            if cfg.layer_decay is not None:
+                mult *= cfg.layer_decay ** (num_layers + 1 - backbone_layer_id(name, num_layers))
+        decay = 0.0 if no_weight_decay(name, param) else cfg.weight_decay
+        key = (mult, decay)
+        if key not in groups:
+            groups[key] = {"params": [], "names": [], "lr": cfg.lr * mult, "lr_mult": mult, "weight_decay": decay}
+        groups[key]["params"].append(param)
+        groups[key]["names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW (torch) or LAMB (timm) over :func:`param_groups`."""
+    groups = param_groups(model, cfg)
+    for group in groups:
+        group.pop("names")  # optimisers keep unknown keys in state_dict; names are only for inspection/tests
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                 weight_decay=cfg.weight_decay)
+    if cfg.name == "lamb":
+        from timm.optim import Lamb
+
+        return Lamb(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; expected adamw or lamb")
+
+
+def trainable_names(groups: Iterable[dict]) -> list[str]:
+    return [n for g in groups for n in g.get("names", [])]

@@ -1,0 +1,299 @@
+"""The training loop: one flat function, resumable, DDP-ready.
+
+``train(cfg, run_dir)`` builds the model, data, optimiser and schedule from the config, resumes from the newest
+checkpoint in ``run_dir`` if there is one (weights, optimiser, scheduler, grad scaler, step, RNG), and runs
+``train.max_iters`` optimiser steps. Under torchrun every process runs it; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vlt_perception.labels import CITYSCAPES_PALETTE
+from vlt_perception.metadata import ModelMetadata
+from vlt_training.config import Config, ModelConfig, save_config
+from vlt_training.data.records import load_train_records
+from vlt_training.data.sampler import StepSampler
+from vlt_training.engine import checkpoint as ckpt
+from vlt_training.engine import distributed
+from vlt_training.engine.amp import autocast, grad_scaler
+from vlt_training.engine.optim import build_optimizer
+from vlt_training.engine.schedule import build_scheduler
+from vlt_training.engine.tasks import TaskHooks, get_task
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    model: nn.Module
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """``create_model(cfg.name, **cfg.overrides, pretrained=cfg.pretrained)`` (pretrained only when set)."""
+    from vlt_training.modeling import create_model
+
+    kwargs = dict(cfg.overrides)
+    if cfg.pretrained is not None:
+        kwargs["pretrained"] = cfg.pretrained
+    return create_model(cfg.name, **kwargs)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_metadata(model: nn.Module, cfg: Config, hooks: TaskHooks, step: int) -> ModelMetadata:
+    """What travels with the checkpoint: classes, palette, normalisation, input size (= crop size), provenance."""
+    from vlt_training.evaluation.segmentation import model_norm
+
+    mean, std = model_norm(model)
+    names = list(model.class_names)
+    palette = getattr(model, "palette", None) or [list(c) for c in CITYSCAPES_PALETTE]
+    if len(palette) < len(names):  # a custom label space: extend with deterministic colours
+        rng = np.random.default_rng(0)
+        palette = list(palette) + rng.integers(0, 256, (len(names) - len(palette), 3)).tolist()
+    return ModelMetadata(
+        task=hooks.metadata_task, model_name=model.model_name, class_names=names, palette=[list(c) for c in palette],
+        mean=mean, std=std, input_height=cfg.data.crop_size[0], input_width=cfg.data.crop_size[1],
+        extra={"config_name": cfg.name, "step": step,
+               "train_datasets": [f"{d.name}:{d.split}" for d in cfg.data.train]},
+    )
+
+
+def maybe_generate_synthetic(cfg: Config, info: distributed.DistInfo) -> None:
+    """Render the procedural benchmark into ``data.root`` when enabled and missing (rank 0; others wait)."""
+    syn = cfg.data.synthetic
+    root = Path(cfg.data.root)
+    if syn.enabled and info.is_main and not (root.is_dir() and any(root.iterdir())):
+        from vlt_training.cli.generate import main as generate
+
+        # Render next to the target and rename, so an interrupted generation is never mistaken for a dataset.
+        tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+        argv = ["--out", str(tmp), "--num-train", str(syn.num_train), "--num-val", str(syn.num_val),
+                "--height", str(syn.height), "--width", str(syn.width), "--seed", str(syn.seed)]
+        if syn.conditions:
+            argv += ["--conditions", ",".join(syn.conditions)]
+        try:
+            generate(argv)
+            if root.exists():
+                root.rmdir()
+            os.replace(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    distributed.barrier(info)
+
+
+class CsvLog:
+    """Append-only CSV log; the header is fixed by the first row (or the existing file when resuming)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        if path.is_file() and path.stat().st_size:
+            with open(path, newline="") as fh:
+                self.fields = next(csv.reader(fh), None)
+
+    def write(self, row: dict) -> None:
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with open(self.path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore", restval="")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: pip install tensorboard
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+            for t in targets]
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log rows past the resumed step: a killed run may have logged steps its last checkpoint lacks."""
+    if not log_path.is_file():
+        return
+    with open(log_path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    tmp = log_path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        csv.writer(fh).writerows(kept)
+    os.replace(tmp, log_path)
+
+
+def train(cfg: Config, run_dir: str | os.PathLike, progress: bool | None = None) -> TrainResult:
+    """Train (or resume) a run in ``run_dir``; returns the final step, checkpoint and (unwrapped) model."""
+    info = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, Path(run_dir), info, progress)
+    finally:
+        distributed.cleanup(info)
+
+
+def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: bool | None) -> TrainResult:
+    tc, device = cfg.train, info.device
+    per_step = info.world_size * tc.grad_accum_steps
+    if tc.batch_size % per_step:
+        raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by world_size x grad_accum_steps "
+                         f"= {info.world_size} x {tc.grad_accum_steps}")
+    micro_batch = tc.batch_size // per_step
+    hooks = get_task(cfg.task)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(tc.seed)  # same seed on every rank: DDP also broadcasts rank 0's initial weights
+
+    maybe_generate_synthetic(cfg, info)
+    model = build_model(cfg.model).to(device)
+    from vlt_training.evaluation.segmentation import model_norm
+
+    mean, std = model_norm(model)
+    dataset = hooks.build_train_dataset(load_train_records(cfg.data, hooks.record_filter), cfg, mean, std)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, tc.max_iters)
+    scaler = grad_scaler(device, tc.amp)
+
+    # Resume: the same command on an existing run folder continues from its newest checkpoint.
+    start_step, last = 0, ckpt.latest_checkpoint(run_dir)
+    if last is not None:
+        ckpt.load_weights(model, last, device=device)
+        state = ckpt.load_trainer_state(last)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+        ckpt.set_rng_state(state["rng"])
+    if start_step >= tc.max_iters:
+        if info.is_main:
+            print(f"{run_dir}: already trained to step {start_step} >= train.max_iters={tc.max_iters}")
+        return TrainResult(run_dir, start_step, last, model)
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=tc.find_unused_parameters)
+    sampler = StepSampler(len(dataset), seed=tc.seed, rank=info.rank, world_size=info.world_size,
+                          start=start_step * micro_batch * tc.grad_accum_steps)
+    loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=tc.num_workers,
+                        collate_fn=hooks.collate, pin_memory=device.type == "cuda",
+                        persistent_workers=tc.num_workers > 0,
+                        # Its own generator: creating the iterator must not consume the global torch RNG, or a
+                        # resumed run would draw different random numbers than an uninterrupted one.
+                        generator=torch.Generator().manual_seed(tc.seed))
+
+    log = tb = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        _truncate_log(run_dir / "log.csv", start_step)
+        log, tb = CsvLog(run_dir / "log.csv"), _tensorboard(run_dir)
+    from tqdm import tqdm
+
+    bar = tqdm(total=tc.max_iters, initial=start_step, desc=cfg.name, dynamic_ncols=True,
+               disable=not info.is_main or (None if progress is None else not progress))
+    params = [p for p in model.parameters() if p.requires_grad]
+    data_iter = iter(loader)
+    last_ckpt, terms = last, {}
+    train_model.train()
+    for step in range(start_step, tc.max_iters):
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        terms = {}
+        for micro in range(tc.grad_accum_steps):
+            images, targets = next(data_iter)
+            images, targets = images.to(device, non_blocking=True), _to_device(targets, device)
+            # Only the last micro-batch synchronises gradients across ranks.
+            sync = micro == tc.grad_accum_steps - 1 or not info.enabled
+            with contextlib.nullcontext() if sync else train_model.no_sync():
+                with autocast(device, tc.amp):
+                    losses = train_model(images, targets)
+                loss = sum(losses.values())
+                if not distributed.all_finite(loss, info):
+                    raise FloatingPointError(
+                        f"non-finite loss {loss.item()} at step {step} (terms: "
+                        f"{ {k: float(v) for k, v in losses.items()} }); lower optim.lr, enable clipping or use "
+                        f"train.amp=bf16 instead of fp16")
+                # Scale the loss to account for gradient accumulation: gradients add up over micro-batches.
+                scaler.scale(loss / tc.grad_accum_steps).backward()
+            for k, v in losses.items():
+                terms[k] = terms.get(k, 0.0) + float(v.detach()) / tc.grad_accum_steps
+        grad_norm = None
+        if tc.clip_grad_norm:
+            scaler.unscale_(optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.clip_grad_norm))
+        lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        done = step + 1
+        total_loss = sum(terms.values())
+        if info.is_main:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}")
+            if done % tc.log_interval == 0 or done == tc.max_iters or done == start_step + 1:
+                row = {"step": done, "lr": lr, "loss": total_loss, "grad_norm": grad_norm,
+                       "images_per_s": tc.batch_size / (time.perf_counter() - t0), **terms}
+                log.write(row)
+                if tb is not None:
+                    for key, value in row.items():
+                        if key != "step" and value is not None:
+                            tb.add_scalar(f"train/{key}", value, done)
+        if done % tc.checkpoint_interval == 0 or done == tc.max_iters:
+            if info.is_main:
+                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict()}
+                last_ckpt = ckpt.save_checkpoint(run_dir, done, model, model_metadata(model, cfg, hooks, done),
+                                                 cfg.to_yaml(), state, keep_last=tc.keep_last)
+            distributed.barrier(info)
+        if tc.eval_interval and (done % tc.eval_interval == 0 or done == tc.max_iters) and cfg.eval.datasets:
+            if info.is_main:
+                _evaluate_during_training(model, cfg, run_dir, done, device, tb)
+            distributed.barrier(info)
+    bar.close()
+    if tb is not None:
+        tb.close()
+    return TrainResult(run_dir, tc.max_iters, last_ckpt if info.is_main else None, model, terms)
+
+
+def _evaluate_during_training(model, cfg, run_dir: Path, step: int, device, tb) -> None:
+    from vlt_training.evaluation.runner import evaluate
+
+    report = evaluate(model, cfg, device=device, amp=cfg.train.amp)
+    metric = report["primary_metric"]
+    summary = {"step": step, **{label: r["overall"][metric] for label, r in report["datasets"].items()}}
+    with open(run_dir / "eval.jsonl", "a") as fh:
+        fh.write(json.dumps(summary) + "\n")
+    if tb is not None:
+        for label, value in summary.items():
+            if label != "step":
+                tb.add_scalar(f"eval/{label}/{metric}", value, step)
+    print(f"step {step}: " + ", ".join(f"{k} {metric} {v:.4f}" for k, v in summary.items() if k != "step"))

@@ -1,0 +1,111 @@
+"""Evaluate a model on every ``eval.datasets`` entry through its task hooks; add retention; write reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vlt_perception.metrics.segmentation import retention
+from vlt_training.config import Config
+from vlt_training.data.records import load_records
+from vlt_training.engine.tasks import get_task
+
+
+def evaluate(model: nn.Module, cfg: Config, device="cpu", amp: str = "none", mode: str | None = None) -> dict:
+    """Run the task's ``evaluate`` hook on each eval dataset and compute retention against the source.
+
+    Report: ``{"task", "mode", "primary_metric", "source", "datasets": {label: result},
+    "retention": {label: {"overall": r, "conditions": {condition: r}}}}``; retention = target / source of the
+    primary metric (mIoU or mAP).
+    """
+    hooks = get_task(cfg.task)
+    if not cfg.eval.datasets:
+        raise ValueError("no eval.datasets configured")
+    if mode is not None:
+        cfg.eval.mode = mode
+    datasets: dict[str, Any] = {}
+    for ds in cfg.eval.datasets:
+        records = load_records(ds, cfg.data, hooks.record_filter)
+        label = ds.display_name
+        if label in datasets:
+            raise ValueError(f"two eval datasets are labelled {label!r}; give one a distinct 'label'")
+        datasets[label] = hooks.evaluate(model, records, cfg, device, amp)
+    source = cfg.eval.source or next(iter(datasets))
+    if source not in datasets:
+        raise ValueError(f"eval.source {source!r} is not one of the eval dataset labels {list(datasets)}")
+    metric = hooks.primary_metric
+    source_score = datasets[source]["overall"][metric]
+    ret = {}
+    for label, result in datasets.items():
+        if label == source:
+            continue
+        ret[label] = {
+            "overall": retention(result["overall"][metric], source_score),
+            "conditions": {c: retention(m[metric], source_score) for c, m in result["conditions"].items()},
+        }
+    return {"task": cfg.task, "mode": cfg.eval.mode, "primary_metric": metric, "source": source,
+            "datasets": datasets, "retention": ret}
+
+
+def _clean(value):
+    """JSON has no NaN: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(report: dict, path: str | os.PathLike) -> None:
+    """Write ``report`` as JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(_clean(report), fh, indent=2, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:6.2f}"
+
+
+def format_table(report: dict) -> str:
+    """Summary rows per dataset and condition, then per-class scores when the task reports them."""
+    metric = report["primary_metric"]
+    lines = [f"{'dataset':<28} {'images':>6} {metric:>7} {'retention':>9}"]
+    columns: list[tuple[str, dict]] = []
+    for label, result in report["datasets"].items():
+        ret = report["retention"].get(label, {})
+        lines.append(f"{label:<28} {result['num_images']:>6} {_fmt(result['overall'][metric]):>7} "
+                     f"{_fmt(ret.get('overall')) if ret else '(source)':>9}")
+        columns.append((label, result["overall"]))
+        conds = result["conditions"]
+        if len(conds) > 1 or (conds and next(iter(conds)) != "all"):
+            for cond, m in conds.items():
+                lines.append(f"  {cond:<26} {m['num_images']:>6} {_fmt(m[metric]):>7} "
+                             f"{_fmt(ret.get('conditions', {}).get(cond)) if ret else '':>9}")
+                columns.append((f"{label}/{cond}", m))
+    per_class = [c for c in columns if "per_class_iou" in c[1]]
+    if per_class:
+        names = list(per_class[0][1]["per_class_iou"])
+        lines.append("")
+        lines.append(f"{'IoU per class':<16}" + "".join(f" {lab[-12:]:>12}" for lab, _ in per_class))
+        for name in names:
+            lines.append(f"{name:<16}" + "".join(f" {_fmt(m['per_class_iou'][name]):>12}" for _, m in per_class))
+    return "\n".join(lines)
