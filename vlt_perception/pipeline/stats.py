@@ -123,3 +123,28 @@ class PipelineStats:
             }
             out.update({f"errors.{kind}": n for kind, n in sorted(self.errors.items())})
             return out
+
+
+class ErrorThrottle:
+    """Decides when to log an error of a given kind: the first one, then at most once per ``period_s`` per kind.
+
+    ``should_log(kind)`` returns the number of errors of that kind suppressed since the last log (0 for the first)
+    when it is time to log, else None. Kinds are independent: a flood of one kind never hides another.
+    """
+
+    def __init__(self, period_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period_s = period_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def should_log(self, kind: str) -> int | None:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.period_s:
+                self._suppressed[kind] += 1
+                return None
+            self._last[kind] = now
+            return self._suppressed.pop(kind, 0)

@@ -67,3 +67,17 @@ def test_pipeline_stats_snapshot():
     assert snap["errors"] == 3 and snap["errors.bad_step"] == 2 and snap["errors.unknown_encoding"] == 1
     assert snap["latency_median_ms"] == pytest.approx(np.median([40.0 + i for i in range(0, 31, 3)]))
     assert snap["inference_p90_ms"] == pytest.approx(30.0)
+
+
+def test_error_throttle_per_kind():
+    from vlt_perception.pipeline.stats import ErrorThrottle
+
+    clock = FakeClock()
+    throttle = ErrorThrottle(period_s=5.0, clock=clock)
+    assert throttle.should_log("bad_step") == 0  # first one is logged
+    assert throttle.should_log("bad_step") is None
+    assert throttle.should_log("bad_step") is None
+    assert throttle.should_log("unknown_encoding") == 0  # another kind is not hidden
+    clock.now += 5.1
+    assert throttle.should_log("bad_step") == 2  # logged again, reporting the two suppressed
+    assert throttle.should_log("bad_step") is None

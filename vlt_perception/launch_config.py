@@ -1,0 +1,256 @@
+"""Node parameters and launch configuration of the perception nodes, as plain Python (no rclpy, no launch).
+
+One table per node (:data:`NODE_PARAMS`) says what each parameter is: type, description, whether it may change
+while the node runs, and its allowed values. The default values live only in ``config/<node>.yaml``; the nodes
+read them from there (:func:`load_defaults`) and declare each parameter once with a descriptor built from the
+table. ``launch/perception.launch.py`` turns :func:`perception_nodes` into ``launch_ros`` actions; everything it
+decides is here, where tests can reach it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE = "vlt_perception"
+SEGMENTATION = "segmentation_node"
+DETECTION = "detection_node"
+NODES = (SEGMENTATION, DETECTION)
+ENGINES = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("", "fp32", "fp16", "bf16", "int8")
+INPUT_TYPES = ("raw", "compressed")
+PYTHON_TYPES = {"bool": (bool,), "int": (int,), "double": (float, int), "string": (str,), "string_array": (list,)}
+
+
+class ConfigError(ValueError):
+    """A parameter file or launch argument is invalid; the message names the file / argument and the problem."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter. ``dynamic`` parameters apply while running; the others at the next configure."""
+
+    name: str
+    type: str  # a key of PYTHON_TYPES
+    description: str
+    dynamic: bool = False
+    choices: tuple = ()
+    min: float | None = None
+    max: float | None = None
+
+    def check(self, value: Any) -> str | None:
+        """None when ``value`` is acceptable, else the reason (for logs and SetParametersResult)."""
+        types = PYTHON_TYPES[self.type]
+        if not isinstance(value, types) or (self.type != "bool" and isinstance(value, bool)):
+            return f"{self.name} must be {self.type}, got {type(value).__name__} {value!r}"
+        if self.type == "string_array" and not all(isinstance(v, str) for v in value):
+            return f"{self.name} must be a list of strings, got {value!r}"
+        if self.type == "double" and not math.isfinite(value):
+            return f"{self.name} must be finite, got {value}"
+        if self.choices and value not in self.choices:
+            return f"{self.name} must be one of {list(self.choices)}, got {value!r}"
+        if self.min is not None and value < self.min:
+            return f"{self.name} must be >= {self.min}, got {value}"
+        if self.max is not None and value > self.max:
+            return f"{self.name} must be <= {self.max}, got {value}"
+        return None
+
+
+_COMMON = (
+    ParamSpec("model_path", "string", "Model to load: .onnx, TensorRT .engine/.plan or a training checkpoint "
+              "folder. Classes, palette, normalisation and input size come from its metadata."),
+    ParamSpec("engine", "string", "Inference engine: auto picks TensorRT for .onnx when TensorRT and a GPU "
+              "are present, else ONNX Runtime.", choices=ENGINES),
+    ParamSpec("precision", "string", "Engine precision; empty = the engine's default (TensorRT fp16, torch "
+              "bf16 where the CPU has it, ONNX Runtime: as exported).", choices=PRECISIONS),
+    ParamSpec("providers", "string_array", "ONNX Runtime execution providers in order of preference; empty = "
+              "TensorRT, CUDA, CPU (what really runs is reported on /diagnostics)."),
+    ParamSpec("threads", "int", "Engine CPU threads; 0 = the engine's default.", min=0, max=256),
+    ParamSpec("require_gpu", "bool", "Fail at configure unless the engine really runs on a GPU."),
+    ParamSpec("warmup", "bool", "Run two dummy frames at configure so the first camera frame is not slow."),
+    ParamSpec("autostart", "bool", "Configure and activate at start-up (false: wait for lifecycle "
+              "transitions on ~/change_state)."),
+    ParamSpec("input_type", "string", "raw: subscribe sensor_msgs/Image on ~/in/image; compressed: "
+              "sensor_msgs/CompressedImage (JPEG/PNG) on ~/in/compressed.", choices=INPUT_TYPES),
+    ParamSpec("max_pixels", "int", "Frames with more pixels are rejected as malformed.", min=1),
+    ParamSpec("diagnostics_period", "double", "Seconds between /diagnostics messages.", min=0.05, max=3600.0),
+)
+
+NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
+    SEGMENTATION: _COMMON + (
+        ParamSpec("publish_overlay", "bool", "Create ~/out/overlay (camera image blended with the colour labels)."),
+        ParamSpec("publish_confidence", "bool", "Create ~/out/confidence (32FC1 max class probability), if the "
+                  "model exports it."),
+        ParamSpec("overlay_alpha", "double", "Weight of the colour labels in the overlay.", dynamic=True,
+                  min=0.0, max=1.0),
+    ),
+    DETECTION: _COMMON + (
+        ParamSpec("score_threshold", "double", "Keep detections with at least this score.", dynamic=True,
+                  min=0.0, max=1.0),
+        ParamSpec("classes", "string_array", "Class names to keep (names from the model metadata); empty = all.",
+                  dynamic=True),
+        ParamSpec("publish_debug_image", "bool", "Create ~/out/debug_image (rgb8 camera image with boxes)."),
+    ),
+}
+
+
+def specs(node: str) -> dict[str, ParamSpec]:
+    if node not in NODE_PARAMS:
+        raise ConfigError(f"unknown node {node!r}; expected one of {list(NODE_PARAMS)}")
+    return {spec.name: spec for spec in NODE_PARAMS[node]}
+
+
+def config_dir() -> Path:
+    """``config/`` of the source tree, else ``share/vlt_perception/config`` of the ament install."""
+    source = Path(__file__).resolve().parents[1] / "config"
+    if (source / f"{SEGMENTATION}.yaml").is_file():
+        return source
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE)) / "config"
+    except (ImportError, LookupError) as exc:
+        raise ConfigError(f"cannot find the {PACKAGE} config folder (not at {source}, not in the ament index)") \
+            from exc
+
+
+def read_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{node key: {parameter: value}}`` of a ROS 2 parameter file (``/**`` or node-name keys)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read parameter file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of node names to ros__parameters")
+    out = {}
+    for key, section in data.items():
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+            raise ConfigError(f"{path}: section {key!r} has no 'ros__parameters' mapping")
+        out[str(key)] = section["ros__parameters"]
+    return out
+
+
+def validate_params(node: str, params: dict[str, Any], source: str) -> None:
+    """Raise ConfigError naming ``source`` for unknown names or bad values."""
+    table = specs(node)
+    unknown = sorted(set(params) - set(table))
+    if unknown:
+        raise ConfigError(f"{source}: unknown {node} parameters {unknown}; known: {sorted(table)}")
+    for name, value in params.items():
+        reason = table[name].check(value)
+        if reason:
+            raise ConfigError(f"{source}: {reason}")
+
+
+def load_defaults(node: str, path: str | Path | None = None) -> dict[str, Any]:
+    """The default of every parameter of ``node``, from ``config/<node>.yaml`` (validated and complete)."""
+    path = Path(path) if path else config_dir() / f"{node}.yaml"
+    sections = read_params_file(path)
+    params = sections.get("/**", sections.get(node))
+    if params is None:
+        raise ConfigError(f"{path}: no '/**' or '{node}' section")
+    validate_params(node, params, str(path))
+    missing = sorted(set(specs(node)) - set(params))
+    if missing:
+        raise ConfigError(f"{path}: no default for {missing}")
+    return dict(params)
+
+
+# --- launch ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeLaunch:
+    """What ``launch_ros.actions.Node`` needs for one node."""
+
+    executable: str
+    name: str
+    namespace: str
+    parameters: list = field(default_factory=list)  # params-file paths and dicts, in order of precedence
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+    package: str = PACKAGE
+
+
+def _parse_bool(value: str | bool, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"launch argument {name}: expected true or false, got {value!r}")
+
+
+def perception_nodes(
+    *,
+    nodes: str = "segmentation",
+    seg_model: str = "",
+    det_model: str = "",
+    camera_topic: str = "/camera/image_raw",
+    compressed: str | bool = False,
+    namespace: str = "",
+    params_file: str = "",
+    engine: str = "",
+) -> list[NodeLaunch]:
+    """The nodes to start for the launch arguments (strings as ``ros2 launch`` passes them).
+
+    ``nodes``: ``segmentation``, ``detection``, ``both`` or a comma list. The camera topic is remapped onto
+    ``~/in/image`` (or ``<camera_topic>/compressed`` onto ``~/in/compressed`` with ``compressed:=true``).
+    ``params_file`` (optional, validated here) overrides the packaged defaults; ``engine`` and the model paths,
+    when given, override both.
+    """
+    wanted = _which_nodes(nodes)
+    use_compressed = _parse_bool(compressed, "compressed")
+    if not camera_topic or camera_topic.endswith("/"):
+        raise ConfigError(f"launch argument camera_topic: bad topic name {camera_topic!r}")
+    if engine and engine not in ENGINES:
+        raise ConfigError(f"launch argument engine: expected one of {list(ENGINES)}, got {engine!r}")
+    user_params = read_params_file(params_file) if params_file else {}
+    remap = (("~/in/compressed", f"{camera_topic}/compressed") if use_compressed else ("~/in/image", camera_topic))
+    models = {SEGMENTATION: seg_model, DETECTION: det_model}
+    launches = []
+    for node in wanted:
+        for key, section in user_params.items():
+            if key in ("/**", node) or key.endswith(f"/{node}"):
+                validate_params(node, section, f"{params_file} [{key}]")
+        overrides: dict[str, Any] = {"input_type": "compressed" if use_compressed else "raw"}
+        if models[node]:
+            overrides["model_path"] = models[node]
+        if engine:
+            overrides["engine"] = engine
+        if not overrides.get("model_path") and not _file_sets(user_params, node, "model_path"):
+            raise ConfigError(f"{node}: no model: pass {'seg' if node == SEGMENTATION else 'det'}_model:=PATH or "
+                              "set model_path in params_file")
+        parameters: list = [str(config_dir() / f"{node}.yaml")]
+        if params_file:
+            parameters.append(str(params_file))
+        parameters.append(overrides)
+        launches.append(NodeLaunch(node, node, namespace, parameters, [remap]))
+    return launches
+
+
+def _which_nodes(nodes: str) -> list[str]:
+    aliases = {"segmentation": SEGMENTATION, "seg": SEGMENTATION, "detection": DETECTION, "det": DETECTION}
+    names = [SEGMENTATION, DETECTION] if nodes.strip() == "both" else [n.strip() for n in nodes.split(",") if
+                                                                        n.strip()]
+    out = []
+    for name in names:
+        node = aliases.get(name, name)
+        if node not in NODES:
+            raise ConfigError(f"launch argument nodes: unknown node {name!r}; use segmentation, detection or both")
+        if node not in out:
+            out.append(node)
+    if not out:
+        raise ConfigError("launch argument nodes: no node selected")
+    return out
+
+
+def _file_sets(user_params: dict[str, dict[str, Any]], node: str, name: str) -> bool:
+    return any(section.get(name) for key, section in user_params.items()
+               if key in ("/**", node) or key.endswith(f"/{node}"))

@@ -1,0 +1,356 @@
+"""What both perception nodes share: parameters, lifecycle, input subscription, worker, diagnostics, ``main``.
+
+Lifecycle (``rclpy.lifecycle``): *configure* loads the engine and creates the publishers, *activate* subscribes
+to the camera and starts the latest-frame worker, *deactivate* unsubscribes and stops it, *cleanup* frees the
+engine. With ``autostart`` (default true) ``main`` runs configure + activate at start-up and exits non-zero when
+configure fails (missing or corrupt model); with ``autostart:=false`` the node waits for transitions on
+``~/change_state`` (lifecycle_msgs/srv/ChangeState).
+
+Threads: the executor thread runs the subscription callback, which only stamps the frame and hands it to a
+:class:`LatestFrameWorker` (never blocks on the model); the worker thread decodes, runs the pipeline and publishes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+try:
+    import rclpy
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                    SetParametersResult)
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+    from rclpy.qos_overriding_options import QoSOverridingOptions
+    from std_msgs.msg import Float64
+except ImportError as exc:  # pragma: no cover - depends on the machine
+    raise ImportError("the perception nodes need rclpy: source a ROS 2 distribution, or pip install -r "
+                      "requirements/ros.txt and `source tools/env.sh`") from exc
+
+from vlt_perception.launch_config import ConfigError, ParamSpec, load_defaults, specs
+from vlt_perception.nodes import conversions
+from vlt_perception.pipeline.image_codec import ImageDecodeError
+from vlt_perception.pipeline.latest_frame import LatestFrameWorker
+from vlt_perception.pipeline.stats import ErrorThrottle, PipelineStats
+
+_ROS_TYPES = {
+    "bool": (ParameterType.PARAMETER_BOOL, Parameter.Type.BOOL),
+    "int": (ParameterType.PARAMETER_INTEGER, Parameter.Type.INTEGER),
+    "double": (ParameterType.PARAMETER_DOUBLE, Parameter.Type.DOUBLE),
+    "string": (ParameterType.PARAMETER_STRING, Parameter.Type.STRING),
+    "string_array": (ParameterType.PARAMETER_STRING_ARRAY, Parameter.Type.STRING_ARRAY),
+}
+
+# Camera input: sensor data (best effort, keep last 1). Outputs: reliable keep-last-1, which both reliable and
+# best-effort subscribers accept. Both overridable with qos_overrides.<topic>.<publisher|subscription>.<policy>.
+OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """A ParameterDescriptor from the spec table (ranges are enforced by rclpy itself)."""
+    desc = ParameterDescriptor(name=spec.name, type=_ROS_TYPES[spec.type][0], description=spec.description)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
+    if not spec.dynamic:
+        desc.additional_constraints = (desc.additional_constraints + "; " if desc.additional_constraints else "") + \
+            "applied at the next configure/activate"
+    if spec.type == "double" and spec.min is not None and spec.max is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max))]
+    if spec.type == "int" and spec.min is not None:
+        desc.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max or 2**62), step=1)]
+    return desc
+
+
+class PerceptionNode(LifecycleNode):
+    """Base class of the segmentation and detection nodes; subclasses build the pipeline and the outputs."""
+
+    NODE: str = ""  # key of launch_config.NODE_PARAMS and config/<NODE>.yaml
+
+    def __init__(self, node_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(node_name or self.NODE, **kwargs)
+        self.specs = specs(self.NODE)
+        # Validation first, so that values given on the command line / in params files are checked on declare.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._declare_parameters(load_defaults(self.NODE))
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        self.stats = PipelineStats()
+        self.throttle = ErrorThrottle(period_s=5.0)
+        self.engine = None
+        self.pipeline = None
+        self._worker: LatestFrameWorker | None = None
+        self._subscription = None
+        self._publishers: dict[str, Any] = {}
+        self._timer = None
+        self._errors_reported = 0
+        self._idle = 0
+        self.configure_error = ""
+
+    # --- parameters ---------------------------------------------------------------------------------------------
+
+    def _declare_parameters(self, defaults: dict[str, Any]) -> None:
+        for name, spec in self.specs.items():
+            ros_type = _ROS_TYPES[spec.type][1]
+            if spec.type == "string_array":
+                # rclpy infers BYTE_ARRAY from [], so declare the type first, then set the default if unset.
+                param = self.declare_parameter(name, ros_type, descriptor(spec))
+                if param.type_ == Parameter.Type.NOT_SET:
+                    self.set_parameters([Parameter(name, ros_type, defaults[name])])
+            else:
+                self.declare_parameter(name, defaults[name], descriptor(spec))
+
+    def param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            spec = self.specs.get(p.name)
+            if spec is None:  # qos_overrides.*, use_sim_time, ...: rclpy validates those
+                continue
+            value = p.value if p.type_ != Parameter.Type.NOT_SET else None
+            if value is None:
+                continue  # an empty YAML list arrives unset; _declare_parameters fills in the default
+            if spec.type == "double" and isinstance(value, int):
+                value = float(value)
+            reason = spec.check(value) or self.check_parameter(p.name, value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params: list[Parameter]) -> None:
+        changed = {p.name: p.value for p in params if p.name in self.specs and self.specs[p.name].dynamic}
+        if changed and self.pipeline is not None:
+            self.apply_dynamic(changed)
+
+    def check_parameter(self, name: str, value: Any) -> str | None:
+        """Node-specific validation beyond the spec table (e.g. class names known to the model)."""
+        return None
+
+    def apply_dynamic(self, changed: dict[str, Any]) -> None:
+        """Apply dynamic parameters that changed while the pipeline exists."""
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.engine = self._load_engine()
+            self.pipeline = self.make_pipeline(self.engine)
+            if self.param("warmup"):
+                self.engine.warmup()
+        except Exception as exc:  # noqa: BLE001 - any load failure must end in a clear FAILURE, not a traceback
+            self.configure_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"configure failed: {self.configure_error}")
+            self._release_engine()
+            return TransitionCallbackReturn.FAILURE
+        self.create_outputs()
+        self._publishers["latency"] = self.create_publisher(Float64, "~/out/latency_ms", OUTPUT_QOS,
+                                                            qos_overriding_options=QOS_OVERRIDES)
+        self._publishers["label_info"] = self.create_publisher(conversions._vision_msgs().LabelInfo,
+                                                               "~/out/label_info", LATCHED_QOS)
+        self._publishers["diagnostics"] = self.create_publisher(conversions.DiagnosticArray, "/diagnostics", 10)
+        self._timer = self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
+        info = self.engine.info
+        self.get_logger().info(f"loaded {info.model_path}: {info.engine} {info.precision} on {info.device} "
+                               f"{info.providers}; {len(self.engine.metadata.class_names)} classes, input "
+                               f"{self.engine.metadata.input_width}x{self.engine.metadata.input_height}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_engine(self):
+        from vlt_perception.engines import create_engine
+
+        model_path = self.param("model_path")
+        if not model_path:
+            raise ConfigError("model_path is empty: pass -p model_path:=/path/to/model.onnx")
+        return create_engine(model_path, self.param("engine"), precision=self.param("precision") or None,
+                             providers=self.param("providers") or None, require_gpu=self.param("require_gpu"),
+                             threads=self.param("threads") or None)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._worker = LatestFrameWorker(self._process, on_drop=self.stats.on_dropped, on_error=self._on_error,
+                                         name=f"{self.get_name()}-worker")
+        if self.param("input_type") == "compressed":
+            msg_type, topic, decode = conversions.CompressedImage, "~/in/compressed", conversions.compressed_to_rgb
+        else:
+            msg_type, topic, decode = conversions.Image, "~/in/image", conversions.image_to_rgb
+        self._decode = decode
+        self._max_pixels = self.param("max_pixels")
+        self._subscription = self.create_subscription(msg_type, topic, self._on_frame, qos_profile_sensor_data,
+                                                      qos_overriding_options=QOS_OVERRIDES)
+        self.publish_label_info()
+        self.get_logger().info(f"active: subscribed to {self._subscription.topic_name}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
+        self._destroy_outputs()
+        self._release_engine()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Stop the worker and free everything (safe in any state, also after rclpy shut down)."""
+        self._stop_input()
+        self._destroy_outputs()
+        self._release_engine()
+
+    def _stop_input(self) -> None:
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
+        if self._worker is not None:
+            self._worker.stop(timeout=10.0)
+            self._worker = None
+
+    def _destroy_outputs(self) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        for pub in self._publishers.values():
+            self.destroy_publisher(pub)
+        self._publishers.clear()
+
+    def _release_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
+        self.pipeline = None
+
+    # --- frames -------------------------------------------------------------------------------------------------
+
+    def _on_frame(self, msg) -> None:
+        """Executor thread: stamp and hand over; never waits for the model."""
+        received = time.monotonic()
+        self.stats.on_input()
+        if not self.wants_output():
+            self._idle += 1  # nobody listens: no decoding, no inference
+            return
+        worker = self._worker
+        if worker is not None:
+            worker.submit((msg, received))
+
+    def _process(self, item) -> None:
+        """Worker thread: decode, run the pipeline, publish."""
+        msg, received = item
+        try:
+            rgb = self._decode(msg, self._max_pixels)  # H, W, 3 uint8
+        except ImageDecodeError as exc:
+            self.bad_input(exc.kind, str(exc))
+            return
+        engine_ms = self.process_frame(rgb, msg.header)
+        latency_ms = (time.monotonic() - received) * 1e3
+        self.stats.on_processed(latency_ms, engine_ms)
+        pub = self._publishers.get("latency")
+        if pub is not None:
+            pub.publish(Float64(data=latency_ms))
+
+    def bad_input(self, kind: str, text: str) -> None:
+        """Count a skipped frame; log it at most once per 5 s per kind."""
+        self.stats.on_error(kind)
+        suppressed = self.throttle.should_log(kind)
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            self.get_logger().error(f"skipping frame: {text}{more}")
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.bad_input("processing_error", f"{type(exc).__name__}: {exc}")
+
+    def publish_diagnostics(self) -> None:
+        pub = self._publishers.get("diagnostics")
+        if pub is None or self.engine is None:
+            return
+        snap = self.stats.snapshot()
+        info = self.engine.info
+        values = {"state": "active" if self._subscription is not None else "inactive", "engine": info.engine,
+                  "precision": info.precision, "device": info.device, "providers": info.providers,
+                  "model": info.model_path, "input_topic": self._subscription.topic_name if self._subscription
+                  else "", "skipped_no_subscribers": self._idle, **snap}
+        new_errors = snap["errors"] - self._errors_reported
+        self._errors_reported = snap["errors"]
+        level = conversions.LEVEL_WARN if new_errors else conversions.LEVEL_OK
+        message = f"{new_errors} bad frames since last report" if new_errors else "ok"
+        pub.publish(conversions.diagnostics(f"{self.get_fully_qualified_name()}: perception", info.device, values,
+                                            level, message, self.get_clock().now().to_msg()))
+
+    def publish_label_info(self) -> None:
+        pub = self._publishers.get("label_info")
+        if pub is not None and self.engine is not None:
+            header = conversions.Image().header
+            header.stamp = self.get_clock().now().to_msg()
+            pub.publish(conversions.label_info(self.engine.metadata.class_names, header, self.label_threshold()))
+
+    def label_threshold(self) -> float:
+        return 0.0
+
+    def output(self, name: str):
+        """The publisher ``name`` if it exists and somebody subscribes to it, else None."""
+        pub = self._publishers.get(name)
+        return pub if pub is not None and pub.get_subscription_count() > 0 else None
+
+    def add_output(self, name: str, msg_type, topic: str) -> None:
+        self._publishers[name] = self.create_publisher(msg_type, topic, OUTPUT_QOS,
+                                                       qos_overriding_options=QOS_OVERRIDES)
+
+    # --- what subclasses provide --------------------------------------------------------------------------------
+
+    def make_pipeline(self, engine):
+        """The pipeline for a loaded engine (raise to fail configure)."""
+        raise NotImplementedError
+
+    def create_outputs(self) -> None:
+        """Create the output publishers with :meth:`add_output`."""
+        raise NotImplementedError
+
+    def wants_output(self) -> bool:
+        """Whether any output has a subscriber (else frames are not processed)."""
+        raise NotImplementedError
+
+    def process_frame(self, rgb, header) -> float:
+        """Run the pipeline on one frame and publish; returns the engine time in ms."""
+        raise NotImplementedError
+
+
+def main(node_class: type[PerceptionNode], args: list[str] | None = None) -> int:
+    """Run a perception node until SIGINT/SIGTERM; returns the exit code (1 when start-up fails)."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = node_class()
+        if node.param("autostart"):
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal(f"start-up failed: {node.configure_error}")
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("activate failed")
+                return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ConfigError as exc:
+        print(f"{node_class.NODE}: {exc}", file=sys.stderr)
+        code = 1
+    except Exception as exc:  # parameter errors at declare time etc.: one clear line, non-zero exit
+        if type(exc).__module__.startswith("rclpy"):
+            print(f"{node_class.NODE}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 1
+        else:
+            raise
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
