@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from vlt_perception.bag import BagError
 
-# interfaces/vision_msgs/msg/*.msg at the repository root (upstream vision_msgs 4.x definitions).
+# interfaces/vision_msgs/msg/*.msg at the repository root (upstream vision_msgs 4.x definitions); an installed
+# package has them under share/vlt_perception/interfaces (setup.py); VLT_INTERFACES_DIR overrides both.
 DEFAULT_INTERFACES_DIR = Path(__file__).resolve().parents[2] / "interfaces"
+
+
+def interfaces_dir() -> Path:
+    """Where the ``.msg`` definitions are: $VLT_INTERFACES_DIR, the source tree, or the installed share folder."""
+    if os.environ.get("VLT_INTERFACES_DIR"):
+        return Path(os.environ["VLT_INTERFACES_DIR"])
+    if any(DEFAULT_INTERFACES_DIR.glob("*/msg/*.msg")):
+        return DEFAULT_INTERFACES_DIR
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        return Path(get_package_share_directory("vlt_perception")) / "interfaces"
+    except (ImportError, PackageNotFoundError, LookupError, ValueError):
+        return DEFAULT_INTERFACES_DIR
 
 
 def _import_rosbags_typesys():
@@ -20,14 +36,14 @@ def _import_rosbags_typesys():
 
 
 @functools.lru_cache(maxsize=4)
-def get_bag_typestore(interfaces_dir: str | None = None):
-    """A rosbags ``Typestore`` for ROS 2 Kilted with every package under ``interfaces_dir`` registered.
+def get_bag_typestore(folder: str | None = None):
+    """A rosbags ``Typestore`` for ROS 2 Kilted plus every package under ``folder`` (default :func:`interfaces_dir`).
 
-    Each ``<interfaces_dir>/<package>/msg/<Name>.msg`` becomes ``<package>/msg/<Name>``.
+    Each ``<folder>/<package>/msg/<Name>.msg`` becomes ``<package>/msg/<Name>``.
     """
     typesys = _import_rosbags_typesys()
     store = typesys.get_typestore(typesys.Stores.ROS2_KILTED)
-    root = Path(interfaces_dir) if interfaces_dir else DEFAULT_INTERFACES_DIR
+    root = Path(folder) if folder else interfaces_dir()
     msg_files = sorted(root.glob("*/msg/*.msg"))
     if not msg_files:
         raise BagError(f"{root}: no interface definitions (*/msg/*.msg); vision_msgs types cannot be registered")
