@@ -237,7 +237,7 @@ def _building(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, side:
               height: float, sun_side: float) -> None:
     lit = 1.0 if side == sun_side else rng.uniform(0.65, 0.8)  # facades facing away from the sun are darker
     colour = ob._jitter(rng, _FACADE_COLOURS[rng.integers(len(_FACADE_COLOURS))], 10) * lit
-    p_wall = cv.add_part(BUILDING, colour, "facade", 0, depth_kind=DEPTH_FACADE)
+    p_wall = cv.add_part(BUILDING, colour, "facade", abs(x), depth_kind=DEPTH_FACADE)
     cv.polygons(p_wall, [cam.project(np.array([[x, 0, z0], [x, 0, z1], [x, height, z1], [x, height, z0]]))])
     deep = x + side * 12.0  # side walls, visible where a neighbour is set back
     p_side = cv.add_part(BUILDING, colour * 0.8, "facade", z0)
@@ -245,7 +245,7 @@ def _building(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, side:
     if z0 > 90:
         return
     glass = ob._jitter(rng, [(45, 55, 70), (90, 110, 135), (30, 32, 38)][rng.integers(3)], 8) * lit
-    p_glass = cv.add_part(BUILDING, glass, "glass", 0, depth_kind=DEPTH_FACADE)
+    p_glass = cv.add_part(BUILDING, glass, "glass", abs(x), depth_kind=DEPTH_FACADE)
     floor = rng.uniform(3.0, 3.6)
     pitch = rng.uniform(2.2, 3.5)
     win_w, win_h = pitch * rng.uniform(0.4, 0.65), floor * rng.uniform(0.4, 0.6)
@@ -264,7 +264,7 @@ def _building(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, side:
 
 def _hedge(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, z0: float, z1: float) -> None:
     greens = [(55, 90, 40), (75, 105, 45), (95, 110, 55), (50, 75, 40)]
-    p = cv.add_part(VEGETATION, ob._jitter(rng, greens[rng.integers(len(greens))], 10), "foliage", 0,
+    p = cv.add_part(VEGETATION, ob._jitter(rng, greens[rng.integers(len(greens))], 10), "foliage", abs(x),
                     depth_kind=DEPTH_FACADE)
     zs = np.linspace(z0, z1, max(int((z1 - z0) / 1.5), 2))
     tops = np.clip(rng.uniform(3.0, 9.0) + np.cumsum(rng.normal(0, 0.6, len(zs))), 2.5, 14)
