@@ -84,7 +84,7 @@ class PerceptionNode(LifecycleNode):
         self.pipeline = None
         self._worker: LatestFrameWorker | None = None
         self._subscription = None
-        self._publishers: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}
         self._timer = None
         self._errors_reported = 0
         self._idle = 0
@@ -141,23 +141,27 @@ class PerceptionNode(LifecycleNode):
             self.pipeline = self.make_pipeline(self.engine)
             if self.param("warmup"):
                 self.engine.warmup()
+            self._create_publishers()
         except Exception as exc:  # noqa: BLE001 - any load failure must end in a clear FAILURE, not a traceback
+            # (rclpy turns exceptions in transition callbacks into a silent ERROR: say what happened here).
             self.configure_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"configure failed: {self.configure_error}")
-            self._release_engine()
+            self.close()
             return TransitionCallbackReturn.FAILURE
-        self.create_outputs()
-        self._publishers["latency"] = self.create_publisher(Float64, "~/out/latency_ms", OUTPUT_QOS,
-                                                            qos_overriding_options=QOS_OVERRIDES)
-        self._publishers["label_info"] = self.create_publisher(conversions._vision_msgs().LabelInfo,
-                                                               "~/out/label_info", LATCHED_QOS)
-        self._publishers["diagnostics"] = self.create_publisher(conversions.DiagnosticArray, "/diagnostics", 10)
-        self._timer = self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
         info = self.engine.info
         self.get_logger().info(f"loaded {info.model_path}: {info.engine} {info.precision} on {info.device} "
                                f"{info.providers}; {len(self.engine.metadata.class_names)} classes, input "
                                f"{self.engine.metadata.input_width}x{self.engine.metadata.input_height}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _create_publishers(self) -> None:
+        self.create_outputs()
+        self._outputs["latency"] = self.create_publisher(Float64, "~/out/latency_ms", OUTPUT_QOS,
+                                                         qos_overriding_options=QOS_OVERRIDES)
+        self._outputs["label_info"] = self.create_publisher(conversions._vision_msgs().LabelInfo,
+                                                            "~/out/label_info", LATCHED_QOS)
+        self._outputs["diagnostics"] = self.create_publisher(conversions.DiagnosticArray, "/diagnostics", 10)
+        self._timer = self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
 
     def _load_engine(self):
         from vlt_perception.engines import create_engine
@@ -170,6 +174,17 @@ class PerceptionNode(LifecycleNode):
                              threads=self.param("threads") or None)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._start_input()
+        except Exception as exc:  # noqa: BLE001 - see on_configure
+            self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
+            self._stop_input()
+            return TransitionCallbackReturn.FAILURE
+        self.publish_label_info()
+        self.get_logger().info(f"active: subscribed to {self._subscription.topic_name}")
+        return super().on_activate(state)
+
+    def _start_input(self) -> None:
         self._worker = LatestFrameWorker(self._process, on_drop=self.stats.on_dropped, on_error=self._on_error,
                                          name=f"{self.get_name()}-worker")
         if self.param("input_type") == "compressed":
@@ -180,9 +195,6 @@ class PerceptionNode(LifecycleNode):
         self._max_pixels = self.param("max_pixels")
         self._subscription = self.create_subscription(msg_type, topic, self._on_frame, qos_profile_sensor_data,
                                                       qos_overriding_options=QOS_OVERRIDES)
-        self.publish_label_info()
-        self.get_logger().info(f"active: subscribed to {self._subscription.topic_name}")
-        return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_input()
@@ -216,9 +228,9 @@ class PerceptionNode(LifecycleNode):
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
-        for pub in self._publishers.values():
+        for pub in self._outputs.values():
             self.destroy_publisher(pub)
-        self._publishers.clear()
+        self._outputs.clear()
 
     def _release_engine(self) -> None:
         if self.engine is not None:
@@ -250,7 +262,7 @@ class PerceptionNode(LifecycleNode):
         engine_ms = self.process_frame(rgb, msg.header)
         latency_ms = (time.monotonic() - received) * 1e3
         self.stats.on_processed(latency_ms, engine_ms)
-        pub = self._publishers.get("latency")
+        pub = self._outputs.get("latency")
         if pub is not None:
             pub.publish(Float64(data=latency_ms))
 
@@ -266,7 +278,7 @@ class PerceptionNode(LifecycleNode):
         self.bad_input("processing_error", f"{type(exc).__name__}: {exc}")
 
     def publish_diagnostics(self) -> None:
-        pub = self._publishers.get("diagnostics")
+        pub = self._outputs.get("diagnostics")
         if pub is None or self.engine is None:
             return
         snap = self.stats.snapshot()
@@ -283,7 +295,7 @@ class PerceptionNode(LifecycleNode):
                                             level, message, self.get_clock().now().to_msg()))
 
     def publish_label_info(self) -> None:
-        pub = self._publishers.get("label_info")
+        pub = self._outputs.get("label_info")
         if pub is not None and self.engine is not None:
             header = conversions.Image().header
             header.stamp = self.get_clock().now().to_msg()
@@ -294,11 +306,11 @@ class PerceptionNode(LifecycleNode):
 
     def output(self, name: str):
         """The publisher ``name`` if it exists and somebody subscribes to it, else None."""
-        pub = self._publishers.get(name)
+        pub = self._outputs.get(name)
         return pub if pub is not None and pub.get_subscription_count() > 0 else None
 
     def add_output(self, name: str, msg_type, topic: str) -> None:
-        self._publishers[name] = self.create_publisher(msg_type, topic, OUTPUT_QOS,
+        self._outputs[name] = self.create_publisher(msg_type, topic, OUTPUT_QOS,
                                                        qos_overriding_options=QOS_OVERRIDES)
 
     # --- what subclasses provide --------------------------------------------------------------------------------

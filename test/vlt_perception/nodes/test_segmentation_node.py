@@ -1,0 +1,215 @@
+"""segmentation_node in its own process against a fixture publisher / listener (real rclpy, private network)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from node_graph import Listener, raw_image, rgb_image, start_node, stripes, tiny_onnx, wait_until
+
+from helpers.ros_graph import process_env
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(180)]
+
+NODE = "segmentation_node"
+NS = f"/{NODE}"
+
+
+def _image_types():
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float64
+    from vision_msgs.msg import LabelInfo
+
+    return Image, LabelInfo, Float64, DiagnosticArray
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One node (overlay + confidence on, small max_pixels) and a listener on all its outputs."""
+    tmp = tmp_path_factory.mktemp("segnode")
+    model = tiny_onnx.segmentation_model(tmp / "seg.onnx", height=16, width=32)
+    Image, LabelInfo, Float64, DiagnosticArray = _image_types()
+    with Listener("seg_test_listener") as listener:
+        for out in ("labels", "color", "overlay", "confidence"):
+            listener.listen(f"{NS}/out/{out}", Image)
+        listener.listen(f"{NS}/out/label_info", LabelInfo, latched=True)
+        listener.listen(f"{NS}/out/latency_ms", Float64)
+        listener.listen("/diagnostics", DiagnosticArray)
+        with start_node(NODE, tmp / "node.log", model_path=str(model), publish_overlay=True,
+                        publish_confidence=True, max_pixels=100_000, diagnostics_period=0.2) as proc:
+            yield listener, proc, tmp
+
+
+def _answered(listener, seq):
+    return any(m.header.frame_id == f"camera_{seq}" for m in listener.got(f"{NS}/out/labels"))
+
+
+def test_outputs_carry_the_input_header_and_sizes(running):
+    listener, proc, _ = running
+    rgb = stripes(48, 96)
+    listener.publish_until(f"{NS}/in/image", lambda seq: rgb_image(rgb, seq),
+                           lambda: all(listener.got(f"{NS}/out/{o}") for o in ("labels", "color", "overlay",
+                                                                                "confidence")),
+                           60, "all four outputs", proc)
+    by_topic = {o: listener.got(f"{NS}/out/{o}")[0] for o in ("labels", "color", "overlay", "confidence")}
+    sent_frames = {m.header.frame_id for m in by_topic.values()}
+    for name, msg in by_topic.items():
+        assert (msg.height, msg.width) == (48, 96), name
+        seq = int(msg.header.frame_id.split("_")[1])
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1000 + seq, 123), name  # header unchanged
+    assert sent_frames  # every output refers to a frame we sent
+    labels_msg = by_topic["labels"]
+    assert labels_msg.encoding == "mono8" and labels_msg.step == 96
+    labels = np.frombuffer(bytes(labels_msg.data), np.uint8).reshape(48, 96)
+    assert set(np.unique(labels)) <= {0, 1, 2, 255}  # within the class range
+    for c in range(3):
+        assert np.all(labels[:, c * 32 + 4 : (c + 1) * 32 - 4] == c)
+    color = by_topic["color"]
+    assert color.encoding == "rgb8" and color.step == 96 * 3
+    colour = np.frombuffer(bytes(color.data), np.uint8).reshape(48, 96, 3)
+    assert colour[10, 10].tolist() == [255, 0, 0] and colour[10, 80].tolist() == [0, 0, 255]
+    assert by_topic["overlay"].encoding == "rgb8"
+    conf = by_topic["confidence"]
+    assert conf.encoding == "32FC1" and conf.step == 96 * 4
+    confidence = np.frombuffer(bytes(conf.data), np.float32).reshape(48, 96)
+    assert np.all((confidence > 0.3) & (confidence <= 1.0))
+    wait_until(lambda: listener.got(f"{NS}/out/label_info"), 10, "label_info")
+    info = listener.got(f"{NS}/out/label_info")[0]
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "red"), (1, "green"), (2, "blue")]
+    wait_until(lambda: listener.got(f"{NS}/out/latency_ms"), 10, "latency")
+    assert listener.got(f"{NS}/out/latency_ms")[0].data > 0
+
+
+MALFORMED = {
+    "unknown_encoding": lambda seq: raw_image("rgb9", 4, 4, 12, bytes(48), seq),
+    "bad_step": lambda seq: raw_image("rgb8", 4, 4, 11, bytes(44), seq),
+    "data_size": lambda seq: raw_image("rgb8", 4, 4, 12, bytes(40), seq),
+    "zero_size": lambda seq: raw_image("rgb8", 0, 4, 12, b"", seq),
+    "too_large": lambda seq: raw_image("mono8", 1000, 1000, 1000, bytes(10), seq),  # over max_pixels=100000
+}
+
+
+def test_malformed_frames_are_skipped_counted_and_the_node_keeps_answering(running):
+    listener, proc, tmp = running
+    seq = 500
+    for kind, make in MALFORMED.items():
+        for _ in range(3):  # several of each: counted every time, logged once per kind
+            listener.publish(f"{NS}/in/image", make(seq))
+            seq += 1
+            time.sleep(0.05)
+    good = stripes(48, 96)
+    first_good = seq
+    listener.publish_until(f"{NS}/in/image", lambda s: rgb_image(good, first_good + s),
+                           lambda: any(_answered(listener, s) for s in range(first_good, first_good + 400)),
+                           30, "an answer after the malformed frames", proc)
+
+    def counted():
+        values = listener.diagnostics(NODE)
+        return all(int(values.get(f"errors.{kind}", 0)) >= 1 for kind in MALFORMED)
+
+    wait_until(counted, 15, "every malformed kind counted on /diagnostics", proc)
+    values = listener.diagnostics(NODE)
+    assert values["engine"] == "onnxruntime" and "CPUExecutionProvider" in values["providers"]
+    assert float(values["latency_median_ms"]) > 0
+    assert proc.poll() is None
+    log = (tmp / "node.log").read_text()
+    for kind_text in ("unsupported encoding", "step", "expected step*height", "zero-size", "max_pixels"):
+        assert kind_text in log
+
+
+def test_bad_parameter_values_are_rejected_with_a_reason(running):
+    listener, proc, _ = running
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = listener.node.create_client(SetParameters, f"{NS}/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+
+    def set_param(name, value):
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        future = client.call_async(request)
+        wait_until(future.done, 10, f"set {name}")
+        return future.result().results[0]
+
+    rejected = set_param("engine", "bogus")
+    assert not rejected.successful and "engine must be one of" in rejected.reason
+    rejected = set_param("overlay_alpha", 1.5)
+    assert not rejected.successful and rejected.reason
+    assert set_param("overlay_alpha", 0.25).successful
+
+
+@pytest.mark.timeout(120)
+def test_missing_model_exits_non_zero_with_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", f"vlt_perception.nodes.{NODE}", "--ros-args", "-p",
+                             f"model_path:={tmp_path / 'missing.onnx'}"], env=process_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "missing.onnx: model not found" in result.stdout + result.stderr
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07 not a protobuf")
+    result = subprocess.run([sys.executable, "-m", f"vlt_perception.nodes.{NODE}", "--ros-args", "-p",
+                             f"model_path:={corrupt}"], env=process_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and "corrupt.onnx" in result.stdout + result.stderr
+
+
+def test_compressed_input_survives_corrupt_jpeg(tmp_path):
+    from vlt_perception.nodes.conversions import rgb_to_compressed
+    from node_graph import header
+
+    model = tiny_onnx.segmentation_model(tmp_path / "seg.onnx", height=16, width=32)
+    Image, _, _, DiagnosticArray = _image_types()
+    good = rgb_to_compressed(stripes(48, 96), header(0), "png")
+    jpeg = rgb_to_compressed(stripes(48, 96), header(0), "jpeg")
+    bad = {"truncated": bytes(jpeg.data)[: len(jpeg.data) // 2], "garbage": b"\x00\x01garbage" * 10}
+    name = "seg_compressed"
+    NS = f"/{name}"  # noqa: N806 - a node of its own, apart from the module's
+    with Listener("seg_compressed_listener") as listener:
+        listener.listen(f"{NS}/out/labels", Image)
+        listener.listen("/diagnostics", DiagnosticArray)
+        with start_node(NODE, tmp_path / "node.log", name=name, model_path=str(model), input_type="compressed",
+                        diagnostics_period=0.2) as proc:
+
+            def good_frames(first):
+                def make(seq):
+                    good.header = header(first + seq)
+                    return good
+                return make
+
+            def answered_after(first):
+                return lambda: any(int(m.header.frame_id.split("_")[1]) >= first
+                                   for m in listener.got(f"{NS}/out/labels"))
+
+            listener.publish_until(f"{NS}/in/compressed", good_frames(0), answered_after(0), 60, "first labels",
+                                   proc)
+            for i, data in enumerate(list(bad.values()) * 3):
+                msg = rgb_to_compressed(stripes(8, 8), header(1000 + i), "png")
+                msg.data = data
+                listener.publish(f"{NS}/in/compressed", msg)
+                time.sleep(0.05)
+            listener.publish_until(f"{NS}/in/compressed", good_frames(2000), answered_after(2000), 30,
+                                   "labels after the corrupt frames", proc)
+            wait_until(lambda: int(listener.diagnostics(name).get("errors.corrupt_compressed", 0)) >= 1, 15,
+                       "corrupt frames counted", proc)
+    labels = listener.got(f"{NS}/out/labels")[0]
+    assert (labels.height, labels.width, labels.encoding) == (48, 96, "mono8")
+
+
+def test_no_subscriber_no_work(tmp_path):
+    model = tiny_onnx.segmentation_model(tmp_path / "seg.onnx", height=16, width=32)
+    _, _, _, DiagnosticArray = _image_types()
+    name = "seg_idle"
+    with Listener("seg_idle_listener") as listener:
+        listener.listen("/diagnostics", DiagnosticArray)
+        with start_node(NODE, tmp_path / "node.log", name=name, model_path=str(model),
+                        diagnostics_period=0.2) as proc:
+            rgb = stripes(48, 96)
+            listener.publish_until(f"/{name}/in/image", lambda seq: rgb_image(rgb, seq),
+                                   lambda: int(listener.diagnostics(name).get("received", 0)) >= 5, 60,
+                                   "5 frames received", proc)
+            values = listener.diagnostics(name)
+    assert int(values["processed"]) == 0 and int(values["skipped_no_subscribers"]) >= 5
