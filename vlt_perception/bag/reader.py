@@ -63,6 +63,37 @@ class Frame:
     log_time_ns: int = 0
 
 
+def open_bag(path: str | Path, issues: Issues | None = None):
+    """An open rosbags ``Reader``; when rosbags cannot open the bag, what :class:`SalvagedBag` recovers from the
+    storage files (noted in ``issues`` as ``truncated``). Raises BagError naming the bag when nothing is readable."""
+    from rosbags.rosbag2 import Reader
+
+    from vlt_perception.bag.salvage import SalvagedBag
+
+    path = Path(path)
+    issues = issues if issues is not None else Issues()
+    if not path.exists():
+        raise BagError(f"{path}: bag does not exist")
+    try:
+        reader = Reader(path)
+        reader.open()
+        return reader
+    except Exception as exc:  # rosbags raises ReaderError, KeyError, struct errors ... on broken files
+        error = f"{type(exc).__name__}: {exc}"
+    try:
+        salvaged = SalvagedBag(path)
+    except Exception as exc:
+        raise BagError(f"{path}: cannot open bag ({error}) and nothing could be salvaged ({exc}); is it a rosbag2 "
+                       "folder, .mcap or .db3 file?") from exc
+    if not salvaged.message_count:
+        notes = "; ".join(salvaged.notes) or "no messages"
+        raise BagError(f"{path}: cannot open bag ({error}); salvage found no messages ({notes})")
+    issues.add("truncated", f"{path}: {error}; salvaged {salvaged.message_count} messages")
+    for note in salvaged.notes:
+        issues.add("salvage_note", note)
+    return salvaged
+
+
 class BagFrameReader:
     """Frames of one bag in arrival order. ``issues`` fills while iterating; ``info`` describes the bag.
 
@@ -89,31 +120,7 @@ class BagFrameReader:
 
     # ----------------------------------------------------------------------------------------------- opening
     def _open(self):
-        """rosbags' Reader; when it cannot open the bag, salvage what the storage files still hold."""
-        from rosbags.rosbag2 import Reader
-
-        from vlt_perception.bag.salvage import SalvagedBag
-
-        if not self.path.exists():
-            raise BagError(f"{self.path}: bag does not exist")
-        try:
-            reader = Reader(self.path)
-            reader.open()
-            return reader
-        except Exception as exc:  # rosbags raises ReaderError, KeyError, struct errors ... on broken files
-            error = f"{type(exc).__name__}: {exc}"
-        try:
-            salvaged = SalvagedBag(self.path)
-        except Exception as exc:
-            raise BagError(f"{self.path}: cannot open bag ({error}) and nothing could be salvaged ({exc}); is it "
-                           "a rosbag2 folder, .mcap or .db3 file?") from exc
-        if not salvaged.message_count:
-            notes = "; ".join(salvaged.notes) or "no messages"
-            raise BagError(f"{self.path}: cannot open bag ({error}); salvage found no messages ({notes})")
-        self.issues.add("truncated", f"{self.path}: {error}; salvaged {salvaged.message_count} messages")
-        for note in salvaged.notes:
-            self.issues.add("salvage_note", note)
-        return salvaged
+        return open_bag(self.path, self.issues)
 
     def _custom_data(self) -> dict[str, str]:
         metadata = getattr(self._reader.storage, "metadata", None)

@@ -1,0 +1,195 @@
+"""``bag_player_node``: plays a rosbag into the running graph for replay evaluation.
+
+Modes (parameter ``mode``): ``realtime`` (log-time spacing, like ``ros2 bag play``), ``rate`` (log-time spacing
+divided by ``rate``), ``lockstep`` (one frame at a time: ground truth, then the image, then wait until a message
+stamped like that image arrives on ``result_topic``, or ``lockstep_timeout`` passes, which counts the frame as
+dropped). Messages are published as the serialized bytes from the bag. When done it publishes a JSON summary on
+``done_topic`` (latched) and exits.
+
+    python -m vlt_perception.nodes.bag_player_node --ros-args -p bag:=bags/acdc_fog -p mode:=lockstep \
+        -p result_topic:=/segmentation_node/out/labels
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import threading
+import time
+
+try:
+    import rclpy
+    from rcl_interfaces.msg import ParameterDescriptor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+except ImportError as exc:  # pragma: no cover - depends on the machine
+    raise ImportError("bag_player_node needs rclpy: source a ROS 2 distribution, or pip install -r "
+                      "requirements/ros.txt and `source tools/env.sh`") from exc
+
+from vlt_perception.bag import BagError, BagTopics
+from vlt_perception.bag.reader import Issues
+from vlt_perception.bag.replay import MODES, cdr_header_stamp, lockstep_groups, playback_offset_s, read_playback
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+PARAMS = {  # name: (default, description)
+    "bag": ("", "rosbag2 folder, .mcap or .db3 to play"),
+    "mode": ("lockstep", f"one of {MODES}"),
+    "rate": (1.0, "speed factor for mode 'rate' (2.0 = twice as fast)"),
+    "result_topic": ("/segmentation_node/out/labels", "lockstep: the output whose header stamp ends a frame"),
+    "result_type": ("sensor_msgs/msg/Image", "message type of result_topic"),
+    "lockstep_timeout": (5.0, "lockstep: seconds to wait for a result before counting the frame as dropped"),
+    "camera_topics": ([BagTopics.image, f"{BagTopics.image}/compressed"], "topics that carry the camera frames"),
+    "latched_topics": ([BagTopics.condition], "topics republished transient-local (late joiners get the last)"),
+    "wait_topics": ([BagTopics.image], "before playing, wait until each has a subscriber"),
+    "startup_timeout": (30.0, "seconds to wait for wait_topics subscribers and the result_topic publisher"),
+    "done_topic": ("/bag_player/done", "latched std_msgs/String with a JSON summary when playback ends"),
+    "condition_settle": (0.05, "seconds between a condition change and the next frame (cross-topic ordering)"),
+}
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class, with an install hint when the package is missing."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError) as exc:
+        raise BagError(f"message type {msgtype} is not available to rclpy ({exc}); for vision_msgs build the "
+                       "overlay (./vlt setup) and `source tools/env.sh`") from exc
+
+
+class BagPlayerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("bag_player")
+        for name, (default, text) in PARAMS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=text))
+        self.p = {name: self.get_parameter(name).value for name in PARAMS}
+        if self.p["mode"] not in MODES:
+            raise BagError(f"parameter mode: expected one of {MODES}, got {self.p['mode']!r}")
+        if not self.p["bag"]:
+            raise BagError("parameter bag: required")
+        self.publishers_: dict[str, object] = {}
+        self.results: set[int] = set()
+        self._result_event = threading.Condition()
+        self.counts = {"published": 0, "frames": 0, "results": 0, "timeouts": 0, "skipped_topics": 0}
+        self.issues = Issues()
+        self.done_pub = self.create_publisher(String, self.p["done_topic"], LATCHED)
+        if self.p["mode"] == "lockstep":
+            self.create_subscription(message_class(self.p["result_type"]), self.p["result_topic"], self._on_result,
+                                     RELIABLE, raw=True)
+
+    def _on_result(self, raw: bytes) -> None:
+        with self._result_event:
+            self.results.add(cdr_header_stamp(raw))
+            self._result_event.notify_all()
+
+    def publisher(self, msg):
+        if msg.topic not in self.publishers_:
+            try:
+                cls = message_class(msg.msgtype)
+            except BagError as exc:
+                self.get_logger().error(f"{msg.topic}: {exc}; not published")
+                self.publishers_[msg.topic] = None
+                self.counts["skipped_topics"] += 1
+                return None
+            self.publishers_[msg.topic] = self.create_publisher(cls, msg.topic, LATCHED if msg.latched else RELIABLE)
+        return self.publishers_[msg.topic]
+
+    def publish(self, msg) -> None:
+        pub = self.publisher(msg)
+        if pub is not None:
+            pub.publish(msg.raw)  # rclpy publishes serialized bytes as they are
+            self.counts["published"] += 1
+
+    def wait_for_graph(self) -> None:
+        """Subscribers on wait_topics (and a publisher of result_topic in lockstep), or a timeout error."""
+        deadline = time.monotonic() + self.p["startup_timeout"]
+        while time.monotonic() < deadline:
+            missing = [t for t in self.p["wait_topics"] if self.count_subscribers(t) == 0]
+            if self.p["mode"] == "lockstep" and self.count_publishers(self.p["result_topic"]) == 0:
+                missing.append(f"publisher of {self.p['result_topic']}")
+            if not missing:
+                return
+            time.sleep(0.1)
+        raise BagError(f"startup_timeout: after {self.p['startup_timeout']} s still waiting for {missing}")
+
+    def play(self) -> dict:
+        messages = read_playback(self.p["bag"], latched_topics=self.p["latched_topics"], issues=self.issues)
+        if self.p["mode"] == "lockstep":
+            self._play_lockstep(messages)
+        else:
+            self._play_timed(messages, 1.0 if self.p["mode"] == "realtime" else float(self.p["rate"]))
+        summary = {**self.counts, "issues": self.issues.as_dict(), "bag": self.p["bag"], "mode": self.p["mode"]}
+        self.done_pub.publish(String(data=json.dumps(summary)))
+        return summary
+
+    def _play_timed(self, messages, rate: float) -> None:
+        start, first = time.monotonic(), None
+        for msg in messages:
+            first = msg.log_time_ns if first is None else first
+            delay = start + playback_offset_s(msg.log_time_ns, first, rate) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.publish(msg)
+            self.counts["frames"] += msg.topic in self.p["camera_topics"]
+
+    def _play_lockstep(self, messages) -> None:
+        timeout = float(self.p["lockstep_timeout"])
+        for group in lockstep_groups(messages, self.p["camera_topics"]):
+            for msg in group.messages:
+                if msg.stamp_ns is None and msg is not group.messages[-1]:
+                    self.publish(msg)
+                    time.sleep(self.p["condition_settle"])  # lets e.g. /condition land before the frame's GT
+                else:
+                    self.publish(msg)
+            if group.stamp_ns is None:
+                continue
+            self.counts["frames"] += 1
+            with self._result_event:
+                got = self._result_event.wait_for(lambda: group.stamp_ns in self.results, timeout)
+                self.results.discard(group.stamp_ns)
+            self.counts["results" if got else "timeouts"] += 1
+            if not got:
+                self.get_logger().warning(f"no result for stamp {group.stamp_ns} within {timeout} s: dropped")
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node, code = None, 0
+    executor = SingleThreadedExecutor()
+    stop = threading.Event()
+
+    def spin() -> None:  # callbacks (results) while play() blocks this thread
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    try:
+        node = BagPlayerNode()
+        executor.add_node(node)
+        spinner.start()
+        node.wait_for_graph()
+        summary = node.play()
+        node.get_logger().info(f"playback done: {json.dumps(summary)}")
+        time.sleep(0.5)  # let the latched done message and the last frames go out
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except BagError as exc:
+        print(f"bag_player_node: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        stop.set()
+        if spinner.is_alive():
+            spinner.join(timeout=5)
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
