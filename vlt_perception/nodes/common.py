@@ -74,10 +74,6 @@ class PerceptionNode(LifecycleNode):
     def __init__(self, node_name: str | None = None, **kwargs: Any) -> None:
         super().__init__(node_name or self.NODE, **kwargs)
         self.specs = specs(self.NODE)
-        # Validation first, so that values given on the command line / in params files are checked on declare.
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._declare_parameters(load_defaults(self.NODE))
-        self.add_post_set_parameters_callback(self._after_set_parameters)
         self.stats = PipelineStats()
         self.throttle = ErrorThrottle(period_s=5.0)
         self.engine = None
@@ -89,6 +85,10 @@ class PerceptionNode(LifecycleNode):
         self._errors_reported = 0
         self._idle = 0
         self.configure_error = ""
+        # Validation first, so that values given on the command line / in params files are checked on declare.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._declare_parameters(load_defaults(self.NODE))
+        self.add_post_set_parameters_callback(self._after_set_parameters)
 
     # --- parameters ---------------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ fixture publisher and the listener (one rclpy participant with a private context
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import defaultdict
@@ -103,13 +104,16 @@ class Listener(RosParticipant):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}")
             if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"node exited ({proc.returncode}) while waiting for {what}")
+                log = getattr(proc, "log_path", None)
+                output = log.read_text()[-4000:] if log is not None and log.exists() else ""
+                raise AssertionError(f"node exited ({proc.returncode}) while waiting for {what}:\n{output}")
             self.publish(topic, make_msg(seq))
             seq += 1
             time.sleep(period)
         return seq
 
 
+@contextlib.contextmanager
 def start_node(node: str, log_path: Path, name: str | None = None, **params):
     """Context manager: ``python -m vlt_perception.nodes.<node> --ros-args [-r __node:=name] -p k:=v ...``."""
     args = ["-m", f"vlt_perception.nodes.{node}", "--ros-args"]
@@ -121,4 +125,6 @@ def start_node(node: str, log_path: Path, name: str | None = None, **params):
         elif isinstance(value, (list, tuple)):
             value = "[" + ",".join(str(v) for v in value) + "]"
         args += ["-p", f"{key}:={value}"]
-    return start_process(args, log_path=log_path)
+    with start_process(args, log_path=log_path) as proc:
+        proc.log_path = log_path  # for failure messages
+        yield proc
