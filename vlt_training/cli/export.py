@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from vlt_training.export.verify import verification_batch, verify_onnx
 
     precision = check_args(args)
+    if args.format == "tensorrt":
+        from vlt_perception.engines.tensorrt_engine import import_tensorrt
+
+        import_tensorrt()  # fail before minutes of export when TensorRT is missing
     # TensorRT builds from the fp32 graph and lowers precision itself; ONNX fp16 is converted at export.
     onnx_precision = precision if args.format == "onnx" else "fp32"
     model, metadata, ckpt = load(args)

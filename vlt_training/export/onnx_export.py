@@ -96,13 +96,16 @@ def _torch_export(wrapper: nn.Module, example: torch.Tensor, path: Path, names: 
             torch.onnx.export(wrapper, (example,), str(path), dynamo=False, dynamic_axes=axes,
                               do_constant_folding=True, **kwargs)
     else:
+        # The dynamo exporter implements opset 18+ only; asking for 17 triggers a lossy down-conversion.
+        kwargs["opset_version"] = max(opset, 18)
         shapes = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic_batch else None
         program = torch.onnx.export(wrapper, (example,), dynamo=True, dynamic_shapes=shapes, **kwargs)
         program.save(str(path))
 
 
-def check_graph(model, metadata: ModelMetadata, source: str) -> None:
-    """The exported graph follows the contract: one float input ``images``, contract names/dtypes, no custom ops."""
+def check_graph(model, metadata: ModelMetadata, source: str, dynamic_batch: bool = True) -> None:
+    """The exported graph follows the contract: one float input ``images`` (B, 3, H, W) with static H, W, contract
+    output names and dtypes, no custom ops."""
     import onnx
 
     try:
@@ -115,6 +118,14 @@ def check_graph(model, metadata: ModelMetadata, source: str) -> None:
     inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
     if inputs != [("images", onnx.TensorProto.FLOAT)]:
         raise ExportError(f"{source}: expected one float32 input 'images', got {inputs}")
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    if fixed[1:] != [3, metadata.input_height, metadata.input_width]:
+        raise ExportError(f"{source}: input 'images' has shape {fixed}; expected (B, 3, {metadata.input_height}, "
+                          f"{metadata.input_width}) with static H and W")
+    if dynamic_batch and fixed[0] is not None:
+        raise ExportError(f"{source}: the exporter fixed the batch at {fixed[0]} (the model specialises on it); "
+                          "use --static-batch or the torchscript exporter")
     contract = contract_outputs(metadata)
     for out in model.graph.output:
         want = contract.get(out.name)
@@ -172,9 +183,9 @@ def export_onnx(model: nn.Module, metadata: ModelMetadata, out_path: str | Path,
             _torch_export(wrapper, example, raw, names, opset, dynamic_batch, exporter)
         except Exception as exc:  # the exporters raise many types; the cause is what the user needs
             raise ExportError(f"{out_path}: torch.onnx.export ({exporter}) failed for {metadata.model_name or 'model'}"
-                              f": {type(exc).__name__}: {exc}") from exc
+                              f": {type(exc).__name__}: {str(exc)[:2000]}") from exc
         graph = onnx.load(str(raw))
-    check_graph(graph, metadata, str(out_path))
+    check_graph(graph, metadata, str(out_path), dynamic_batch)
     if precision == "fp16":
         graph = to_fp16(graph)
     del graph.metadata_props[:]

@@ -127,9 +127,10 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def detection_agreement(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], score_threshold: float = 0.05,
-                        iou_threshold: float = 0.9) -> float:
+                        iou_threshold: float = 0.9, pixel_tolerance: float = 0.5) -> float:
     """Fraction of reference detections (score > threshold) that the other output has with the same label and
-    IoU >= iou_threshold (1.0 when the reference has none)."""
+    IoU >= iou_threshold or every coordinate within ``pixel_tolerance`` (degenerate zero-area boxes, common with
+    untrained heads, have IoU 0 even with themselves); 1.0 when the reference has none."""
     matched = total = 0
     for b in range(ref["boxes"].shape[0]):
         keep_r = ref["scores"][b] > score_threshold
@@ -139,8 +140,9 @@ def detection_agreement(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], 
         total += len(boxes_r)
         if len(boxes_r) and len(boxes_o):
             iou = _box_iou(boxes_r, boxes_o)  # N, M
+            close = np.abs(boxes_r[:, None] - boxes_o[None]).max(-1) <= pixel_tolerance  # N, M
             same = labels_r[:, None] == labels_o[None, :]
-            matched += int(((iou >= iou_threshold) & same).any(axis=1).sum())
+            matched += int((((iou >= iou_threshold) | close) & same).any(axis=1).sum())
     return 1.0 if total == 0 else matched / total
 
 
