@@ -31,11 +31,42 @@ def synthetic_frame(seed: int, condition: str) -> tuple[np.ndarray, np.ndarray]:
     return image.round().astype(np.uint8), labels
 
 
-def write_cityscapes(root: Path, conditions: dict[str, int], split: str = "val") -> list[dict]:
-    """Writes leftImg8bit/gtFine PNGs in the Cityscapes layout (one city per condition); returns records."""
-    to_label_id = np.zeros(256, dtype=np.uint8)  # train ID -> labelId (255 -> 0 'unlabeled')
+def _label_ids(labels: np.ndarray) -> np.ndarray:
+    """Train IDs -> Cityscapes labelIds (255 -> 0 'unlabeled')."""
+    to_label_id = np.zeros(256, dtype=np.uint8)
     for train_id, label_id in CITYSCAPES_TRAIN_ID_TO_LABEL_ID.items():
         to_label_id[train_id] = label_id
+    return to_label_id[labels]
+
+
+def _instance_ids(labels: np.ndarray) -> np.ndarray:
+    """Cityscapes instanceIds (uint16): each block of a thing class is instance labelId * 1000 + block index."""
+    label_ids = _label_ids(labels).astype(np.uint16)
+    blocks = np.arange((HEIGHT // BLOCK) * (WIDTH // BLOCK), dtype=np.uint16).reshape(HEIGHT // BLOCK, -1)
+    block_index = np.kron(blocks, np.ones((BLOCK, BLOCK), dtype=np.uint16))
+    things = labels >= 11  # person ... bicycle (train IDs 11-18)
+    return np.where(things & (labels != 255), label_ids * 1000 + block_index, label_ids).astype(np.uint16)
+
+
+def write_acdc(root: Path, conditions: dict[str, int], split: str = "val") -> list[dict]:
+    """Writes rgb_anon/gt PNGs in the ACDC layout (one sequence per condition); returns expected arrays."""
+    out = []
+    for condition, count in conditions.items():
+        for i in range(count):
+            stem = f"GOPR{i:04d}_frame_{i:06d}"
+            image, labels = synthetic_frame(100 + len(out), condition)
+            img_path = root / "rgb_anon" / condition / split / "GOPR0001" / f"{stem}_rgb_anon.png"
+            gt_dir = root / "gt" / condition / split / "GOPR0001"
+            img_path.parent.mkdir(parents=True, exist_ok=True)
+            gt_dir.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(img_path), image[..., ::-1])
+            cv2.imwrite(str(gt_dir / f"{stem}_gt_labelIds.png"), _label_ids(labels))
+            out.append({"condition": condition, "expected_image": image, "expected_labels": labels})
+    return out
+
+
+def write_cityscapes(root: Path, conditions: dict[str, int], split: str = "val") -> list[dict]:
+    """Writes leftImg8bit/gtFine PNGs in the Cityscapes layout (one city per condition); returns records."""
     records = []
     for condition, count in conditions.items():
         for i in range(count):
@@ -47,7 +78,8 @@ def write_cityscapes(root: Path, conditions: dict[str, int], split: str = "val")
             img_path.parent.mkdir(parents=True, exist_ok=True)
             gt_dir.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(img_path), image[..., ::-1])
-            cv2.imwrite(str(gt_dir / f"{stem}_gtFine_labelIds.png"), to_label_id[labels])
+            cv2.imwrite(str(gt_dir / f"{stem}_gtFine_labelIds.png"), _label_ids(labels))
+            cv2.imwrite(str(gt_dir / f"{stem}_gtFine_instanceIds.png"), _instance_ids(labels))
             cv2.imwrite(str(gt_dir / f"{stem}_gtFine_labelTrainIds.png"), labels)
             records.append({
                 "file_name": str(img_path), "image_id": stem, "height": HEIGHT, "width": WIDTH,
