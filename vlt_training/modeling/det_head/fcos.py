@@ -9,7 +9,7 @@ which is all FCOS needs) are built here at the cell *centres*, as in the FCOS pa
 Inference does *not* use ``FCOS.postprocess_detections``: it thresholds and takes a per-level top-k with
 data-dependent shapes inside a Python loop over images, which neither exports as one batched ONNX graph nor gives
 the fixed ``(B, K)`` outputs of the graph contract. :meth:`FCOSDetHead.decode` does the same maths with static
-shapes: one top-k over all levels and classes, box decode, clip, a single ``batched_nms`` call over every image
+shapes: one top-k over all levels and classes, box decode, clip, a single NMS call over every image
 and class at once (image and class folded into the NMS group id; exported as ONNX ``NonMaxSuppression``), then
 a top-``max_detections`` per image whose suppressed / below-threshold entries carry score 0.
 The same function serves PyTorch evaluation and the exported graph, so evaluated mAP is the deployed model's.
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import fcos as tv_fcos
 from torchvision.models.detection._utils import BoxLinearCoder
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import clip_boxes_to_image, nms
 
 
 def _norm_groups(channels: int, groups: int) -> int:
@@ -46,6 +46,10 @@ class _TorchvisionFCOSHead(tv_fcos.FCOSHead):
             in_channels, 1, num_classes, num_convs, prior_probability, norm_layer=norm
         )
         self.regression_head = tv_fcos.FCOSRegressionHead(in_channels, 1, num_convs, norm_layer=norm)
+        # Start with boxes one stride from the cell centre on each side, as the FCOS paper's exp(0) = 1 does.
+        # torchvision's zero bias starts from zero-size boxes behind a ReLU: half the outputs get no gradient and
+        # every untrained detection is degenerate (no IoU to compare exports by).
+        nn.init.constant_(self.regression_head.bbox_reg.bias, 1.0)
 
 
 class FCOSDetHead(nn.Module):
@@ -60,7 +64,7 @@ class FCOSDetHead(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        strides: tuple[int, ...] | list[int],
+        strides: tuple[float, ...] | list[float],
         num_convs: int = 4,
         norm_groups: int = 32,
         prior_probability: float = 0.01,
@@ -68,7 +72,7 @@ class FCOSDetHead(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.strides = tuple(int(s) for s in strides)
+        self.strides = tuple(float(s) for s in strides)
         self.center_sampling_radius = center_sampling_radius  # read by torchvision's FCOS.compute_loss
         self.head = _TorchvisionFCOSHead(in_channels, num_classes, num_convs, norm_groups, prior_probability)
         self.box_coder = BoxLinearCoder(normalize_by_size=True)
@@ -76,14 +80,18 @@ class FCOSDetHead(nn.Module):
     def anchors(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(N, 4) xyxy squares, one per feature cell of every level (N = sum of H_l * W_l), level by level.
 
-        The square's side equals the level's stride: ``FCOS.compute_loss`` derives each level's object-size range
-        (4-8 x side) from it. Centres sit at the cell centres ``(i + 0.5) * stride``.
+        The square's side is the level's nominal stride: ``FCOS.compute_loss`` derives each level's object-size
+        range (4-8 x side) from it. Centres sit at the cell centres ``(i + 0.5) * step``, where the step is the
+        level's real stride on each axis (the finest level's extent / the level's size): with patch 14 or odd
+        patch grids the pooled levels are not exact multiples.
         """
+        extent_h = features[0].shape[-2] * self.strides[0]
+        extent_w = features[0].shape[-1] * self.strides[0]
         anchors = []
         for feature, stride in zip(features, self.strides):
             h, w = feature.shape[-2:]
-            ys = (torch.arange(h, device=feature.device, dtype=torch.float32) + 0.5) * stride  # h
-            xs = (torch.arange(w, device=feature.device, dtype=torch.float32) + 0.5) * stride  # w
+            ys = (torch.arange(h, device=feature.device, dtype=torch.float32) + 0.5) * (extent_h / h)  # h
+            xs = (torch.arange(w, device=feature.device, dtype=torch.float32) + 0.5) * (extent_w / w)  # w
             cy, cx = torch.meshgrid(ys, xs, indexing="ij")  # h, w
             centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 4)  # h*w, 4
             half = torch.tensor([-0.5, -0.5, 0.5, 0.5], device=feature.device) * stride
@@ -136,10 +144,14 @@ class FCOSDetHead(nn.Module):
         boxes = self.box_coder.decode(rel, anchors[anchor_index])  # B, k, 4
         boxes = clip_boxes_to_image(boxes, image_size)
 
-        # One NMS over the whole batch: group = image * C + class keeps images and classes apart.
+        # One NMS over the whole batch: group = image * C + class keeps images and classes apart, by shifting
+        # each group's boxes to their own region (torchvision's "coordinate trick", written out because
+        # ``batched_nms`` switches algorithm on the number of boxes, which becomes a shape guard in torch.export).
         image_index = torch.arange(batch, device=boxes.device)[:, None].expand(-1, k)  # B, k
-        groups = (image_index * num_classes + labels).reshape(-1)
-        keep = batched_nms(boxes.reshape(-1, 4), top_scores.reshape(-1), groups, nms_thresh)
+        groups = (image_index * num_classes + labels).reshape(-1).to(boxes.dtype)  # B*k
+        flat_boxes = boxes.reshape(-1, 4)  # B*k, 4
+        offsets = groups * (flat_boxes.max() + 1.0)  # B*k
+        keep = nms(flat_boxes + offsets[:, None], top_scores.reshape(-1), nms_thresh)
         kept = torch.zeros(batch * k, dtype=top_scores.dtype, device=top_scores.device)
         kept[keep] = 1.0
         final = top_scores * kept.reshape(batch, k) * (top_scores > score_thresh).to(top_scores.dtype)  # B, k
