@@ -164,6 +164,19 @@ def load_defaults(node: str, path: str | Path | None = None) -> dict[str, Any]:
 # --- launch ---------------------------------------------------------------------------------------------------
 
 
+# ``ros2 launch vlt_perception perception.launch.py`` arguments: name -> (default, description).
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "nodes": ("segmentation", "Which nodes to start: segmentation, detection or both."),
+    "seg_model": ("", "Segmentation model (.onnx / .engine / checkpoint folder)."),
+    "det_model": ("", "Detection model (.onnx / .engine / checkpoint folder)."),
+    "camera_topic": ("/camera/image_raw", "Camera sensor_msgs/Image topic (remapped onto ~/in/image)."),
+    "compressed": ("false", "Subscribe <camera_topic>/compressed (sensor_msgs/CompressedImage) instead."),
+    "namespace": ("", "Namespace of the nodes."),
+    "params_file": ("", "ROS 2 parameter file overriding config/<node>.yaml."),
+    "engine": ("", "Inference engine for both nodes (auto, tensorrt, onnxruntime, torch); empty = params."),
+}
+
+
 @dataclass
 class NodeLaunch:
     """What ``launch_ros.actions.Node`` needs for one node."""
