@@ -126,3 +126,30 @@ def palette_model(path: Path, height: int = HEIGHT, width: int = WIDTH) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def box_model(path: Path, boxes, labels, scores, class_names, height: int = HEIGHT, width: int = WIDTH) -> Path:
+    """ONNX detection model whose outputs are constants (boxes in network pixels), whatever the image."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vlt_perception.metadata import TASK_DETECTION, ModelMetadata
+
+    consts = {"boxes": np.asarray(boxes, np.float32)[None], "scores": np.asarray(scores, np.float32)[None],
+              "labels": np.asarray(labels, np.int64)[None]}  # 1, K, 4 / 1, K / 1, K
+    nodes = [helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, f"{name}_value"))
+             for name, value in consts.items()]
+    types = {"boxes": TensorProto.FLOAT, "scores": TensorProto.FLOAT, "labels": TensorProto.INT64}
+    graph = helper.make_graph(
+        nodes, "const_det",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, height, width])],
+        [helper.make_tensor_value_info(name, types[name], list(value.shape)) for name, value in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    metadata = ModelMetadata(task=TASK_DETECTION, model_name="const_det", class_names=list(class_names),
+                             mean=[0.0] * 3, std=[1.0] * 3, input_height=height, input_width=width)
+    for key, value in metadata.to_onnx_props().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -73,3 +73,24 @@ def test_max_frames_and_no_figures(bags, palette_onnx, tmp_path):
     assert report["bags"]["target"]["frames"] == 2
     assert report["reference"] is None and "retention" not in report["conditions"]["clear"]
     assert not (tmp_path / "r" / "figures").exists()
+
+
+def test_offline_detection_map(fx, bags, tmp_path):
+    """Ground truth: one 'car' box [0, 0, 4, 4] per frame (fixture records). A model that finds it (plus a
+    lower-scored false alarm) scores AP 1 on 'car'; the GT's 'person'-free frames leave 'person' out of the mean."""
+    source, target, _ = bags
+    good = fx.box_model(tmp_path / "good.onnx", [[0, 0, 4, 4], [10, 10, 14, 14]], [1, 0], [0.9, 0.5],
+                        ["person", "car"])
+    report = evaluate_bags([target], good, tmp_path / "good", reference=source, figures=False)
+    assert report["model"]["task"] == "detection"
+    assert report["conditions"]["fog"]["detection"]["mAP"] == pytest.approx(1.0)
+    assert report["conditions"]["fog"]["detection"]["per_class_AP"]["car"] == pytest.approx(1.0)
+    assert report["conditions"]["fog"]["retention"]["mAP"] == pytest.approx(1.0)
+    # GT classes the model does not know (here: every class but 'person') are dropped and counted.
+    person_only = fx.box_model(tmp_path / "person.onnx", [[0, 0, 4, 4]], [0], [0.9], ["person"])
+    report = evaluate_bags([target], person_only, tmp_path / "person", figures=False)
+    assert report["bags"]["target"]["counts"]["gt_boxes_of_unknown_class"] == 4
+    # A box that misses: AP 0.
+    wrong = fx.box_model(tmp_path / "wrong.onnx", [[12, 8, 16, 12]], [1], [0.9], ["person", "car"])
+    report = evaluate_bags([target], wrong, tmp_path / "wrong", figures=False)
+    assert report["overall"]["detection"]["mAP"] == pytest.approx(0.0)

@@ -1,0 +1,111 @@
+"""Replay logic without rclpy: CDR header stamps, lock-step frame groups, timing, launch configuration."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlt_perception.bag import messages as M
+from vlt_perception.bag.replay import (
+    PlaybackMessage, cdr_header_stamp, has_header, lockstep_groups, playback_offset_s, read_playback,
+    replay_eval_nodes,
+)
+from vlt_perception.bag.typestore import get_bag_typestore
+from vlt_perception.bag.writer import write_records_bag
+from vlt_perception.launch_config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_header_stamp_from_cdr_bytes():
+    store = get_bag_typestore()
+    stamp = 1_700_000_123_456_789_012
+    for msg, typ in ((M.labels_msg(store, np.zeros((2, 2), np.uint8), stamp), "sensor_msgs/msg/Image"),
+                     (M.detections_msg(store, [], [], ["car"], stamp), "vision_msgs/msg/Detection2DArray")):
+        assert cdr_header_stamp(bytes(store.serialize_cdr(msg, typ))) == stamp
+        assert has_header(typ)
+    assert not has_header("std_msgs/msg/String")
+    with pytest.raises(ValueError, match="too short"):
+        cdr_header_stamp(b"\x00\x01\x00\x00")
+
+
+def _msg(topic, stamp, log):
+    return PlaybackMessage(topic, "x", log, b"", stamp)
+
+
+def test_lockstep_groups_put_ground_truth_and_condition_before_their_image():
+    stream = [
+        _msg("/condition", None, 0), _msg("/cam", 1, 0), _msg("/gt", 1, 1),
+        _msg("/gt", 3, 2),  # ground truth of frame 3 before frame 2's image (out of order)
+        _msg("/cam", 2, 3), _msg("/gt", 2, 4),
+        _msg("/condition", None, 5), _msg("/cam", 3, 6),
+        _msg("/gt", 9, 7),  # ground truth whose image never comes
+    ]
+    groups = list(lockstep_groups(stream, ["/cam"]))
+    as_list = [(g.stamp_ns, [(m.topic, m.stamp_ns) for m in g.messages]) for g in groups]
+    assert as_list == [
+        (1, [("/condition", None), ("/gt", 1), ("/cam", 1)]),
+        (2, [("/gt", 2), ("/cam", 2)]),
+        (3, [("/condition", None), ("/gt", 3), ("/cam", 3)]),
+        (None, [("/gt", 9)]),
+    ]
+
+
+def test_read_playback_streams_a_real_bag(fx, tiny_cityscapes, tmp_path):
+    _, records = tiny_cityscapes
+    write_records_bag(records, tmp_path / "bag", read_image=fx.read_png_rgb, read_sem_seg=fx.read_png_train_ids)
+    messages = list(read_playback(tmp_path / "bag", latched_topics=["/condition"]))
+    groups = list(lockstep_groups(messages, ["/camera/image_raw"]))
+    assert [g.stamp_ns for g in groups] == [f.stamp_ns for f in _frames(tmp_path / "bag")]
+    first = [m.topic for m in groups[0].messages]
+    assert first == ["/condition", "/ground_truth/labels", "/ground_truth/detections", "/camera/image_raw"]
+    assert [m.topic for m in groups[2].messages][0] == "/condition"  # fog starts at the third frame
+    assert all(m.latched == (m.topic == "/condition") for m in messages)
+
+
+def _frames(bag):
+    from vlt_perception.bag.reader import BagFrameReader
+
+    with BagFrameReader(bag) as reader:
+        return list(reader.frames())
+
+
+def test_playback_offset():
+    assert playback_offset_s(3_000_000_000, 1_000_000_000, 1.0) == 2.0
+    assert playback_offset_s(3_000_000_000, 1_000_000_000, 4.0) == 0.5
+    with pytest.raises(ValueError):
+        playback_offset_s(0, 0, 0.0)
+
+
+def test_replay_eval_nodes(tmp_path):
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    seg, evaluator, player = replay_eval_nodes(bag=str(bag), model="m.onnx", out="rep", mode="rate", rate="2.5",
+                                               namespace="replay")
+    assert seg.executable == "segmentation_node" and ("~/in/image", "/camera/image_raw") in seg.remappings
+    assert seg.parameters[-1]["model_path"] == "m.onnx"
+    assert player.parameters[0]["result_topic"] == "/replay/segmentation_node/out/labels"
+    assert evaluator.parameters[0]["labels_topic"] == player.parameters[0]["result_topic"]
+    assert player.parameters[0]["rate"] == 2.5 and player.parameters[0]["mode"] == "rate"
+    assert evaluator.parameters[0]["out_dir"] == "rep" and evaluator.parameters[0]["bag_name"] == "bag"
+    with pytest.raises(ConfigError, match="bag: .* does not exist"):
+        replay_eval_nodes(bag=str(tmp_path / "nope"), model="m.onnx")
+    with pytest.raises(ConfigError, match="mode"):
+        replay_eval_nodes(bag=str(bag), model="m.onnx", mode="fast")
+    with pytest.raises(ConfigError, match="rate"):
+        replay_eval_nodes(bag=str(bag), model="m.onnx", rate="-1")
+
+
+def test_launch_file_declares_every_argument_of_the_config():
+    """launch/launch_ros are not installable here; check the file's arguments against replay_eval_nodes."""
+    import inspect
+
+    tree = ast.parse((ROOT / "launch" / "replay_eval.launch.py").read_text())
+    arguments = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                     and node.targets[0].id == "ARGUMENTS")
+    names = {key.value for key in arguments.keys}
+    params = set(inspect.signature(replay_eval_nodes).parameters) - {"topics"}
+    assert names == params
