@@ -1,0 +1,211 @@
+"""VLTDet: tiny forward/backward, the static-shape decode on hand-made head outputs, the ONNX export graph."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from vlt_perception.labels import CITYSCAPES_THING_CLASSES
+from vlt_training.modeling import create_model, list_models
+from vlt_training.modeling.det_head import FCOSDetHead
+
+H, W = 64, 96
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("vltdet_tiny_fcos", class_names=["car", "person", "bus"])
+
+
+def _targets():
+    return [
+        {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0], [40.0, 10.0, 90.0, 60.0]]), "labels": torch.tensor([0, 2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},  # an image without objects
+    ]
+
+
+def test_registry_names_the_heads():
+    names = list_models("vltdet")
+    for name in ("vltdet_tiny_fcos", "vltdet_vit_b16_fcos", "vltdet_eva02_l14_fcos"):
+        assert name in names
+
+
+def test_train_losses_and_every_parameter_gets_gradient(tiny):
+    tiny.train()
+    tiny.zero_grad(set_to_none=True)
+    losses = tiny(torch.randn(2, 3, H, W), _targets())
+    assert set(losses) == {"loss_cls", "loss_box", "loss_ctrness"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    missing = [n for n, p in tiny.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+    assert all(torch.isfinite(p.grad).all() for p in tiny.parameters())
+    assert any(p.grad.abs().sum() > 0 for n, p in tiny.named_parameters() if n.startswith("backbone."))
+
+
+def test_loss_weights_scale_the_terms(tiny):
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, H, W)
+    tiny.train()
+    base = tiny(images, _targets())
+    weighted = create_model("vltdet_tiny_fcos", class_names=["car", "person", "bus"], box_weight=2.0)
+    weighted.load_state_dict(tiny.state_dict())
+    weighted.train()
+    out = weighted(images, _targets())
+    assert out["loss_box"].item() == pytest.approx(2 * base["loss_box"].item(), rel=1e-5)
+    assert out["loss_cls"].item() == pytest.approx(base["loss_cls"].item(), rel=1e-5)
+
+
+def test_eval_detections_follow_the_contract(tiny):
+    tiny.eval()
+    with torch.no_grad():
+        out = tiny(torch.randn(2, 3, H, W))["detections"]
+    assert len(out) == 2
+    for det in out:
+        n = det["boxes"].shape[0]
+        assert det["boxes"].shape == (n, 4) and det["scores"].shape == (n,) and det["labels"].shape == (n,)
+        assert 0 < n <= tiny.max_detections
+        assert det["labels"].dtype == torch.int64 and det["labels"].max() < 3
+        assert (det["scores"] > tiny.score_thresh).all()
+        assert (det["scores"][:-1] >= det["scores"][1:]).all()  # sorted
+        b = det["boxes"]
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= W).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= H).all()
+
+
+def test_default_classes_and_rebuild_from_init_kwargs(tiny):
+    default = create_model("vltdet_tiny_fcos")
+    assert default.class_names == list(CITYSCAPES_THING_CLASSES)
+    rebuilt = create_model(tiny.model_name, **tiny.init_kwargs)
+    rebuilt.load_state_dict(tiny.state_dict())  # strict: same architecture
+    tiny.eval(), rebuilt.eval()
+    images = torch.randn(1, 3, H, W)
+    with torch.no_grad():
+        a, b = tiny.predict(images), rebuilt.predict(images)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize(
+    "targets, match",
+    [
+        (None, "list of 2 target dicts"),
+        ([{"boxes": torch.tensor([[10.0, 10.0, 5.0, 20.0]]), "labels": torch.tensor([0])}] * 2, "degenerate box"),
+        ([{"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "labels": torch.tensor([7])}] * 2, "labels must be in"),
+        ([{"boxes": torch.ones(2, 3), "labels": torch.tensor([0, 1])}] * 2, "must be \\(N, 4\\)"),
+    ],
+)
+def test_bad_targets_name_the_problem(tiny, targets, match):
+    tiny.train()
+    with pytest.raises(ValueError, match=match):
+        tiny(torch.randn(2, 3, H, W), targets)
+
+
+def test_patch14_pyramid_strides_and_shrunk_registry_factory():
+    """ViT-L/14 factory (shrunk tower): non-integer strides 3.5 / 7 / 14 / 28 / 56 still decode inside the image."""
+    torch.manual_seed(0)
+    model = create_model(
+        "vltdet_vit_l14_fcos", vision_cfg_overrides={"width": 64, "layers": 4, "head_width": 32},
+        text_cfg_overrides={"width": 64, "layers": 1, "heads": 2}, pyramid_channels=32, head_convs=1,
+    )
+    assert model.head.strides == (3.5, 7.0, 14.0, 28.0, 56.0)
+    model.train()
+    losses = model(torch.randn(1, 3, 70, 98), [{"boxes": torch.tensor([[3.0, 4.0, 60.0, 50.0]]),
+                                              "labels": torch.tensor([2])}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        boxes, scores, labels = model.predict(torch.randn(1, 3, 70, 98))
+    assert boxes.shape == (1, 100, 4) and boxes[..., 2].max() <= 98 and boxes[..., 3].max() <= 70
+
+
+# --------------------------------------------------------------------------------------------- decode / NMS
+def _hand_made_outputs(head: FCOSDetHead, logits: dict[int, tuple[int, float]], batch: int = 1):
+    """Head outputs where cell ``i`` of the (1-level, stride 8) grid predicts class ``c`` with logit ``v``
+    and a box 1 stride around its centre (regression 1.0 each side, centre-ness logit +inf)."""
+    n = 4 * 4
+    cls = torch.full((batch, n, head.num_classes), -1e4)
+    for (image, cell), (cls_id, value) in logits.items():
+        cls[image, cell, cls_id] = value
+    return {"cls_logits": cls, "bbox_regression": torch.ones(batch, n, 4), "bbox_ctrness": torch.full((batch, n, 1), 1e4)}
+
+
+def test_decode_nms_keeps_classes_and_images_apart():
+    head = FCOSDetHead(8, num_classes=2, strides=[8])
+    anchors = head.anchors([torch.zeros(1, 8, 4, 4)])  # 16 cells of 8 px on a 32 x 32 image
+    assert anchors[0].tolist() == [0.0, 0.0, 8.0, 8.0] and anchors[5].tolist() == [8.0, 8.0, 16.0, 16.0]
+    # Cells 0 and 1 are neighbours; their 16 px boxes clipped to the image, [0, 0, 12, 12] and [4, 0, 20, 12],
+    # overlap with IoU 96 / 240 = 0.4. Cells 5 and 6 (class 1): [4, 4, 20, 20] and [12, 4, 28, 20], IoU 1/3.
+    logits = {(0, 0): (0, 3.0), (0, 1): (0, 2.0), (0, 5): (1, 1.0), (0, 6): (1, 0.5), (1, 0): (0, 2.5)}
+    outputs = _hand_made_outputs(head, logits, batch=2)
+    sig = torch.sigmoid(torch.tensor([3.0, 2.0, 1.0, 0.5, 2.5])).sqrt()  # score = sqrt(p_cls * p_ctr), p_ctr = 1
+
+    # IoU 0.4 and 1/3 > 0.3: the lower-scored neighbour of the same class is suppressed, the other class is not,
+    # and image 1's detection does not suppress image 0's.
+    boxes, scores, labels = head.decode(outputs, anchors, (32, 32), score_thresh=0.05, nms_thresh=0.3,
+                                        pre_nms_topk=8, max_detections=4)
+    assert boxes.shape == (2, 4, 4) and scores.shape == (2, 4) and labels.dtype == torch.int64
+    assert scores[0].tolist() == pytest.approx([sig[0].item(), sig[2].item(), 0.0, 0.0])
+    assert labels[0].tolist() == [0, 1, 0, 0]
+    assert boxes[0, 0].tolist() == [0.0, 0.0, 12.0, 12.0]  # cell 0's box [-4, -4, 12, 12] clipped to the image
+    assert boxes[0, 1].tolist() == [4.0, 4.0, 20.0, 20.0]  # cell 5: centre (12, 12), +-8
+    assert boxes[0, 2:].abs().sum() == 0  # padding: score 0, box 0
+    assert scores[1].tolist() == pytest.approx([sig[4].item(), 0.0, 0.0, 0.0])
+
+    # IoU 0.4 and 1/3 < 0.5: everything survives NMS; a score threshold between drops the weakest.
+    boxes, scores, labels = head.decode(outputs, anchors, (32, 32), score_thresh=sig[3].item() + 1e-4,
+                                        nms_thresh=0.5, pre_nms_topk=8, max_detections=5)
+    assert scores[0].tolist() == pytest.approx([sig[0].item(), sig[1].item(), sig[2].item(), 0.0, 0.0])
+    assert labels[0, :3].tolist() == [0, 0, 1]
+
+
+def test_decode_pads_when_fewer_candidates_than_slots():
+    head = FCOSDetHead(8, num_classes=1, strides=[8])
+    anchors = head.anchors([torch.zeros(1, 8, 4, 4)])
+    outputs = _hand_made_outputs(head, {(0, 3): (0, 4.0)})
+    boxes, scores, labels = head.decode(outputs, anchors, (32, 32), 0.05, 0.5, pre_nms_topk=8, max_detections=20)
+    assert boxes.shape == (1, 20, 4) and (scores[0, 1:] == 0).all() and scores[0, 0] > 0.9
+
+
+# --------------------------------------------------------------------------------------------- ONNX export
+def _match_fraction(ref_boxes, ref_scores, ref_labels, boxes, scores, labels, threshold, tol=1.0) -> float:
+    """Fraction of reference detections above ``threshold`` that have a detection with the same label whose
+    corners are all within ``tol`` pixels (order-free: near-tied scores may swap slots)."""
+    matched = total = 0
+    for b in range(ref_boxes.shape[0]):
+        keep_ref, keep = ref_scores[b] > threshold, scores[b] > threshold / 2
+        for box, label in zip(ref_boxes[b][keep_ref], ref_labels[b][keep_ref]):
+            total += 1
+            close = (np.abs(boxes[b][keep] - box).max(axis=1) <= tol) & (labels[b][keep] == label)
+            matched += bool(close.any())
+    return matched / max(total, 1)
+
+
+def test_export_graph_matches_pytorch_in_onnxruntime(tiny, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(3)
+    module = tiny.eval().export_module()
+    example = torch.randn(2, 3, H, W)
+    path = tmp_path / "vltdet.onnx"
+    names = ["boxes", "scores", "labels"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["images"],
+                          output_names=names, dynamic_axes={n: {0: "batch"} for n in ["images", *names]})
+    import onnx
+
+    graph = onnx.load(str(path))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "NonMaxSuppression" in ops and "TopK" in ops  # post-processing is inside the one graph
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (2, 3):  # the traced batch and another one through the dynamic axis
+        images = torch.randn(batch, 3, H, W)
+        boxes, scores, labels = session.run(None, {"images": images.numpy()})
+        with torch.no_grad():
+            ref = [t.numpy() for t in module(images)]
+        assert boxes.shape == (batch, tiny.max_detections, 4) and boxes.dtype == np.float32
+        assert scores.dtype == np.float32 and labels.dtype == np.int64
+        assert (ref[1] > tiny.score_thresh).sum() > 10 * batch  # the comparison covers many detections
+        assert _match_fraction(*ref, boxes, scores, labels, tiny.score_thresh) >= 0.99
+        np.testing.assert_allclose(np.sort(scores, axis=1), np.sort(ref[1], axis=1), atol=1e-4)
