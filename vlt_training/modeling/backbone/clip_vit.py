@@ -220,10 +220,12 @@ class CLIPVisionBackbone(nn.Module):
             raise ValueError(f"out_indices must be 4 increasing block indices in [0, {self.depth}), got {out_indices}")
         self.out_indices = out_indices
         self.grad_checkpointing = grad_checkpointing
-        self.block_hook = block_hook
+        self.set_block_hook(block_hook)
         # blocks after the last output are never run: drop them so they do not sit idle in the optimiser
+        self.tower_depth = self.depth
         if out_indices[-1] < self.depth - 1:
             del self.blocks[out_indices[-1] + 1:]
+            self.depth = len(self.blocks)
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -305,6 +307,19 @@ class CLIPVisionBackbone(nn.Module):
         if self.training and rate > 0:
             y = x + drop_path(y - x, rate, True)
         return y
+
+    def set_block_hook(self, hook: Optional[Union[nn.Module, BlockHook]]) -> None:
+        """Install (or with ``None`` remove) the per-block adapter hook.
+
+        A module (``nn.ModuleList`` with one entry per block, or one module handling every block) becomes a
+        submodule, so its parameters train and save with the model; a plain callable is just called.
+        """
+        self._modules.pop("block_hook", None)
+        self.__dict__.pop("block_hook", None)
+        if isinstance(hook, nn.Module):
+            self.add_module("block_hook", hook)
+        else:
+            object.__setattr__(self, "block_hook", hook)
 
     def _apply_hook(self, x: torch.Tensor, i: int, grid: tuple[int, int]) -> torch.Tensor:
         hook = self.block_hook
