@@ -106,7 +106,8 @@ def fix_ament_include_paths(python: Path) -> None:
 def build_overlay(python: Path, overlay: Path, stamps: Stamps) -> None:
     packages = sorted(p.parent for p in INTERFACES.glob("*/package.xml"))
     files = [f for pkg in packages for f in pkg.rglob("*") if f.is_file()]
-    key = digest(files, extra=str(stamps.data.get("requirements")))
+    # Rebuild when the definitions or the ROS wheels change (a new training dependency needs no rebuild).
+    key = digest(files + [ROOT / "requirements" / "ros.txt"])
     if stamps.done("overlay", key) and (overlay / "install" / "setup.bash").exists():
         return
     fix_ament_include_paths(python)
