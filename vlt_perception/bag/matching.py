@@ -165,11 +165,11 @@ class _Stats:
             self.detection = DetectionEvaluator(thing_classes, max_detections=max_detections)
         self.latencies_ms: list[float] = []
 
-    def add(self, match: Match, image_id: str, pred_labels: np.ndarray | None) -> None:
+    def add(self, match: Match, image_id: str, frame_confusion: ConfusionMatrix | None) -> None:
         self.frames += 1
         self.conditions[match.condition] += 1
-        if self.confusion is not None and pred_labels is not None:
-            self.confusion.update(pred_labels, match.gt["labels"])
+        if self.confusion is not None and frame_confusion is not None:
+            self.confusion.merge(frame_confusion)
         if self.detection is not None and "boxes" in match.gt and "boxes" in match.pred:
             gt, pred = match.gt["boxes"], match.pred["boxes"]
             self.detection.add(image_id, gt["boxes"], gt["labels"], pred["boxes"], pred["scores"], pred["labels"])
@@ -209,6 +209,7 @@ class EvaluationAccumulator:
                  ignore_index: int = IGNORE_INDEX, max_detections: int = 100, samples_per_condition: int = 2) -> None:
         self.class_names = list(class_names or [])
         self.thing_classes = list(thing_classes or [])
+        self.ignore_index = ignore_index
         self._make = lambda: _Stats(len(self.class_names), ignore_index, self.thing_classes, max_detections)
         self.bags: dict[str, _Stats] = {}
         self.conditions: dict[str, _Stats] = {}
@@ -226,12 +227,17 @@ class EvaluationAccumulator:
 
     def add(self, match: Match, bag: str) -> None:
         pred_labels = self._prediction_labels(match)
+        frame_confusion = None
+        if pred_labels is not None and self.class_names:
+            # One pass over the pixels per frame, merged into every group (bag, condition, overall).
+            frame_confusion = ConfusionMatrix(len(self.class_names), self.ignore_index)
+            frame_confusion.update(pred_labels, match.gt["labels"])
         image_id = f"{bag}:{match.stamp_ns}"
         groups = [self.bags.setdefault(bag, self._make())]
         if bag != self.reference:
             groups += [self.conditions.setdefault(match.condition, self._make()), self.overall]
         for stats in groups:
-            stats.add(match, image_id, pred_labels)
+            stats.add(match, image_id, frame_confusion)
         if self.wants_sample(match.condition, bag):
             self.samples.setdefault(self._sample_key(match.condition, bag), []).append(match)
 

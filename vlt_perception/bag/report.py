@@ -211,9 +211,21 @@ def _latency(plt, acc: EvaluationAccumulator, path: Path) -> None:
     _save(fig, path)
 
 
+SAMPLE_WIDTH = 480  # pixels per panel: full-resolution panels cost seconds in matplotlib and say no more
+
+
+def _small(array: np.ndarray) -> np.ndarray:
+    if array.shape[1] <= SAMPLE_WIDTH:
+        return array
+    import cv2
+
+    height = max(1, round(array.shape[0] * SAMPLE_WIDTH / array.shape[1]))
+    return cv2.resize(array, (SAMPLE_WIDTH, height), interpolation=cv2.INTER_NEAREST)
+
+
 def _sample(plt, match, palette, path: Path) -> None:
-    panels = [] if match.image is None else [match.image]
-    panels += [colorize(match.gt["labels"], palette), colorize(match.pred["labels"], palette)]
+    panels = [] if match.image is None else [_small(match.image)]
+    panels += [colorize(_small(match.gt["labels"]), palette), colorize(_small(match.pred["labels"]), palette)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 2))
     for ax, panel in zip(np.atleast_1d(axes), panels):
         ax.imshow(panel, interpolation="nearest")
