@@ -50,3 +50,32 @@ def test_lockstep_replay_agrees_with_offline(fx, tiny_cityscapes, palette_onnx, 
         got = online["conditions"][condition]["segmentation"]["mIoU"]
         assert abs(got - want) * 100 <= 0.5, (condition, got, want)
     assert online["bags"]["bag"]["latency_ms"]["count"] == len(records)  # end-to-end, graph included
+
+
+@pytest.mark.ros
+def test_timed_replay_counts_every_frame_as_matched_or_dropped(fx, tiny_cityscapes, palette_onnx, tmp_path):
+    """Rate mode (as ``ros2 bag play --rate``): the evaluator has no done signal and finishes on idle_timeout;
+    whatever the graph drops is reported, nothing vanishes."""
+    _, records = tiny_cityscapes
+    records = records * 2
+    bag = tmp_path / "bag"
+    write_records_bag(records, bag, read_image=fx.read_png_rgb, read_sem_seg=fx.read_png_train_ids, rate_hz=10)
+    out = tmp_path / "online"
+    logs = {name: tmp_path / f"{name}.log" for name in ("seg", "eval", "player")}
+    seg_args = ["-m", "vlt_perception.nodes.segmentation_node", "--ros-args", "-p", f"model_path:={palette_onnx}",
+                "-r", "~/in/image:=/camera/image_raw"]
+    eval_args = ["-m", "vlt_perception.nodes.evaluator_node", "--ros-args", "-p", f"out_dir:={out}",
+                 "-p", "bag_name:=bag", "-p", "done_topic:=''", "-p", "idle_timeout:=2.0", "-p", "figures:=false"]
+    player_args = ["-m", "vlt_perception.nodes.bag_player_node", "--ros-args", "-p", f"bag:={bag}",
+                   "-p", "mode:=rate", "-p", "rate:=4.0",
+                   "-p", "wait_topics:=[/camera/image_raw, /ground_truth/labels]"]
+    with start_process(seg_args, logs["seg"]), start_process(eval_args, logs["eval"]) as evaluator, \
+            start_process(player_args, logs["player"]) as player:
+        assert _wait(player, 90, logs["player"]) == 0, logs["player"].read_text()
+        assert _wait(evaluator, 30, logs["eval"]) == 0, logs["eval"].read_text()
+    online = json.loads((out / "report.json").read_text())
+    assert online["finished_by"] == "idle timeout"
+    counts = online["bags"]["bag"]["counts"]
+    assert counts["matched"] >= 1
+    assert counts["matched"] + counts["dropped_frames"] == len(records), counts
+    assert online["bags"]["bag"]["frames"] == counts["matched"]
