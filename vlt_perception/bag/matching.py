@@ -48,9 +48,9 @@ class StampMatcher:
 
     ``gt_parts`` / ``pred_parts``: which of ``labels`` / ``boxes`` make a side complete. ``add_*`` return the
     :class:`Match` when a stamp becomes complete on both sides. Latency is the prediction's ``latency_ms`` when
-    given (offline: measured around the pipeline), else the time from the first ground-truth message to the
-    complete prediction (online: end-to-end through the graph, since the player publishes ground truth with the
-    image). At most ``max_pending`` stamps wait per side; older ones are dropped and counted.
+    given (offline: measured around the pipeline), else the time from the camera frame's arrival
+    (:meth:`add_camera`), or failing that the first ground-truth message, to the complete prediction (online:
+    end to end through the graph). At most ``max_pending`` stamps wait per side; older ones are dropped and counted.
     """
 
     def __init__(self, gt_parts: Sequence[str], pred_parts: Sequence[str], max_pending: int = 256) -> None:
@@ -67,6 +67,13 @@ class StampMatcher:
         self._gt: OrderedDict[int, _Pending] = OrderedDict()
         self._pred: OrderedDict[int, _Pending] = OrderedDict()
         self._done: OrderedDict[int, None] = OrderedDict()  # recently matched stamps, to spot duplicates
+        self._camera: OrderedDict[int, float] = OrderedDict()  # stamp -> camera frame arrival (online)
+
+    def add_camera(self, stamp_ns: int, arrival_s: float) -> None:
+        """The camera frame of ``stamp_ns`` arrived: end-to-end latency is measured from here when known."""
+        self._camera.setdefault(stamp_ns, arrival_s)
+        while len(self._camera) > 4 * self.max_pending:
+            self._camera.popitem(last=False)
 
     def add_ground_truth(self, stamp_ns: int, part: str, value, *, condition: str, arrival_s: float | None = None,
                          image: np.ndarray | None = None) -> Match | None:
@@ -118,8 +125,9 @@ class StampMatcher:
         if len(self._done) > 4 * self.max_pending:
             self._done.popitem(last=False)
         latency = pred.latency_ms
-        if latency is None and gt.first_arrival_s is not None and pred.last_arrival_s is not None:
-            latency = (pred.last_arrival_s - gt.first_arrival_s) * 1e3
+        start = self._camera.pop(stamp, None) or gt.first_arrival_s
+        if latency is None and start is not None and pred.last_arrival_s is not None:
+            latency = (pred.last_arrival_s - start) * 1e3
             if latency < 0:  # the prediction beat the ground truth: the clock says nothing about the model
                 self.counts["latency_unknown"] += 1
                 latency = None

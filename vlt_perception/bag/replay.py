@@ -166,15 +166,19 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
         raise ConfigError(f"launch argument rate: must be > 0, got {rate}")
     (seg,) = perception_nodes(nodes="segmentation", seg_model=model, camera_topic=topics.image,
                               compressed=compressed, namespace=namespace, engine=engine)
+    use_compressed = seg.remappings[0][0] == "~/in/compressed"  # as perception_nodes decided it
     prefix = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
     labels = f"{prefix}/{seg.name}/out/labels"
     player = NodeLaunch("bag_player_node", "bag_player", namespace, [{
         "bag": str(bag), "mode": mode, "rate": rate, "result_topic": labels,
-        "wait_topics": [topics.image, topics.labels], "done_topic": "/bag_player/done",
+        # The evaluator must hear the node's labels from the first frame (the node skips unsubscribed outputs).
+        "wait_topics": [topics.image, topics.labels, labels], "done_topic": "/bag_player/done",
     }])
     evaluator = NodeLaunch("evaluator_node", "evaluator", namespace, [{
         "labels_topic": labels, "gt_labels_topic": topics.labels, "gt_detections_topic": "",
         "condition_topic": topics.condition, "out_dir": str(out), "bag_name": Path(bag).name,
+        "camera_topic": topics.compressed_image if use_compressed else topics.image,
+        "camera_type": "sensor_msgs/msg/CompressedImage" if use_compressed else "sensor_msgs/msg/Image",
         "done_topic": "/bag_player/done",
     }])
     return [seg, evaluator, player]

@@ -46,6 +46,8 @@ PARAMS = {  # name: (default, description)
     "latched_topics": ([BagTopics.condition], "topics republished transient-local (late joiners get the last)"),
     "wait_topics": ([BagTopics.image], "before playing, wait until each has a subscriber"),
     "startup_timeout": (30.0, "seconds to wait for wait_topics subscribers and the result_topic publisher"),
+    "settle_time": (1.0, "seconds between the graph being seen and the first message (the subscribers' side of "
+                         "discovery may lag: first frames would be lost)"),
     "done_topic": ("/bag_player/done", "latched std_msgs/String with a JSON summary when playback ends"),
     "condition_settle": (0.05, "seconds between a condition change and the next frame (cross-topic ordering)"),
 }
@@ -112,6 +114,7 @@ class BagPlayerNode(Node):
             if self.p["mode"] == "lockstep" and self.count_publishers(self.p["result_topic"]) == 0:
                 missing.append(f"publisher of {self.p['result_topic']}")
             if not missing:
+                time.sleep(self.p["settle_time"])
                 return
             time.sleep(0.1)
         raise BagError(f"startup_timeout: after {self.p['startup_timeout']} s still waiting for {missing}")

@@ -33,6 +33,7 @@ from vlt_perception.bag import BagTopics
 from vlt_perception.bag import messages as M
 from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher
 from vlt_perception.bag.reader import Issues
+from vlt_perception.bag.replay import cdr_header_stamp
 from vlt_perception.bag.report import write_report
 from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES, IGNORE_INDEX
 
@@ -45,6 +46,9 @@ PARAMS = {  # name: (default, description)
     "gt_labels_topic": (BagTopics.labels, "ground-truth labels (mono8); '' = none"),
     "gt_detections_topic": (BagTopics.detections, "ground-truth Detection2DArray; '' = none"),
     "condition_topic": (BagTopics.condition, "latched std_msgs/String with the current condition"),
+    "camera_topic": (BagTopics.image, "camera input of the graph: end-to-end latency starts at its arrival "
+                                      "(taken as raw bytes, not decoded); '' = from the ground truth's arrival"),
+    "camera_type": ("sensor_msgs/msg/Image", "message type of camera_topic (or sensor_msgs/msg/CompressedImage)"),
     "class_names": (list(CITYSCAPES_CLASSES), "segmentation classes (train IDs index them)"),
     "thing_classes": (list(CITYSCAPES_THING_CLASSES), "detection classes"),
     "out_dir": ("replay_report", "report folder (report.json, report.md, figures/)"),
@@ -85,20 +89,32 @@ class EvaluatorNode(Node):
             self.create_subscription(cls, topic, handler, qos)
 
         sub(self.p["condition_topic"], String, self._on_condition, LATCHED)
+        if self.p["camera_topic"]:
+            from vlt_perception.nodes.bag_player_node import message_class
+
+            self.create_subscription(message_class(self.p["camera_type"]), self.p["camera_topic"], self._on_camera,
+                                     QUEUE, raw=True)
         if "labels" in gt_parts:
-            sub(self.p["gt_labels_topic"], Image, lambda m: self._on_msg(m, "gt", "labels"))
+            sub(self.p["gt_labels_topic"], Image, lambda m, info: self._on_msg(m, info, "gt", "labels"))
         if "labels" in pred_parts:
-            sub(self.p["labels_topic"], Image, lambda m: self._on_msg(m, "pred", "labels"))
+            sub(self.p["labels_topic"], Image, lambda m, info: self._on_msg(m, info, "pred", "labels"))
         if "boxes" in gt_parts or "boxes" in pred_parts:
             from vlt_perception.nodes.bag_player_node import message_class
 
             detections = message_class("vision_msgs/msg/Detection2DArray")
             if "boxes" in gt_parts:
-                sub(self.p["gt_detections_topic"], detections, lambda m: self._on_msg(m, "gt", "boxes"))
+                sub(self.p["gt_detections_topic"], detections, lambda m, info: self._on_msg(m, info, "gt", "boxes"))
             if "boxes" in pred_parts:
-                sub(self.p["detections_topic"], detections, lambda m: self._on_msg(m, "pred", "boxes"))
+                sub(self.p["detections_topic"], detections, lambda m, info: self._on_msg(m, info, "pred", "boxes"))
         if self.p["done_topic"]:
             sub(self.p["done_topic"], String, self._on_done, LATCHED)
+
+    def _on_camera(self, raw: bytes, info) -> None:
+        received_ns = info.get("received_timestamp") or 0
+        try:
+            self.matcher.add_camera(cdr_header_stamp(raw), received_ns / 1e9 if received_ns else time.time())
+        except ValueError as exc:
+            self.issues.add("undecodable_camera", str(exc))
 
     def _on_condition(self, msg: String) -> None:
         self.condition = msg.data
@@ -110,8 +126,12 @@ class EvaluatorNode(Node):
             self.player_summary = {"raw": msg.data}
         self._done_at = time.monotonic()
 
-    def _on_msg(self, msg, side: str, part: str) -> None:
-        now = self.last_message = time.monotonic()
+    def _on_msg(self, msg, info, side: str, part: str) -> None:
+        self.last_message = time.monotonic()
+        # When the middleware received it, not when the executor got round to this callback: with several
+        # topics ready at once the callback order says nothing about arrival order.
+        received_ns = info.get("received_timestamp") or 0
+        now = received_ns / 1e9 if received_ns else time.time()
         try:
             value = self._decode(msg, part)
         except (M.MessageError, ValueError) as exc:

@@ -91,6 +91,12 @@ def test_replay_eval_nodes(tmp_path):
     assert evaluator.parameters[0]["labels_topic"] == player.parameters[0]["result_topic"]
     assert player.parameters[0]["rate"] == 2.5 and player.parameters[0]["mode"] == "rate"
     assert evaluator.parameters[0]["out_dir"] == "rep" and evaluator.parameters[0]["bag_name"] == "bag"
+    assert evaluator.parameters[0]["camera_topic"] == "/camera/image_raw"
+    assert player.parameters[0]["wait_topics"][-1] == player.parameters[0]["result_topic"]
+    seg, evaluator, _ = replay_eval_nodes(bag=str(bag), model="m.onnx", compressed="true")
+    assert ("~/in/compressed", "/camera/image_raw/compressed") in seg.remappings
+    assert evaluator.parameters[0]["camera_topic"] == "/camera/image_raw/compressed"
+    assert evaluator.parameters[0]["camera_type"] == "sensor_msgs/msg/CompressedImage"
     with pytest.raises(ConfigError, match="bag: .* does not exist"):
         replay_eval_nodes(bag=str(tmp_path / "nope"), model="m.onnx")
     with pytest.raises(ConfigError, match="mode"):

@@ -14,6 +14,9 @@ from helpers.ros_graph import start_process
 from vlt_perception.bag.offline import evaluate_bags
 from vlt_perception.bag.writer import write_records_bag
 
+# The player starts when the node listens to the camera and the evaluator to the ground truth and the node's labels.
+WAIT = "[/camera/image_raw, /ground_truth/labels, /segmentation_node/out/labels]"
+
 
 def _wait(proc, timeout: float, log) -> int:
     try:
@@ -35,7 +38,7 @@ def test_lockstep_replay_agrees_with_offline(fx, tiny_cityscapes, palette_onnx, 
     eval_args = ["-m", "vlt_perception.nodes.evaluator_node", "--ros-args", "-p", f"out_dir:={out}",
                  "-p", "bag_name:=bag", "-p", "gt_detections_topic:=''", "-p", "figures:=false"]
     player_args = ["-m", "vlt_perception.nodes.bag_player_node", "--ros-args", "-p", f"bag:={bag}",
-                   "-p", "mode:=lockstep", "-p", "wait_topics:=[/camera/image_raw, /ground_truth/labels]"]
+                   "-p", "mode:=lockstep", "-p", f"wait_topics:={WAIT}"]
     with start_process(seg_args, logs["seg"]), start_process(eval_args, logs["eval"]) as evaluator, \
             start_process(player_args, logs["player"]) as player:
         assert _wait(player, 90, logs["player"]) == 0, logs["player"].read_text()
@@ -67,8 +70,8 @@ def test_timed_replay_counts_every_frame_as_matched_or_dropped(fx, tiny_cityscap
     eval_args = ["-m", "vlt_perception.nodes.evaluator_node", "--ros-args", "-p", f"out_dir:={out}",
                  "-p", "bag_name:=bag", "-p", "done_topic:=''", "-p", "idle_timeout:=2.0", "-p", "figures:=false"]
     player_args = ["-m", "vlt_perception.nodes.bag_player_node", "--ros-args", "-p", f"bag:={bag}",
-                   "-p", "mode:=rate", "-p", "rate:=4.0",
-                   "-p", "wait_topics:=[/camera/image_raw, /ground_truth/labels]"]
+                   "-p", "mode:=rate", "-p", "rate:=2.0",
+                   "-p", f"wait_topics:={WAIT}"]
     with start_process(seg_args, logs["seg"]), start_process(eval_args, logs["eval"]) as evaluator, \
             start_process(player_args, logs["player"]) as player:
         assert _wait(player, 90, logs["player"]) == 0, logs["player"].read_text()
