@@ -69,6 +69,31 @@ def evenly_spaced_indices(depth: int, count: int = 4) -> tuple[int, ...]:
     return tuple(int(round(step * (i + 1))) - 1 for i in range(count))
 
 
+def timm_variant(base_name: str, timm_kwargs: dict) -> str:
+    """Name of a timm entrypoint building ``base_name`` with extra constructor kwargs (e.g. ``{"depth": 4}``).
+
+    open_clip's timm adapter passes only a few arguments through to timm; this registers (once) a derived timm
+    entrypoint so that ``vision_cfg_overrides={"timm_kwargs": {...}}`` can change others (tests shrink EVA towers
+    this way). Checkpoints of the original architecture only load if the change keeps the parameter shapes.
+    """
+    import re
+
+    from timm import models as timm_models
+
+    suffix = "_".join(f"{k}{v}" for k, v in sorted(timm_kwargs.items()))
+    name = re.sub(r"\W", "_", f"{base_name}__vlt_{suffix}")
+    if not timm_models.is_model(name):
+        base = timm_models.model_entrypoint(base_name)
+
+        def entrypoint(pretrained: bool = False, **kwargs):
+            return base(pretrained=pretrained, **{**kwargs, **timm_kwargs})
+
+        entrypoint.__name__ = name
+        entrypoint.__qualname__ = name
+        timm_models.register_model(entrypoint)
+    return name
+
+
 def build_open_clip(
     model_name: str,
     pretrained: Optional[str] = None,
@@ -89,7 +114,13 @@ def build_open_clip(
             "vlt-tiny-vit)"
         )
     cfg = copy.deepcopy(cfg)
-    cfg["vision_cfg"].update(vision_cfg_overrides or {})
+    vision_cfg_overrides = dict(vision_cfg_overrides or {})
+    timm_kwargs = vision_cfg_overrides.pop("timm_kwargs", None)
+    cfg["vision_cfg"].update(vision_cfg_overrides)
+    if timm_kwargs:
+        if not cfg["vision_cfg"].get("timm_model_name"):
+            raise ValueError(f"timm_kwargs given but {model_name!r} is not a timm tower; override open_clip keys")
+        cfg["vision_cfg"]["timm_model_name"] = timm_variant(cfg["vision_cfg"]["timm_model_name"], timm_kwargs)
     cfg["text_cfg"].update(text_cfg_overrides or {})
     if pretrained and not os.path.isfile(pretrained) and (os.sep in pretrained or pretrained.endswith(
             (".pt", ".pth", ".bin", ".safetensors"))):
@@ -146,7 +177,8 @@ class CLIPVisionBackbone(nn.Module):
         grad_checkpointing: recompute each block in the backward pass (saves activation memory in training).
         keep_projection: keep the tower's final norm + projection into the joint image-text space
             (needed by the vision-language guidance, :meth:`project_dense`).
-        vision_cfg_overrides / text_cfg_overrides: merged into open_clip's config (e.g. ``{"layers": 2}``).
+        vision_cfg_overrides / text_cfg_overrides: merged into open_clip's config (e.g. ``{"layers": 2}``);
+            ``{"timm_kwargs": {"depth": 4}}`` passes constructor arguments to a timm tower (EVA02).
         block_hook: optional adapter run after every block (``nn.ModuleList`` with one module per block, or a
             callable), see :data:`BlockHook`.
     """
