@@ -1,0 +1,242 @@
+"""End-to-end overhead of segmentation_node at 1920x1080: publish -> labels received, minus engine time.
+
+The node runs in its own process (as deployed); this process publishes rgb8 frames slowly enough that none is
+dropped and records when each frame's labels come back. Overhead = end-to-end latency - engine time (the
+engine's own ``infer`` time, reported by the node on /diagnostics), i.e. DDS transport both ways, decoding,
+resizing / normalising, label resize to 1080p and message conversion.
+
+    source tools/env.sh && python benchmarks/bench_node_overhead.py [--transport LARGE_DATA] [--model m.onnx]
+
+DDS must stay on this machine: the script re-executes itself in a private network namespace (``unshare -n``,
+loopback only) unless it already runs in one, and sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
+Without ``--model`` it builds the tiny dominant-colour ONNX model of the node tests at 512x1024, so the engine
+time is small and the figure is the node's own overhead. Prints a table and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _private_network() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _reexec_isolated() -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        sys.exit("bench_node_overhead: needs a private network namespace (run as root with unshare available, or "
+                 "inside `unshare -n`); DDS must not leave this machine")
+    os.execvp("unshare", ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable,
+                          *sys.argv])
+
+
+def _tiny_model(path: Path, height: int, width: int) -> Path:
+    spec = importlib.util.spec_from_file_location("tiny_onnx", ROOT / "test/vlt_perception/nodes/tiny_onnx.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.segmentation_model(path, height=height, width=width, confidence=False)
+
+
+def _frame(height: int, width: int) -> np.ndarray:
+    rgb = np.zeros((height, width, 3), dtype=np.uint8)  # H, W, 3: three colour stripes + noise
+    third = width // 3
+    for c in range(3):
+        rgb[:, c * third : (c + 1) * third, c] = 200
+    rgb += np.random.default_rng(0).integers(0, 40, rgb.shape, dtype=np.uint8)
+    return rgb
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(arr)), "p90": float(np.percentile(arr, 90)), "min": float(arr.min()),
+            "max": float(arr.max()), "n": int(arr.size)}
+
+
+def run(args: argparse.Namespace) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float64
+
+    from vlt_perception.nodes.conversions import array_to_image, diagnostic_values
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    model = Path(args.model) if args.model else _tiny_model(tmp / "tiny.onnx", 512, 1024)
+    node_cmd = [sys.executable, "-m", "vlt_perception.nodes.segmentation_node", "--ros-args", "-p",
+                f"model_path:={model}", "-p", "diagnostics_period:=0.5", "-r", "__node:=bench_seg"]
+    if args.reliable:
+        node_cmd += ["-p", "qos_overrides./bench_seg/in/image.subscription.reliability:=reliable"]
+    log = open(tmp / "node.log", "w")  # noqa: SIM115 - closed in finally
+    node_proc = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ.copy())
+
+    rclpy.init()
+    node = rclpy.create_node("bench_node_overhead")
+    received: dict[str, float] = {}
+    internal: list[float] = []
+    diag: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def on_labels(msg: Image) -> None:
+        now = time.perf_counter()
+        with lock:
+            received.setdefault(msg.header.frame_id, now)
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        values = diagnostic_values(msg, "/bench_seg:")
+        if values:
+            diag.clear()
+            diag.update(values)
+
+    node.create_subscription(Image, "/bench_seg/out/labels", on_labels,
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    node.create_subscription(Float64, "/bench_seg/out/latency_ms", lambda m: internal.append(m.data), 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    pub_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) if args.reliable else \
+        qos_profile_sensor_data
+    pub = node.create_publisher(Image, "/bench_seg/in/image", pub_qos)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    rgb = _frame(args.height, args.width)
+    sent: dict[str, float] = {}
+    build_ms: list[float] = []
+    publish_ms: list[float] = []  # the publish() call itself (serialisation + hand-over to DDS)
+    try:
+        # Warm-up: until the node answers (discovery, engine warm-up), not measured.
+        deadline = time.monotonic() + 60
+        seq = 0
+        while not received:
+            if time.monotonic() > deadline or node_proc.poll() is not None:
+                raise SystemExit(f"node did not answer (diagnostics: {diag}, topics: "
+                                 f"{node.get_topic_names_and_types()}); log: {tmp / 'node.log'}")
+            msg = array_to_image(rgb, "rgb8", Image().header)
+            msg.header.frame_id = f"warm_{seq}"
+            pub.publish(msg)
+            seq += 1
+            time.sleep(0.2)
+        time.sleep(0.5)
+        internal.clear()
+        for i in range(args.frames):
+            start = time.perf_counter()
+            msg = array_to_image(rgb, "rgb8", Image().header)
+            msg.header.frame_id = f"frame_{i}"
+            msg.header.stamp = node.get_clock().now().to_msg()
+            build_ms.append((time.perf_counter() - start) * 1e3)
+            sent[msg.header.frame_id] = time.perf_counter()
+            pub.publish(msg)
+            publish_ms.append((time.perf_counter() - sent[msg.header.frame_id]) * 1e3)
+            time.sleep(1.0 / args.rate)
+        time.sleep(1.5)  # last answers and one more diagnostics period
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        node_proc.terminate()
+        try:
+            node_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+        log.close()
+
+    e2e = [(received[f] - t) * 1e3 for f, t in sent.items() if f in received]
+    if not e2e:
+        raise SystemExit(f"no labels received for measured frames (got {sorted(received)[:5]}, diagnostics {diag}); "
+                         f"log: {tmp / 'node.log'}")
+    engine_median = float(diag.get("inference_median_ms", "nan"))
+    e2e_stats = _percentiles(e2e)
+    return {
+        "resolution": f"{args.width}x{args.height} rgb8",
+        "model": str(model) if args.model else "tiny dominant-colour ONNX at 512x1024 (test/vlt_perception/nodes)",
+        "engine": diag.get("engine", "?"), "providers": diag.get("providers", "?"),
+        "transport": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT"),
+        "camera_qos": "reliable" if args.reliable else "sensor data (best effort)",
+        "frames_sent": len(sent), "frames_answered": len(e2e), "rate_hz": args.rate,
+        "end_to_end_ms": e2e_stats,
+        "engine_ms": {"median": engine_median, "p90": float(diag.get("inference_p90_ms", "nan"))},
+        "node_internal_ms": _percentiles(internal) if internal else {},
+        "overhead_median_ms": e2e_stats["median"] - engine_median,
+        "overhead_p90_ms": e2e_stats["p90"] - engine_median,
+        "message_build_ms": _percentiles(build_ms),
+        "publish_call_ms": _percentiles(publish_ms),
+        "node_overhead_median_ms": (_percentiles(internal)["median"] - engine_median) if internal else None,
+        "node_received": int(diag.get("received", "0")), "node_processed": int(diag.get("processed", "0")),
+        "dropped": int(diag.get("dropped", "0")),
+        "target_overhead_median_ms": 10.0,
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # atomic: readers never see half a report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="ONNX model (default: tiny test model at 512x1024)")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--rate", type=float, default=4.0, help="publish rate; keep it below the node's rate")
+    parser.add_argument("--transport", default="LARGE_DATA",
+                        help="FASTDDS_BUILTIN_TRANSPORTS for both processes (DEFAULT: unset), e.g. "
+                        "LARGE_DATA, SHM, UDPv4, 'LARGE_DATA?max_msg_size=8MB&sockets_size=16MB'")
+    parser.add_argument("--reliable", action="store_true",
+                        help="reliable camera QoS (publisher and the node's qos_overrides) instead of sensor data")
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_node_overhead.json"))
+    args = parser.parse_args()
+    if not _private_network():
+        _reexec_isolated()
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    # Measured here: with the PyPI wheels and RMW_IMPLEMENTATION unset, separate processes did not discover
+    # each other; name the RMW explicitly (as test/conftest.py does).
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    os.environ.setdefault("ROS_HOME", tempfile.mkdtemp(prefix="bench_ros_home_"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    if args.transport != "DEFAULT":
+        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.transport
+    else:
+        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    result = run(args)
+    e2e, engine = result["end_to_end_ms"], result["engine_ms"]
+    print(f"segmentation_node overhead at {result['resolution']} ({result['transport']} transport, "
+          f"{result['frames_answered']}/{result['frames_sent']} frames answered; node received "
+          f"{result['node_received']}, processed {result['node_processed']}, dropped {result['dropped']}, "
+          "warm-up included)")
+    print(f"  end to end   median {e2e['median']:7.1f} ms   p90 {e2e['p90']:7.1f} ms")
+    print(f"  engine       median {engine['median']:7.1f} ms   p90 {engine['p90']:7.1f} ms")
+    if result["node_internal_ms"]:
+        print(f"  inside node  median {result['node_internal_ms']['median']:7.1f} ms (receive -> published; minus "
+              f"engine: {result['node_overhead_median_ms']:.1f} ms)")
+    print(f"  overhead     median {result['overhead_median_ms']:7.1f} ms   p90 {result['overhead_p90_ms']:7.1f} ms "
+          f"(target <= {result['target_overhead_median_ms']:.0f} ms median)")
+    print(f"  publisher: building the Image {result['message_build_ms']['median']:.1f} ms (not counted), "
+          f"publish() call {result['publish_call_ms']['median']:.1f} ms (counted)")
+    _write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
