@@ -51,6 +51,10 @@ class VLTSeg(nn.Module):
         text_temperature: temperature of the pixel-text logits.
         concat_score_maps: concatenate the score maps to the stride-32 pyramid input.
         ignore_index: label of ignored pixels.
+        pixel_mean, pixel_std: input normalisation (RGB in [0, 1]); default: the open_clip tower's.
+
+    ``init_kwargs`` rebuilds the architecture with ``pretrained=None`` (weights come from the checkpoint,
+    including the text embeddings buffer); ``pretrained_source`` remembers where the initial weights came from.
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class VLTSeg(nn.Module):
         text_temperature: float = 0.07,
         concat_score_maps: bool = True,
         ignore_index: int = IGNORE_INDEX,
+        pixel_mean: Optional[Sequence[float]] = None,
+        pixel_std: Optional[Sequence[float]] = None,
     ):
         super().__init__()
         class_names = list(class_names) if class_names is not None else list(CITYSCAPES_CLASSES)
@@ -100,6 +106,7 @@ class VLTSeg(nn.Module):
             if k not in ("self", "__class__")
         }
         self.model_name = "vltseg"
+        self.pretrained_source = pretrained
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.ignore_index = ignore_index
@@ -109,8 +116,13 @@ class VLTSeg(nn.Module):
             grad_checkpointing=grad_checkpointing, keep_projection=text_guidance,
             vision_cfg_overrides=vision_cfg_overrides, text_cfg_overrides=text_cfg_overrides,
         )
-        self.pixel_mean = self.backbone.pixel_mean
-        self.pixel_std = self.backbone.pixel_std
+        self.pixel_mean = tuple(float(v) for v in (pixel_mean or self.backbone.pixel_mean))
+        self.pixel_std = tuple(float(v) for v in (pixel_std or self.backbone.pixel_std))
+        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
+            raise ValueError(f"pixel_mean/pixel_std must be 3 values with std > 0: {pixel_mean} / {pixel_std}")
+        # A rebuilt model gets its weights from the checkpoint, not from the pretrained source (which may not
+        # exist where the checkpoint is loaded); the normalisation of that source is pinned instead.
+        self.init_kwargs.update(pretrained=None, pixel_mean=list(self.pixel_mean), pixel_std=list(self.pixel_std))
         self.text_guidance = text_guidance
         self.concat_score_maps = text_guidance and concat_score_maps
         self.pixel_text_weight = pixel_text_weight
