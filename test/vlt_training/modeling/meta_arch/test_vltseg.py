@@ -85,3 +85,21 @@ def test_bad_targets_name_the_problem(tiny):
 def test_pixel_mean_std_from_tower(tiny):
     assert len(tiny.pixel_mean) == 3 and len(tiny.pixel_std) == 3
     assert tiny.pixel_mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+
+
+def test_rebuild_does_not_need_the_pretrained_file(tmp_path):
+    from vlt_training.modeling.backbone import build_open_clip
+
+    torch.manual_seed(5)
+    path = tmp_path / "tiny_open_clip.pt"
+    torch.save(build_open_clip("vlt-tiny-vit").state_dict(), path)
+    model = create_model("vltseg_tiny_mask2former", pretrained=str(path), class_names=["road", "car"])
+    assert model.pretrained_source == str(path)
+    assert model.init_kwargs["pretrained"] is None
+    path.unlink()  # e.g. a deployment machine without the CLIP weights
+    rebuilt = create_model(model.model_name, **json.loads(json.dumps(model.init_kwargs)))
+    assert not torch.equal(rebuilt.pixel_text.text_embeddings, model.pixel_text.text_embeddings)
+    rebuilt.load_state_dict(model.state_dict())
+    # the text embeddings of the pretrained text tower travel in the state dict
+    torch.testing.assert_close(rebuilt.pixel_text.text_embeddings, model.pixel_text.text_embeddings)
+    assert rebuilt.pixel_mean == model.pixel_mean
