@@ -158,23 +158,33 @@ def _class_index(class_id: str, class_names: Sequence[str]) -> int:
     raise MessageError(f"unknown class_id {class_id!r}; expected a name or index of {list(class_names)}")
 
 
-def decode_detections(msg, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+def decode_detections(msg, class_names: Sequence[str], skip_unknown: bool = False) -> dict:
     """vision_msgs/Detection2DArray -> ``boxes`` (N, 4) xyxy float64, ``scores`` (N,), ``labels`` (N,) int64.
 
     Each detection's best hypothesis gives its class (a class name, or an index into ``class_names``) and score.
+    Unknown classes raise, or with ``skip_unknown`` are left out and counted in ``unknown_class`` (ground truth
+    of classes a model was not trained on).
     """
-    boxes, scores, labels = [], [], []
+    boxes, scores, labels, unknown = [], [], [], 0
     for det in msg.detections:
         if not det.results:
             raise MessageError("a Detection2D without results (no class)")
         best = max(det.results, key=lambda r: r.hypothesis.score)
+        try:
+            label = _class_index(str(best.hypothesis.class_id), class_names)
+        except MessageError:
+            if not skip_unknown:
+                raise
+            unknown += 1
+            continue
         cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
         w, h = det.bbox.size_x, det.bbox.size_y
         boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
         scores.append(best.hypothesis.score)
-        labels.append(_class_index(str(best.hypothesis.class_id), class_names))
+        labels.append(label)
     return {
         "boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
         "scores": np.asarray(scores, dtype=np.float64),
         "labels": np.asarray(labels, dtype=np.int64),
+        "unknown_class": unknown,
     }

@@ -42,6 +42,8 @@ PARAMS = {  # name: (default, description)
     "result_topic": ("/segmentation_node/out/labels", "lockstep: the output whose header stamp ends a frame"),
     "result_type": ("sensor_msgs/msg/Image", "message type of result_topic"),
     "lockstep_timeout": (5.0, "lockstep: seconds to wait for a result before counting the frame as dropped"),
+    "lockstep_resend": (1.0, "lockstep: re-publish the image after this many seconds without a result (a node "
+                             "that has not yet discovered all its subscribers skips frames); 0 = never"),
     "camera_topics": ([BagTopics.image, f"{BagTopics.image}/compressed"], "topics that carry the camera frames"),
     "latched_topics": ([BagTopics.condition], "topics republished transient-local (late joiners get the last)"),
     "wait_topics": ([BagTopics.image], "before playing, wait until each has a subscriber"),
@@ -76,7 +78,7 @@ class BagPlayerNode(Node):
         self.publishers_: dict[str, object] = {}
         self.results: set[int] = set()
         self._result_event = threading.Condition()
-        self.counts = {"published": 0, "frames": 0, "results": 0, "timeouts": 0, "skipped_topics": 0}
+        self.counts = {"published": 0, "frames": 0, "results": 0, "timeouts": 0, "resent": 0, "skipped_topics": 0}
         self.issues = Issues()
         self.done_pub = self.create_publisher(String, self.p["done_topic"], LATCHED)
         if self.p["mode"] == "lockstep":
@@ -151,12 +153,28 @@ class BagPlayerNode(Node):
             if group.stamp_ns is None:
                 continue
             self.counts["frames"] += 1
-            with self._result_event:
-                got = self._result_event.wait_for(lambda: group.stamp_ns in self.results, timeout)
-                self.results.discard(group.stamp_ns)
+            got = self._wait_result(group.stamp_ns, group.messages[-1], timeout)
             self.counts["results" if got else "timeouts"] += 1
             if not got:
                 self.get_logger().warning(f"no result for stamp {group.stamp_ns} within {timeout} s: dropped")
+
+
+    def _wait_result(self, stamp: int, image, timeout: float) -> bool:
+        """Wait for the result stamped ``stamp``, re-publishing ``image`` every ``lockstep_resend`` seconds."""
+        deadline = time.monotonic() + timeout
+        resend = float(self.p["lockstep_resend"])
+        while True:
+            left = deadline - time.monotonic()
+            step = min(left, resend) if resend > 0 else left
+            with self._result_event:
+                got = self._result_event.wait_for(lambda: stamp in self.results, max(step, 0.0))
+                if got:
+                    self.results.discard(stamp)
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            self.publish(image)
+            self.counts["resent"] += 1
 
 
 def main(args: list[str] | None = None) -> int:

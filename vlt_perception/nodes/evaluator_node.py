@@ -50,7 +50,7 @@ PARAMS = {  # name: (default, description)
                                       "(taken as raw bytes, not decoded); '' = from the ground truth's arrival"),
     "camera_type": ("sensor_msgs/msg/Image", "message type of camera_topic (or sensor_msgs/msg/CompressedImage)"),
     "class_names": (list(CITYSCAPES_CLASSES), "segmentation classes (train IDs index them)"),
-    "thing_classes": (list(CITYSCAPES_THING_CLASSES), "detection classes"),
+    "thing_classes": (list(CITYSCAPES_THING_CLASSES), "detection classes of the model (class_id names or indices)"),
     "out_dir": ("replay_report", "report folder (report.json, report.md, figures/)"),
     "bag_name": ("online", "name of this run in the report"),
     "done_topic": ("/bag_player/done", "std_msgs/String from the player: finish when it arrives; '' = none"),
@@ -133,7 +133,7 @@ class EvaluatorNode(Node):
         received_ns = info.get("received_timestamp") or 0
         now = received_ns / 1e9 if received_ns else time.time()
         try:
-            value = self._decode(msg, part)
+            value = self._decode(msg, part, side)
         except (M.MessageError, ValueError) as exc:
             self.issues.add(f"undecodable_{side}", str(exc))
             return
@@ -145,8 +145,14 @@ class EvaluatorNode(Node):
         if match is not None:
             self.acc.add(match, self.p["bag_name"])
 
-    def _decode(self, msg, part: str):
-        return M.decode_labels(msg) if part == "labels" else M.decode_detections(msg, self.p["thing_classes"])
+    def _decode(self, msg, part: str, side: str):
+        if part == "labels":
+            return M.decode_labels(msg)
+        # Ground truth of classes the model does not predict is left out (and counted), as offline.
+        boxes = M.decode_detections(msg, self.p["thing_classes"], skip_unknown=side == "gt")
+        if boxes["unknown_class"]:
+            self.issues.counts["gt_boxes_of_unknown_class"] += boxes["unknown_class"]
+        return boxes
 
     def _on_timer(self) -> None:
         now = time.monotonic()

@@ -37,6 +37,8 @@ def test_detections_round_trip_and_class_ids():
     msg.detections[0].results[0].hypothesis.class_id = "tram"
     with pytest.raises(M.MessageError, match="unknown class_id 'tram'"):
         M.decode_detections(msg, names)
+    kept = M.decode_detections(msg, names, skip_unknown=True)  # ground truth the model cannot predict
+    assert kept["labels"].tolist() == [0] and kept["unknown_class"] == 1
 
 
 def test_image_and_stamp_round_trip():

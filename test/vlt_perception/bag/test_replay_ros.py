@@ -79,6 +79,41 @@ def test_timed_replay_counts_every_frame_as_matched_or_dropped(fx, tiny_cityscap
     online = json.loads((out / "report.json").read_text())
     assert online["finished_by"] == "idle timeout"
     counts = online["bags"]["bag"]["counts"]
-    assert counts["matched"] >= 1
-    assert counts["matched"] + counts["dropped_frames"] == len(records), counts
-    assert online["bags"]["bag"]["frames"] == counts["matched"]
+    # How many the node drops depends on the machine's load (the node keeps only the newest frame); the
+    # accounting must not: every ground-truth frame is either matched or reported dropped.
+    assert counts.get("matched", 0) + counts["dropped_frames"] == len(records), counts
+    assert online["bags"]["bag"]["frames"] == counts.get("matched", 0)
+    assert counts.get("unmatched_predictions", 0) == 0
+
+
+@pytest.mark.ros
+def test_lockstep_detection_replay_agrees_with_offline(fx, tiny_cityscapes, tmp_path):
+    """Detection node in the loop: the evaluator scores Detection2DArray against the bag's boxes (mAP)."""
+    _, records = tiny_cityscapes
+    bag = tmp_path / "bag"
+    write_records_bag(records, bag, read_image=fx.read_png_rgb, read_sem_seg=fx.read_png_train_ids)
+    model = fx.box_model(tmp_path / "det.onnx", [[0, 0, 4, 4], [10, 10, 14, 14]], [1, 0], [0.9, 0.5],
+                         ["person", "car"])
+    offline = evaluate_bags([bag], model, tmp_path / "offline", figures=False)
+    out = tmp_path / "online"
+    logs = {name: tmp_path / f"{name}.log" for name in ("det", "eval", "player")}
+    result = "/detection_node/out/detections"
+    det_args = ["-m", "vlt_perception.nodes.detection_node", "--ros-args", "-p", f"model_path:={model}",
+                "-r", "~/in/image:=/camera/image_raw"]
+    eval_args = ["-m", "vlt_perception.nodes.evaluator_node", "--ros-args", "-p", f"out_dir:={out}",
+                 "-p", "bag_name:=bag", "-p", "labels_topic:=''", "-p", f"detections_topic:={result}",
+                 "-p", "thing_classes:=[person, car]", "-p", "figures:=false"]
+    player_args = ["-m", "vlt_perception.nodes.bag_player_node", "--ros-args", "-p", f"bag:={bag}",
+                   "-p", "mode:=lockstep", "-p", f"result_topic:={result}",
+                   "-p", "result_type:=vision_msgs/msg/Detection2DArray",
+                   "-p", f"wait_topics:=[/camera/image_raw, /ground_truth/detections, {result}]"]
+    with start_process(det_args, logs["det"]), start_process(eval_args, logs["eval"]) as evaluator, \
+            start_process(player_args, logs["player"]) as player:
+        assert _wait(player, 90, logs["player"]) == 0, logs["player"].read_text()
+        assert _wait(evaluator, 30, logs["eval"]) == 0, logs["eval"].read_text()
+    online = json.loads((out / "report.json").read_text())
+    counts = online["bags"]["bag"]["counts"]
+    assert counts["matched"] == len(records) and counts["dropped_frames"] == 0, counts
+    for condition in ("clear", "fog"):
+        want = offline["conditions"][condition]["detection"]["mAP"]
+        assert online["conditions"][condition]["detection"]["mAP"] == pytest.approx(want, abs=0.005)
