@@ -223,6 +223,7 @@ class EvaluationAccumulator:
         self.conditions: dict[str, _Stats] = {}
         self.overall = self._make()
         self.reference: str | None = None
+        self.reference_scores: dict[str, float] | None = None
         self.samples: dict[str, list[Match]] = {}
         self.samples_per_condition = samples_per_condition
         self.counts: dict[str, Counter] = {}
@@ -232,6 +233,11 @@ class EvaluationAccumulator:
     def set_reference(self, bag: str) -> None:
         """Frames of ``bag`` count as the source domain: reported alone, not in the conditions or overall."""
         self.reference = bag
+
+    def set_reference_scores(self, scores: dict[str, float], source: str) -> None:
+        """Source-domain ``mIoU`` / ``mAP`` from elsewhere (e.g. an offline report), for retention online."""
+        self.reference_scores = {k: v for k, v in scores.items() if v is not None}
+        self.reference = self.reference or source
 
     def add(self, match: Match, bag: str) -> None:
         pred_labels = self._prediction_labels(match)
@@ -295,9 +301,14 @@ class EvaluationAccumulator:
 
     def _add_retention(self, out: dict) -> None:
         ref = out["bags"].get(self.reference) if self.reference else None
-        if ref is None:
+        if ref is not None:
+            source = {"mIoU": (ref.get("segmentation") or {}).get("mIoU"),
+                      "mAP": (ref.get("detection") or {}).get("mAP")}
+        elif self.reference_scores:
+            source = dict(self.reference_scores)
+            out["reference_scores"] = source
+        else:
             return
-        source = {"mIoU": (ref.get("segmentation") or {}).get("mIoU"), "mAP": (ref.get("detection") or {}).get("mAP")}
         for group in [*out["bags"].values(), *out["conditions"].values(), out["overall"]]:
             target = {"mIoU": (group.get("segmentation") or {}).get("mIoU"),
                       "mAP": (group.get("detection") or {}).get("mAP")}

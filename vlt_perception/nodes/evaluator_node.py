@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 try:
     import rclpy
@@ -52,6 +53,7 @@ PARAMS = {  # name: (default, description)
     "class_names": (list(CITYSCAPES_CLASSES), "segmentation classes (train IDs index them)"),
     "thing_classes": (list(CITYSCAPES_THING_CLASSES), "detection classes of the model (class_id names or indices)"),
     "out_dir": ("replay_report", "report folder (report.json, report.md, figures/)"),
+    "reference_report": ("", "an offline bag_eval report.json with --reference: retention against its reference"),
     "bag_name": ("online", "name of this run in the report"),
     "done_topic": ("/bag_player/done", "std_msgs/String from the player: finish when it arrives; '' = none"),
     "done_grace": (1.0, "seconds to wait for in-flight predictions after done"),
@@ -59,6 +61,18 @@ PARAMS = {  # name: (default, description)
     "exit_when_done": (True, "shut down after writing the report"),
     "figures": (True, "draw report figures"),
 }
+
+
+def reference_scores(path: str) -> tuple[str, dict]:
+    """(reference bag name, {"mIoU", "mAP"}) from an offline report; ValueError naming the file otherwise."""
+    try:
+        report = json.loads(Path(path).read_text())
+        name = report["reference"]
+        bag = report["bags"][name]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"reference_report {path}: not a bag_eval report with a reference bag ({exc!r})") from exc
+    scores = {"mIoU": (bag.get("segmentation") or {}).get("mIoU"), "mAP": (bag.get("detection") or {}).get("mAP")}
+    return f"{name} ({path})", scores
 
 
 class EvaluatorNode(Node):
@@ -75,6 +89,9 @@ class EvaluatorNode(Node):
         classes = self.p["class_names"] if "labels" in pred_parts else None
         things = self.p["thing_classes"] if "boxes" in pred_parts else None
         self.acc = EvaluationAccumulator(classes, things, IGNORE_INDEX)
+        if self.p["reference_report"]:
+            name, scores = reference_scores(self.p["reference_report"])
+            self.acc.set_reference_scores(scores, name)
         self.issues = Issues()
         self.condition = "unknown"
         self.player_summary: dict = {}

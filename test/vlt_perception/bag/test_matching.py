@@ -100,3 +100,15 @@ def test_latency_stats():
     stats = latency_stats([10.0, 20.0, 30.0, 40.0])
     assert stats["count"] == 4 and stats["mean"] == 25.0 and stats["p50"] == 25.0 and stats["max"] == 40.0
     assert latency_stats([]) == {"count": 0}
+
+
+def test_retention_against_scores_from_elsewhere():
+    """Online there is no reference bag: the source score comes from an offline report."""
+    acc = EvaluationAccumulator(["a", "b"])
+    acc.set_reference_scores({"mIoU": 0.8, "mAP": None}, "source (report.json)")
+    gt = np.array([[0, 1]], dtype=np.uint8)
+    acc.add(Match(1, "fog", {"labels": gt}, {"labels": np.array([[0, 0]], np.uint8)}), "online")
+    summary = acc.summary()
+    assert summary["conditions"]["fog"]["segmentation"]["mIoU"] == pytest.approx(0.25)  # a: 1/2, b: 0
+    assert summary["conditions"]["fog"]["retention"] == {"mIoU": pytest.approx(0.25 / 0.8)}
+    assert summary["reference"] == "source (report.json)" and summary["reference_scores"] == {"mIoU": 0.8}

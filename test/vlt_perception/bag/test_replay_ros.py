@@ -30,13 +30,17 @@ def test_lockstep_replay_agrees_with_offline(fx, tiny_cityscapes, palette_onnx, 
     _, records = tiny_cityscapes
     bag = tmp_path / "bag"
     write_records_bag(records, bag, read_image=fx.read_png_rgb, read_sem_seg=fx.read_png_train_ids)
-    offline = evaluate_bags([bag], palette_onnx, tmp_path / "offline", figures=False)
+    write_records_bag(records[:2], tmp_path / "source", read_image=fx.read_png_rgb,
+                      read_sem_seg=fx.read_png_train_ids)
+    offline = evaluate_bags([bag], palette_onnx, tmp_path / "offline", reference=tmp_path / "source",
+                            figures=False)
     out = tmp_path / "online"
     logs = {name: tmp_path / f"{name}.log" for name in ("seg", "eval", "player")}
     seg_args = ["-m", "vlt_perception.nodes.segmentation_node", "--ros-args", "-p", f"model_path:={palette_onnx}",
                 "-r", "~/in/image:=/camera/image_raw"]
     eval_args = ["-m", "vlt_perception.nodes.evaluator_node", "--ros-args", "-p", f"out_dir:={out}",
-                 "-p", "bag_name:=bag", "-p", "gt_detections_topic:=''", "-p", "figures:=false"]
+                 "-p", "bag_name:=bag", "-p", "gt_detections_topic:=''", "-p", "figures:=false",
+                 "-p", f"reference_report:={tmp_path / 'offline' / 'report.json'}"]
     player_args = ["-m", "vlt_perception.nodes.bag_player_node", "--ros-args", "-p", f"bag:={bag}",
                    "-p", "mode:=lockstep", "-p", f"wait_topics:={WAIT}"]
     with start_process(seg_args, logs["seg"]), start_process(eval_args, logs["eval"]) as evaluator, \
@@ -52,6 +56,8 @@ def test_lockstep_replay_agrees_with_offline(fx, tiny_cityscapes, palette_onnx, 
         want = offline["conditions"][condition]["segmentation"]["mIoU"]
         got = online["conditions"][condition]["segmentation"]["mIoU"]
         assert abs(got - want) * 100 <= 0.5, (condition, got, want)
+        retention = offline["conditions"][condition]["retention"]["mIoU"]
+        assert online["conditions"][condition]["retention"]["mIoU"] == pytest.approx(retention, abs=0.005)
     assert online["bags"]["bag"]["latency_ms"]["count"] == len(records)  # end-to-end, graph included
 
 
