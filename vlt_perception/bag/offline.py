@@ -16,10 +16,12 @@ import numpy as np
 
 from vlt_perception.bag import BagError
 from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher, remap_box_labels
-from vlt_perception.bag.reader import BagFrameReader
+from vlt_perception.bag.reader import BagFrameReader, Issues
 from vlt_perception.bag.report import write_report
 from vlt_perception.bag.topics import BagTopics
+from vlt_perception.engines.base import EngineError
 from vlt_perception.metadata import TASK_SEGMENTATION
+from vlt_perception.pipeline.segmentation import PipelineError
 
 log = logging.getLogger(__name__)
 SAMPLE_MAX_WIDTH = 320  # samples kept for the report are shrunk: memory stays flat on long bags
@@ -124,6 +126,7 @@ def _evaluate_bag(path: Path, name: str, predictor: _Predictor, acc: EvaluationA
             raise BagError(f"{path}: the model predicts {predictor.part} but the bag has no such ground truth "
                            f"({topics.labels if predictor.part == 'labels' else topics.detections} missing)")
         matcher = StampMatcher([predictor.part], [predictor.part])
+        errors = Issues()
         dropped_boxes = 0
         for count, frame in enumerate(reader.frames()):
             if max_frames is not None and count >= max_frames:
@@ -136,7 +139,11 @@ def _evaluate_bag(path: Path, name: str, predictor: _Predictor, acc: EvaluationA
                 gt, dropped = remap_box_labels(gt, reader.thing_classes, class_names)
                 dropped_boxes += dropped
             start = time.perf_counter()
-            value, total_ms = predictor(frame.image)
+            try:
+                value, total_ms = predictor(frame.image)
+            except (PipelineError, EngineError, ValueError) as exc:  # one odd frame must not end the run
+                errors.add("prediction_error", f"stamp {frame.stamp_ns}: {type(exc).__name__}: {exc}")
+                continue
             sample = _shrink(frame.image) if acc.wants_sample(frame.condition, name) else None
             matcher.add_ground_truth(frame.stamp_ns, predictor.part, gt, condition=frame.condition, image=sample)
             match = matcher.add_prediction(frame.stamp_ns, predictor.part, value,
@@ -145,10 +152,14 @@ def _evaluate_bag(path: Path, name: str, predictor: _Predictor, acc: EvaluationA
                 acc.add(match, name)
         counts = matcher.finish()
         counts.update({f"reader_{k}": v for k, v in reader.issues.counts.items()})
+        counts.update(errors.counts)
         if dropped_boxes:
             counts["gt_boxes_of_unknown_class"] = dropped_boxes
         acc.add_counts(name, counts)
-        acc.set_bag_info(name, issues=reader.issues.as_dict(), image_topic=reader.selected["image"].topic)
+        acc.set_bag_info(name, issues={**reader.issues.as_dict(), **errors.as_dict()},
+                         image_topic=reader.selected["image"].topic)
+        if errors.counts and not counts.get("matched"):
+            raise BagError(f"{path}: the model failed on every frame, e.g. {errors.examples['prediction_error'][0]}")
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:

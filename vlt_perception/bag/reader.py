@@ -95,7 +95,8 @@ def open_bag(path: str | Path, issues: Issues | None = None):
 
 
 class BagFrameReader:
-    """Frames of one bag in arrival order. ``issues`` fills while iterating; ``info`` describes the bag.
+    """Frames of one bag in arrival order. ``issues`` fills while iterating; ``selected`` holds the connection
+    used per role (``image``, ``labels``, ``boxes``, ``condition``), ``custom_data`` the bag metadata's.
 
     A frame is complete when it has the image and every ground-truth topic the bag has. Frames still incomplete
     ``max_pending`` frames later (or at the end) are yielded if they have an image and some ground truth, and
@@ -109,18 +110,29 @@ class BagFrameReader:
         self.max_pending = max_pending
         self.issues = Issues()
         self._store = get_bag_typestore()
-        self._reader = self._open()
-        self.custom_data = self._custom_data()
-        self.selected = self._select_topics()
-        if thing_classes is None and CUSTOM_DATA_PREFIX + "thing_classes" in self.custom_data:
-            thing_classes = json.loads(self.custom_data[CUSTOM_DATA_PREFIX + "thing_classes"])
-        self.thing_classes = list(thing_classes or CITYSCAPES_THING_CLASSES)
+        self._reader = open_bag(self.path, self.issues)
+        try:
+            self.custom_data = self._custom_data()
+            self.selected = self._select_topics()
+        except BaseException:
+            self.close()
+            raise
+        self.thing_classes = list(thing_classes or self._bag_thing_classes() or CITYSCAPES_THING_CLASSES)
         conditions = [c for c in self.custom_data.get(CUSTOM_DATA_PREFIX + "conditions", "").split(",") if c]
         self.default_condition = conditions[0] if len(conditions) == 1 else UNKNOWN_CONDITION
 
     # ----------------------------------------------------------------------------------------------- opening
-    def _open(self):
-        return open_bag(self.path, self.issues)
+    def _bag_thing_classes(self) -> list[str] | None:
+        """The detection classes the writer recorded in custom_data (class_id names refer to them)."""
+        text = self.custom_data.get(CUSTOM_DATA_PREFIX + "thing_classes")
+        if text is None:
+            return None
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.issues.add("bad_metadata", f"custom_data thing_classes is not JSON: {exc}")
+            return None
+        return [str(n) for n in names] if isinstance(names, list) else None
 
     def _custom_data(self) -> dict[str, str]:
         metadata = getattr(self._reader.storage, "metadata", None)
@@ -155,7 +167,7 @@ class BagFrameReader:
                            f"Detection2DArray); topics in the bag: {listing}")
         for role, topic in (("labels", self.topics.labels), ("boxes", self.topics.detections)):
             if role not in selected:
-                self.issues.add(f"missing_topic", f"{topic} not in the bag; evaluated without it")
+                self.issues.add("missing_topic", f"{topic} not in the bag; evaluated without it")
         return selected
 
     @property

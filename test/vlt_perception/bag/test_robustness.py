@@ -124,3 +124,18 @@ def test_wrong_type_on_a_topic_is_reported(fx, tmp_path):
         writer.write(wrong, 1, store.serialize_cdr(M.string_msg(store, "x"), "std_msgs/msg/String"))
     with pytest.raises(BagError, match="no ground truth"):
         BagFrameReader(tmp_path / "bag")
+
+
+def test_model_failing_on_every_frame_is_a_bag_error(fx, tmp_path):
+    """A model breaking the graph contract (float labels) fails each frame: reported, not a silent empty score."""
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load(str(fx.palette_model(tmp_path / "m.onnx")))
+    model.graph.node[-1].attribute[0].i = TensorProto.FLOAT  # Cast to float instead of uint8
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    bag = _handmade_bag(tmp_path / "bag", _frames(fx, 2), [1, 2])
+    report = evaluate_bags([bag], tmp_path / "bad.onnx", tmp_path / "r", figures=False)
+    assert "failed on every frame" in report["bags"]["bag"]["error"] and "uint8" in report["bags"]["bag"]["error"]
+    assert report["bags"]["bag"]["counts"]["prediction_error"] == 2
