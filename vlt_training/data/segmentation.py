@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -19,10 +20,8 @@ def _read(record: dict) -> tuple[np.ndarray, np.ndarray]:
 
     image, seg = read_image(record), read_sem_seg(record)
     if image.shape[:2] != seg.shape[:2]:
-        raise ValueError(
-            f"{record.get('sem_seg_file_name')}: label size {seg.shape[:2]} differs from image "
-            f"{record['file_name']} size {image.shape[:2]}"
-        )
+        # A few official GTA5 label PNGs differ in size from their frames: resize (nearest) like mmseg users do.
+        seg = cv2.resize(seg, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
     return image, seg
 
 

@@ -92,7 +92,8 @@ def maybe_generate_synthetic(cfg: Config, info: distributed.DistInfo) -> None:
         if syn.conditions:
             argv += ["--conditions", ",".join(syn.conditions)]
         try:
-            generate(argv)
+            if generate(argv):
+                raise RuntimeError(f"generating the synthetic benchmark into {root} failed: generate {argv}")
             if root.exists():
                 root.rmdir()
             os.replace(tmp, root)
@@ -239,8 +240,8 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
                 loss = sum(losses.values())
                 if not distributed.all_finite(loss, info):
                     raise FloatingPointError(
-                        f"non-finite loss {loss.item()} at step {step} (terms: "
-                        f"{ {k: float(v) for k, v in losses.items()} }); lower optim.lr, enable clipping or use "
+                        f"non-finite loss {loss.item()} at step {step + 1} (terms: "
+                        f"{ {k: float(v.detach()) for k, v in losses.items()} }); lower optim.lr, enable clipping or use "
                         f"train.amp=bf16 instead of fp16")
                 # Scale the loss to account for gradient accumulation: gradients add up over micro-batches.
                 scaler.scale(loss / tc.grad_accum_steps).backward()
