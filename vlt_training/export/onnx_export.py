@@ -148,7 +148,14 @@ def to_fp16(model):
     except ImportError as exc:
         raise ExportError("fp16 ONNX export needs onnxconverter-common: pip install -r requirements/train.txt") \
             from exc
-    return float16.convert_float_to_float16(model, keep_io_types=True)
+    # Cast nodes stay as they are: the converter rewrites Cast(to=float) into Cast(to=float16) even where the
+    # consumer is a node it keeps in float32 (e.g. Resize, on its default block list), which leaves a graph that
+    # ONNX Runtime rejects ("Type (tensor(float16)) ... does not match expected type (tensor(float))"). Blocked
+    # nodes get explicit casts around them instead.
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{i}"
+    casts = [node.name for node in model.graph.node if node.op_type == "Cast"]
+    return float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=casts)
 
 
 def export_onnx(model: nn.Module, metadata: ModelMetadata, out_path: str | Path, *, height: int | None = None,

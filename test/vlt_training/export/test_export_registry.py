@@ -43,3 +43,13 @@ def test_tiny_model_export_parity(name, tmp_path):
     if stored.task == "semantic_segmentation":
         assert out["labels"].shape == (2, 64, 128) and out["labels"].max() < len(stored.class_names)
         assert np.all((out["confidence"] >= 0) & (out["confidence"] <= 1 + 1e-6))
+
+
+def test_vltseg_fp16_export_loads_and_agrees(tmp_path):
+    """fp16 conversion of the real Mask2Former graph (Cast next to float32-only Resize used to break it)."""
+    torch.manual_seed(0)
+    model = create_model("vltseg_tiny_mask2former").eval()
+    path, stored = export_onnx(model, metadata_for_model(model, 64, 128), tmp_path / "fp16.onnx", precision="fp16")
+    images, source = verification_batch(stored, count=1)
+    report = verify_onnx(path, model, stored, images, source)
+    assert report.precision == "fp16" and report.label_agreement > 0.95, report.summary()

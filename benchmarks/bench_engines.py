@@ -1,0 +1,205 @@
+"""Engine latency and efficiency on this machine: one model, several engines and precisions, random weights.
+
+    python benchmarks/bench_engines.py --model vltseg_vit_s16_mask2former --height 512 --width 1024 \
+        --engines torch,onnxruntime --precisions fp32,bf16 --iters 5 --out bench.json
+
+For every available engine x precision: median / p90 / p99 latency, FPS, the model's GFLOPs (counted with
+``torch.utils.flop_counter.FlopCounterMode`` on the PyTorch export module: 2 FLOPs per multiply-add), achieved
+GFLOP/s, and efficiency against this device's matmul peak measured in the same run (fp32 and bf16
+``torch.matmul`` of large square matrices), so figures from different machines compare as ratios. Combinations
+an engine cannot run (ONNX Runtime bf16, TensorRT without a GPU ...) are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("bench_engines")
+ENGINES = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def matmul_peak(dtype_name: str, size: int, reps: int = 3) -> float:
+    """Best GFLOP/s of ``size`` x ``size`` torch.matmul in this dtype on the CPU (or the GPU when --device cuda)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    torch.matmul(a, b)  # warm-up: thread pools, oneDNN kernels
+    best = float("inf")
+    for _ in range(reps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def count_gflops(module, height: int, width: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        module(torch.zeros(1, 3, height, width))
+    return counter.get_total_flops() / 1e9
+
+
+def time_engine(engine, images: np.ndarray, iters: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        engine.infer(images)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        engine.infer(images)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def summarise(times: list[float], gflops: float, peaks: dict[str, float], precision: str) -> dict:
+    median = float(np.median(times))
+    achieved = gflops / median
+    own_peak = peaks["fp32"] if precision == "fp32" else peaks["bf16"]
+    return {"median_ms": median * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3,
+            "p99_ms": float(np.percentile(times, 99)) * 1e3, "min_ms": float(np.min(times)) * 1e3,
+            "fps": 1.0 / median, "achieved_gflops_per_s": achieved,
+            "efficiency_vs_own_precision_peak": achieved / own_peak, "efficiency_vs_bf16_peak": achieved / peaks["bf16"],
+            "iters": len(times)}
+
+
+def make_engine(kind: str, precision: str, model, metadata, workdir: Path, threads: int | None, onnx_cache: dict):
+    """An engine for this combination, or raises with the reason it cannot run here."""
+    from vlt_perception.engines.base import EngineError
+
+    if kind == "torch":
+        from vlt_perception.engines.torch_engine import TorchEngine
+
+        return TorchEngine(model.export_module(), metadata, precision=precision, threads=threads)
+    if precision in ("bf16",) or (kind == "onnxruntime" and precision == "int8"):
+        raise EngineError(f"{kind} has no {precision} path (bf16: torch engine; int8: TensorRT)")
+    onnx_precision = precision if kind == "onnxruntime" else "fp32"
+    if onnx_precision not in onnx_cache:
+        from vlt_training.export import export_onnx
+
+        start = time.perf_counter()
+        path, _ = export_onnx(model, metadata, workdir / f"model.{onnx_precision}.onnx", precision=onnx_precision)
+        log.info("exported %s in %.0f s", path.name, time.perf_counter() - start)
+        onnx_cache[onnx_precision] = path
+    from vlt_perception.engines import create_engine
+
+    if kind == "onnxruntime":
+        return create_engine(onnx_cache[onnx_precision], engine="onnxruntime", threads=threads)
+    return create_engine(onnx_cache["fp32"], engine="tensorrt", precision=precision, cache_dir=workdir)
+
+
+def run(args) -> dict:
+    import torch
+
+    from vlt_perception.engines._common import cpu_bf16_flags
+    from vlt_training.export.model_metadata import metadata_for_model
+    from vlt_training.modeling import create_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model(args.model).eval()
+    metadata = metadata_for_model(model, args.height, args.width)
+    gflops = count_gflops(model.export_module(), args.height, args.width)
+    log.info("%s at %dx%d: %.1f GFLOPs", args.model, args.height, args.width, gflops)
+    peaks = {p: matmul_peak(p, args.peak_size) for p in ("fp32", "bf16")}
+    log.info("matmul peak %d^3: fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s", args.peak_size, peaks["fp32"], peaks["bf16"])
+    images = np.random.default_rng(0).standard_normal((1, 3, args.height, args.width)).astype(np.float32)
+    results, onnx_cache = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench_engines_") as tmp:
+        for kind in args.engines:
+            for precision in args.precisions:
+                entry = {"engine": kind, "precision": precision}
+                try:
+                    engine = make_engine(kind, precision, model, metadata, Path(tmp), args.threads, onnx_cache)
+                except Exception as exc:  # record why a combination cannot run here and go on
+                    entry["skipped"] = f"{type(exc).__name__}: {exc}"
+                    log.info("skip %s %s: %s", kind, precision, entry["skipped"])
+                    results.append(entry)
+                    continue
+                entry["info"] = vars(engine.info)
+                entry.update(summarise(time_engine(engine, images, args.iters, args.warmup), gflops, peaks,
+                                       precision))
+                log.info("%s %s: median %.0f ms, %.2f FPS, %.0f GFLOP/s = %.0f%% of bf16 peak", kind, precision,
+                         entry["median_ms"], entry["fps"], entry["achieved_gflops_per_s"],
+                         100 * entry["efficiency_vs_bf16_peak"])
+                results.append(entry)
+                engine.close()
+    ran = [r for r in results if "skipped" not in r]
+    best = max(ran, key=lambda r: r["fps"]) if ran else None
+    return {
+        "model": args.model, "input": [args.height, args.width], "gflops": gflops, "matmul_peak_gflops_per_s": peaks,
+        "peak_size": args.peak_size, "results": results,
+        "best": None if best is None else {k: best[k] for k in ("engine", "precision", "median_ms", "fps",
+                                                                 "efficiency_vs_bf16_peak")},
+        "target": "best CPU engine >= 60% of the measured bf16 matmul peak",
+        "target_met": bool(best and best["efficiency_vs_bf16_peak"] >= 0.6),
+        "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "bf16_flags": sorted(cpu_bf16_flags()), "load_avg_1m": os.getloadavg()[0],
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="vltseg_vit_s16_mask2former")
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--engines", default="torch,onnxruntime")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the libraries' own)")
+    p.add_argument("--peak-size", type=int, default=2048, help="square matmul size for the peak measurement")
+    p.add_argument("--out", type=Path, default=Path("bench.json"))
+    args = p.parse_args(argv)
+    args.engines = [e for e in args.engines.split(",") if e]
+    args.precisions = [x for x in args.precisions.split(",") if x]
+    bad = [e for e in args.engines if e not in ENGINES] + [x for x in args.precisions if x not in PRECISIONS]
+    if bad:
+        p.error(f"unknown engines / precisions {bad}; engines {ENGINES}, precisions {PRECISIONS}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    result = run(args)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, args.out)
+    print(json.dumps({"best": result["best"], "target_met": result["target_met"], "gflops": result["gflops"],
+                      "peaks": result["matmul_peak_gflops_per_s"]}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
