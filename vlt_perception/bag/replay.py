@@ -7,6 +7,7 @@ turns :func:`replay_eval_nodes` into ``launch_ros`` actions.
 
 from __future__ import annotations
 
+import importlib
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,16 @@ class FrameGroup:
 
     stamp_ns: int | None
     messages: list[PlaybackMessage] = field(default_factory=list)
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the ROS 2 Python message class (no rclpy import; needs the message package)."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError) as exc:
+        raise BagError(f"message type {msgtype} is not available to rclpy ({exc}); for vision_msgs build the "
+                       "overlay (./vlt setup) and `source tools/env.sh`") from exc
 
 
 def cdr_header_stamp(raw: bytes) -> int:

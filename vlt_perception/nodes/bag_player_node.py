@@ -12,7 +12,6 @@ dropped). Messages are published as the serialized bytes from the bag. When done
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import threading
@@ -31,7 +30,9 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 
 from vlt_perception.bag import BagError, BagTopics
 from vlt_perception.bag.reader import Issues
-from vlt_perception.bag.replay import MODES, cdr_header_stamp, lockstep_groups, playback_offset_s, read_playback
+from vlt_perception.bag.replay import (
+    MODES, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, read_playback,
+)
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -53,16 +54,6 @@ PARAMS = {  # name: (default, description)
     "done_topic": ("/bag_player/done", "latched std_msgs/String with a JSON summary when playback ends"),
     "condition_settle": (0.05, "seconds between a condition change and the next frame (cross-topic ordering)"),
 }
-
-
-def message_class(msgtype: str):
-    """'sensor_msgs/msg/Image' -> the rclpy message class, with an install hint when the package is missing."""
-    package, _, name = msgtype.split("/")
-    try:
-        return getattr(importlib.import_module(f"{package}.msg"), name)
-    except (ImportError, AttributeError) as exc:
-        raise BagError(f"message type {msgtype} is not available to rclpy ({exc}); for vision_msgs build the "
-                       "overlay (./vlt setup) and `source tools/env.sh`") from exc
 
 
 class BagPlayerNode(Node):

@@ -30,11 +30,11 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
     raise ImportError("evaluator_node needs rclpy: source a ROS 2 distribution, or pip install -r "
                       "requirements/ros.txt and `source tools/env.sh`") from exc
 
-from vlt_perception.bag import BagTopics
+from vlt_perception.bag import BagError, BagTopics
 from vlt_perception.bag import messages as M
 from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher
 from vlt_perception.bag.reader import Issues
-from vlt_perception.bag.replay import cdr_header_stamp
+from vlt_perception.bag.replay import cdr_header_stamp, message_class
 from vlt_perception.bag.report import write_report
 from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES, IGNORE_INDEX
 
@@ -97,9 +97,9 @@ class EvaluatorNode(Node):
         self.player_summary: dict = {}
         self.finished = False
         self.last_message = time.monotonic()
+        self._done_at: float | None = None
         self._subscribe(gt_parts, pred_parts)
         self.create_timer(0.2, self._on_timer)
-        self._done_at: float | None = None
 
     def _subscribe(self, gt_parts, pred_parts) -> None:
         def sub(topic, cls, handler, qos=QUEUE):
@@ -107,8 +107,6 @@ class EvaluatorNode(Node):
 
         sub(self.p["condition_topic"], String, self._on_condition, LATCHED)
         if self.p["camera_topic"]:
-            from vlt_perception.nodes.bag_player_node import message_class
-
             self.create_subscription(message_class(self.p["camera_type"]), self.p["camera_topic"], self._on_camera,
                                      QUEUE, raw=True)
         if "labels" in gt_parts:
@@ -116,8 +114,6 @@ class EvaluatorNode(Node):
         if "labels" in pred_parts:
             sub(self.p["labels_topic"], Image, lambda m, info: self._on_msg(m, info, "pred", "labels"))
         if "boxes" in gt_parts or "boxes" in pred_parts:
-            from vlt_perception.nodes.bag_player_node import message_class
-
             detections = message_class("vision_msgs/msg/Detection2DArray")
             if "boxes" in gt_parts:
                 sub(self.p["gt_detections_topic"], detections, lambda m, info: self._on_msg(m, info, "gt", "boxes"))
@@ -205,7 +201,7 @@ def main(args: list[str] | None = None) -> int:
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ValueError as exc:  # bad parameters (nothing to compare ...)
+    except (ValueError, BagError) as exc:  # bad parameters (nothing to compare, a missing message package ...)
         print(f"evaluator_node: {exc}", file=sys.stderr)
         code = 1
     finally:

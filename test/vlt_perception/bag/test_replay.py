@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from vlt_perception.bag import messages as M
+from vlt_perception.bag import BagError
 from vlt_perception.bag.replay import (
-    PlaybackMessage, cdr_header_stamp, has_header, lockstep_groups, playback_offset_s, read_playback,
+    PlaybackMessage, cdr_header_stamp, has_header, lockstep_groups, message_class, playback_offset_s, read_playback,
     replay_eval_nodes,
 )
 from vlt_perception.bag.typestore import get_bag_typestore
@@ -115,3 +116,9 @@ def test_launch_file_declares_every_argument_of_the_config():
     names = {key.value for key in arguments.keys}
     params = set(inspect.signature(replay_eval_nodes).parameters) - {"topics"}
     assert names == params
+
+
+def test_message_class():
+    assert message_class("std_msgs/msg/String").__name__ == "String"
+    with pytest.raises(BagError, match="no_such_msgs/msg/Thing is not available"):
+        message_class("no_such_msgs/msg/Thing")
