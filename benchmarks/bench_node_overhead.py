@@ -62,6 +62,39 @@ def _frame(height: int, width: int) -> np.ndarray:
     return rgb
 
 
+def echo_server(reliable: bool) -> None:
+    """Transport baseline: a bare rclpy node that answers each image with a mono8 image of the same size and
+    header, doing nothing else (what any Python node pays for DDS + message conversion)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from vlt_perception.nodes.conversions import array_to_image
+
+    rclpy.init()
+    node = rclpy.create_node("bench_seg")
+    pub = node.create_publisher(Image, "/bench_seg/out/labels", QoSProfile(depth=1,
+                                reliability=ReliabilityPolicy.RELIABLE))
+    labels: dict[tuple[int, int], np.ndarray] = {}
+
+    def on_image(msg: Image) -> None:
+        key = (msg.height, msg.width)
+        if key not in labels:
+            labels[key] = np.zeros(key, dtype=np.uint8)
+        pub.publish(array_to_image(labels[key], "mono8", msg.header))
+
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
+    node.create_subscription(Image, "/bench_seg/in/image", on_image, qos)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     return {"median": float(np.median(arr)), "p90": float(np.percentile(arr, 90)), "min": float(arr.min()),
@@ -84,6 +117,10 @@ def run(args: argparse.Namespace) -> dict:
                 f"model_path:={model}", "-p", "diagnostics_period:=0.5", "-r", "__node:=bench_seg"]
     if args.reliable:
         node_cmd += ["-p", "qos_overrides./bench_seg/in/image.subscription.reliability:=reliable"]
+    if args.depth != 1:
+        node_cmd += ["-p", f"qos_overrides./bench_seg/in/image.subscription.depth:={args.depth}"]
+    if args.baseline:
+        node_cmd = [sys.executable, __file__, "--echo-server"] + (["--reliable"] if args.reliable else [])
     log = open(tmp / "node.log", "w")  # noqa: SIM115 - closed in finally
     node_proc = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ.copy())
 
@@ -125,7 +162,7 @@ def run(args: argparse.Namespace) -> dict:
         # Warm-up: until the node answers (discovery, engine warm-up), not measured.
         deadline = time.monotonic() + 60
         seq = 0
-        while not received:
+        while not received or not (diag or args.baseline):
             if time.monotonic() > deadline or node_proc.poll() is not None:
                 raise SystemExit(f"node did not answer (diagnostics: {diag}, topics: "
                                  f"{node.get_topic_names_and_types()}); log: {tmp / 'node.log'}")
@@ -162,25 +199,27 @@ def run(args: argparse.Namespace) -> dict:
     if not e2e:
         raise SystemExit(f"no labels received for measured frames (got {sorted(received)[:5]}, diagnostics {diag}); "
                          f"log: {tmp / 'node.log'}")
-    engine_median = float(diag.get("inference_median_ms", "nan"))
+    engine_median = 0.0 if args.baseline else float(diag.get("inference_median_ms", "nan"))
     e2e_stats = _percentiles(e2e)
     return {
         "resolution": f"{args.width}x{args.height} rgb8",
+        "what": "transport baseline: bare rclpy echo node" if args.baseline else "segmentation_node",
         "model": str(model) if args.model else "tiny dominant-colour ONNX at 512x1024 (test/vlt_perception/nodes)",
         "engine": diag.get("engine", "?"), "providers": diag.get("providers", "?"),
         "transport": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT"),
         "camera_qos": "reliable" if args.reliable else "sensor data (best effort)",
         "frames_sent": len(sent), "frames_answered": len(e2e), "rate_hz": args.rate,
         "end_to_end_ms": e2e_stats,
-        "engine_ms": {"median": engine_median, "p90": float(diag.get("inference_p90_ms", "nan"))},
+        "engine_ms": {"median": engine_median, "p90": 0.0 if args.baseline else
+                      float(diag.get("inference_p90_ms", "nan"))},
         "node_internal_ms": _percentiles(internal) if internal else {},
         "overhead_median_ms": e2e_stats["median"] - engine_median,
         "overhead_p90_ms": e2e_stats["p90"] - engine_median,
         "message_build_ms": _percentiles(build_ms),
         "publish_call_ms": _percentiles(publish_ms),
         "node_overhead_median_ms": (_percentiles(internal)["median"] - engine_median) if internal else None,
-        "node_received": int(diag.get("received", "0")), "node_processed": int(diag.get("processed", "0")),
-        "dropped": int(diag.get("dropped", "0")),
+        "node_received": int(diag.get("received", "-1")), "node_processed": int(diag.get("processed", "-1")),
+        "dropped": int(diag.get("dropped", "-1")),
         "target_overhead_median_ms": 10.0,
     }
 
@@ -204,8 +243,15 @@ def main() -> None:
                         "LARGE_DATA, SHM, UDPv4, 'LARGE_DATA?max_msg_size=8MB&sockets_size=16MB'")
     parser.add_argument("--reliable", action="store_true",
                         help="reliable camera QoS (publisher and the node's qos_overrides) instead of sensor data")
+    parser.add_argument("--depth", type=int, default=1, help="the node's camera subscription history depth")
+    parser.add_argument("--baseline", action="store_true",
+                        help="measure a bare rclpy echo node instead (DDS + conversion cost any Python node pays)")
+    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_node_overhead.json"))
     args = parser.parse_args()
+    if args.echo_server:
+        echo_server(args.reliable)
+        return
     if not _private_network():
         _reexec_isolated()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -221,7 +267,7 @@ def main() -> None:
         os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     result = run(args)
     e2e, engine = result["end_to_end_ms"], result["engine_ms"]
-    print(f"segmentation_node overhead at {result['resolution']} ({result['transport']} transport, "
+    print(f"{result['what']} overhead at {result['resolution']} ({result['transport']} transport, "
           f"{result['frames_answered']}/{result['frames_sent']} frames answered; node received "
           f"{result['node_received']}, processed {result['node_processed']}, dropped {result['dropped']}, "
           "warm-up included)")

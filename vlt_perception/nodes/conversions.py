@@ -50,6 +50,12 @@ def _byte_array(data: np.ndarray) -> array.array:
     return out
 
 
+def _new(msg_type):
+    # With check_fields=True the generated `data` setter keeps an array.array('B') as it is; with the default
+    # (False) it runs array.array('B', value), an element-wise copy: measured 11 ms for a 2 MB label image.
+    return msg_type(check_fields=True)
+
+
 def array_to_image(data: np.ndarray, encoding: str, header) -> Image:
     """(H, W) uint8 ``mono8``, (H, W, 3) uint8 ``rgb8`` or (H, W) float32 ``32FC1`` -> sensor_msgs/Image."""
     expected = {"mono8": (2, np.uint8), "rgb8": (3, np.uint8), "32FC1": (2, np.float32)}
@@ -59,7 +65,7 @@ def array_to_image(data: np.ndarray, encoding: str, header) -> Image:
     if data.ndim != ndim or data.dtype != dtype or (ndim == 3 and data.shape[2] != 3):
         raise ValueError(f"array_to_image: {encoding} needs {np.dtype(dtype).name} with {ndim} dims, got "
                          f"{data.dtype} {data.shape}")
-    msg = Image()
+    msg = _new(Image)
     msg.header = header
     msg.height, msg.width = int(data.shape[0]), int(data.shape[1])
     msg.encoding = encoding
@@ -78,7 +84,7 @@ def rgb_to_compressed(rgb: np.ndarray, header, fmt: str = "jpeg", quality: int =
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ValueError(f"cv2.imencode failed for {fmt}")
-    msg = CompressedImage()
+    msg = _new(CompressedImage)
     msg.header = header
     msg.format = fmt
     msg.data = _byte_array(buf)
