@@ -17,6 +17,7 @@ need it.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -296,7 +297,7 @@ class CLIPVisionBackbone(nn.Module):
         """Patchify, add prefix tokens and resized position embeddings. Returns tokens (B, N, C), grid, rope."""
         if self.is_timm:
             t = self.trunk
-            grid = (x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1])
+            grid = (int(x.shape[-2]) // self.patch_size[0], int(x.shape[-1]) // self.patch_size[1])
             x = t.patch_embed(x)  # B, gh*gw, C (or B, gh, gw, C for NHWC patch embeds)
             if x.dim() == 4:
                 x = x.flatten(1, 2)
@@ -323,7 +324,7 @@ class CLIPVisionBackbone(nn.Module):
             x = t.norm_pre(x)
             return x, grid, rope
         x = self.conv1(x)  # B, C, gh, gw
-        grid = (x.shape[2], x.shape[3])
+        grid = (int(x.shape[2]), int(x.shape[3]))
         x = x.flatten(2).transpose(1, 2)  # B, gh*gw, C
         cls = self.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
@@ -362,9 +363,15 @@ class CLIPVisionBackbone(nn.Module):
         return hook(x, i, grid, self.num_prefix_tokens)
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """Input size after padding to a multiple of the patch size."""
+        """Input size after padding to a multiple of the patch size.
+
+        Python ints on purpose: traced into ONNX, ``-(-h // p)`` on size tensors would become an integer Div,
+        which truncates instead of flooring and silently crops instead of padding. Spatial sizes are static in
+        the exported graphs (only the batch is dynamic).
+        """
+        height, width = int(height), int(width)
         ph, pw = self.patch_size
-        return -(-height // ph) * ph, -(-width // pw) * pw
+        return math.ceil(height / ph) * ph, math.ceil(width / pw) * pw
 
     def forward_intermediates(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Four feature maps [(B, C, gh, gw)] * 4 from blocks ``out_indices``; prefix tokens dropped.
@@ -372,7 +379,7 @@ class CLIPVisionBackbone(nn.Module):
         ``images`` (B, 3, H, W) normalised; H and W are padded (zeros on the bottom/right) up to a multiple of the
         patch size, so gh = ceil(H / p).
         """
-        h, w = images.shape[-2:]
+        h, w = int(images.shape[-2]), int(images.shape[-1])
         ph, pw = self.padded_size(h, w)
         if (ph, pw) != (h, w):
             images = F.pad(images, (0, pw - w, 0, ph - h))

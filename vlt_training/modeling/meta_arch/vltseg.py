@@ -219,7 +219,7 @@ class VLTSeg(nn.Module):
         cls = outputs["pred_logits"].softmax(-1)[..., :-1]  # B, Q, K
         masks = outputs["pred_masks"].sigmoid()  # B, Q, h4, w4
         sem = torch.einsum("bqc,bqhw->bchw", cls, masks)  # B, K, h4, w4
-        h, w = images.shape[-2:]
+        h, w = int(images.shape[-2]), int(images.shape[-1])  # static in exported graphs
         ph, pw = self.backbone.padded_size(h, w)
         sem = F.interpolate(sem, size=(ph, pw), mode="bilinear", align_corners=False)
         return sem[:, :, :h, :w]
