@@ -192,6 +192,8 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
         scaler.load_state_dict(state["scaler"])
         start_step = int(state["step"])
         ckpt.set_rng_state(state["rng"])
+        if info.is_main:
+            print(f"resuming from {last} at step {start_step}", flush=True)
     if start_step >= tc.max_iters:
         if info.is_main:
             print(f"{run_dir}: already trained to step {start_step} >= train.max_iters={tc.max_iters}")

@@ -164,3 +164,14 @@ def test_ddp_two_processes_gloo_keep_identical_parameters(bench, tmp_path):
     for name, value in saved.state_dict().items():
         assert torch.equal(value, rank0[name]), name
     assert sorted(read_log(tmp_path / "run")) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains(bench, tmp_path, monkeypatch, amp):
+    tiny_contract.install(monkeypatch)
+    result = train(tiny_cfg(bench, f"train.amp={amp}", "train.max_iters=3"), tmp_path / "run", progress=False)
+    log = read_log(tmp_path / "run")
+    assert sorted(log) == [1, 2, 3] and all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in log.values())
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast keeps fp32 master weights
+    state = load_trainer_state(list_checkpoints(tmp_path / "run")[-1])
+    assert ("scale" in state["scaler"]) == (amp == "fp16")  # the loss scale is saved for resuming fp16 runs

@@ -1,0 +1,93 @@
+"""CLI smoke tier: the real train / evaluate commands on the tiny config and the synthetic benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+# 4 training images of 64x128, no augmentation, evaluated on those same images: an overfitting check.
+OVERFIT = [
+    "data.synthetic.num_train=4", "data.synthetic.num_val=1", "data.synthetic.height=64", "data.synthetic.width=128",
+    "data.synthetic.conditions=[fog]", "data.crop_size=[64,128]", "data.augment.resize_ratio=[1.0,1.0]",
+    "data.augment.flip_prob=0.0", "data.augment.photometric=false", "data.augment.cat_max_ratio=1.0",
+    "model.overrides={train_num_points: 256}", "optim.lr=2e-3", "schedule.warmup_iters=10",
+    "train.max_iters=200", "train.checkpoint_interval=1000", "train.log_interval=20",
+    "eval.datasets=[{name: cityscapes, root: cityscapes, split: train, label: train}]", "eval.crop_size=[64,128]",
+]
+
+
+def run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.cli
+def test_tiny_config_overfits_four_synthetic_images(tmp_path):
+    start = time.perf_counter()
+    train = run("vlt_training.cli.train", "--config", "config/train/tiny_cpu.yaml", "--out", str(tmp_path / "run"),
+                "--no-progress", f"data.root={tmp_path / 'data'}", *OVERFIT)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-4000:]
+    elapsed = time.perf_counter() - start
+    report_path = tmp_path / "report.json"
+    evaluate = run("vlt_training.cli.evaluate", "--checkpoint", str(tmp_path / "run"), "--out", str(report_path))
+    assert evaluate.returncode == 0, evaluate.stderr[-4000:]
+    report = json.loads(report_path.read_text())
+    overall = report["datasets"]["train"]["overall"]
+    print(f"overfit: pixel accuracy {overall['pixel_accuracy']:.4f}, mIoU {overall['mIoU']:.4f}, "
+          f"training {elapsed:.0f} s")
+    assert overall["pixel_accuracy"] >= 0.95, evaluate.stdout
+    assert overall["num_images"] == 4 and "road" in overall["per_class_iou"]
+    assert "IoU per class" in evaluate.stdout and "train" in evaluate.stdout
+    log = read_log(tmp_path / "run" / "log.csv")
+    assert float(log[-1]["loss"]) < float(log[0]["loss"]) / 3
+
+
+@pytest.mark.cli
+def test_killed_training_resumes_from_its_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "vlt_training.cli.train", "--config", "config/train/tiny_cpu.yaml",
+           "--out", str(tmp_path / "run"), "--no-progress", f"data.root={tmp_path / 'data'}",
+           "data.synthetic.num_train=4", "data.synthetic.num_val=1", "data.synthetic.height=32",
+           "data.synthetic.width=64", "data.synthetic.conditions=[fog]", "data.crop_size=[32,64]",
+           "model.overrides={train_num_points: 64}", "train.max_iters=12", "train.checkpoint_interval=3",
+           "train.log_interval=1", "train.keep_last=10"]
+    ckpts = tmp_path / "run" / "checkpoints"
+    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (ckpts.is_dir() and any(p.name.startswith("step_") for p in ckpts.iterdir())):
+            assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # SIGKILL: no chance to clean up, like a lost machine
+        proc.wait()
+    saved = sorted(int(p.name[5:]) for p in ckpts.iterdir() if p.name.startswith("step_"))
+    assert saved and saved[-1] < 12, "the run finished before it could be killed"
+    before = {int(r["step"]): r for r in read_log(tmp_path / "run" / "log.csv")}
+
+    resumed = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"at step {saved[-1]}" in resumed.stdout, resumed.stdout
+    rows = read_log(tmp_path / "run" / "log.csv")
+    steps = [int(r["step"]) for r in rows]
+    assert steps == list(range(1, 13))  # continues the curve: no gap, no duplicate
+    for r in rows:
+        if int(r["step"]) <= saved[-1]:
+            assert r == before[int(r["step"])]  # the pre-kill part of the curve is untouched
+    final = sorted(p.name for p in ckpts.iterdir() if p.name.startswith("step_"))
+    assert final[-1] == "step_00000012"
