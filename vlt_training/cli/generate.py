@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", action="append", default=[], metavar="COND=S",
                    help="override a condition's strength in [0, 1], e.g. --strength fog=0.9 (repeatable)")
     p.add_argument("--workers", type=int, default=1, help="processes (output is identical for any value)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous benchmark in --out (otherwise --out must be empty or absent)")
     return p
 
 
@@ -53,13 +55,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--height and --width must be at least 16")
     if args.num_train < 0 or args.num_val < 0:
         parser.error("--num-train and --num-val must be >= 0")
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     strengths = _parse_strengths(args.strength, parser)
     bad = [c for c, s in strengths.items() if c not in conditions or not 0 <= s <= 1]
     if bad:
         parser.error(f"--strength for {', '.join(bad)}: condition not selected or value outside [0, 1]")
     start = time.perf_counter()
-    manifest = generate_benchmark(args.out, args.num_train, args.num_val, args.height, args.width, args.seed,
-                                  conditions, strengths, workers=args.workers)
+    try:
+        manifest = generate_benchmark(args.out, args.num_train, args.num_val, args.height, args.width, args.seed,
+                                      conditions, strengths, workers=args.workers, overwrite=args.overwrite)
+    except (FileExistsError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     n = manifest["num_train"] + manifest["num_val"] * (1 + len(conditions))
     print(f"wrote {n} images ({manifest['num_train']} train, {manifest['num_val']} val x "
           f"(source + {len(conditions)} conditions)) to {args.out} in {time.perf_counter() - start:.1f} s")

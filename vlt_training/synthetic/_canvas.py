@@ -110,16 +110,27 @@ class Canvas:
             ext[2] = max(ext[2], float(pts[:, 0].max()) + pad)
             ext[3] = max(ext[3], float(pts[:, 1].max()) + pad)
 
-    def polygons(self, part: int, polys: list[np.ndarray]) -> None:
-        """Fill image-space polygons (each (N, 2) float pixels) with ``part``."""
-        if not polys:
+    def polygons(self, part: int, polys: list[np.ndarray] | np.ndarray) -> None:
+        """Fill image-space polygons (a list of (N, 2) float pixel arrays, or one (M, N, 2) array) with ``part``."""
+        if len(polys) == 0:
             return
-        fixed = []
-        for p in polys:
-            p = np.asarray(p, dtype=np.float64)
-            self._grow(part, p)
+        if isinstance(polys, np.ndarray):
+            batch = polys.astype(np.float64, copy=False)  # M, N, 2
+        elif len({len(p) for p in polys}) == 1:
+            batch = np.asarray(polys, dtype=np.float64)
+        else:
+            batch = None
+        if batch is not None:
+            if self._object[part]:
+                self._grow(part, batch.reshape(-1, 2))
             # Clamp far-off coordinates so fixed-point values stay inside int32.
-            fixed.append(np.round(np.clip(p, -1e5, 1e5) * _SCALE).astype(np.int32))
+            fixed = list(np.round(np.clip(batch, -1e5, 1e5) * _SCALE).astype(np.int32))
+        else:
+            fixed = []
+            for p in polys:
+                p = np.asarray(p, dtype=np.float64)
+                self._grow(part, p)
+                fixed.append(np.round(np.clip(p, -1e5, 1e5) * _SCALE).astype(np.int32))
         cv2.fillPoly(self.part_map, fixed, (part,), cv2.LINE_8, _SHIFT)
 
     def circle(self, part: int, centre, radius: float) -> None:
@@ -157,32 +168,39 @@ class Canvas:
 
     def depth_map(self, camera: Camera) -> np.ndarray:
         """(H, W) float32 metres along the optical axis (SKY_DEPTH for the sky)."""
-        kind = np.asarray(self._depth_kind, dtype=np.uint8)[self.part_map]
-        value = np.asarray(self._depth_value, dtype=np.float32)[self.part_map]
-        rows = np.arange(self.height, dtype=np.float32)[:, None] + 0.5
-        cols = np.arange(self.width, dtype=np.float32)[None, :] + 0.5
-        ground = camera.focal * camera.height / np.maximum(rows - camera.horizon, 0.5)  # H, 1
-        facade = camera.focal * value / np.maximum(np.abs(cols - camera.cx), 0.5)  # H, W (value = |X| of plane)
-        depth = np.where(kind == DEPTH_GROUND, ground, value)
-        depth = np.where(kind == DEPTH_FACADE, facade, depth)
-        return np.minimum(depth, SKY_DEPTH).astype(np.float32)
+        kind = np.take(np.asarray(self._depth_kind, dtype=np.uint8), self.part_map)
+        depth = np.take(np.asarray(self._depth_value, dtype=np.float32), self.part_map)
+        ground_rows = np.flatnonzero((kind == DEPTH_GROUND).any(axis=1))
+        if len(ground_rows):
+            rows = ground_rows.astype(np.float32) + 0.5
+            ground = camera.focal * camera.height / np.maximum(rows - camera.horizon, 0.5)  # R
+            sub = depth[ground_rows]
+            np.copyto(sub, np.broadcast_to(ground[:, None], sub.shape), where=kind[ground_rows] == DEPTH_GROUND)
+            depth[ground_rows] = sub
+        facade = kind == DEPTH_FACADE
+        if facade.any():
+            ys, xs = np.nonzero(facade)
+            # depth value of a facade part is |X| of its plane: Z = f |X| / |x - cx|.
+            depth[ys, xs] = camera.focal * depth[ys, xs] / np.maximum(np.abs(xs + 0.5 - camera.cx), 0.5)
+        return np.minimum(depth, SKY_DEPTH, out=depth)
 
-    def shade(self, rng: np.random.Generator, illumination: np.ndarray) -> np.ndarray:
-        """Colour image (H, W, 3) uint8: part colour x (1 + texture) x illumination (H, W)."""
+    def shade(self, rng: np.random.Generator, illumination: np.ndarray, tint=(1.0, 1.0, 1.0)) -> np.ndarray:
+        """Colour image (H, W, 3) uint8: part colour x tint x (1 + texture) x illumination (H, W)."""
         h, w = self.height, self.width
         fields = _texture_fields(rng, h, w)  # K fields, each broadcastable to H, W
-        tex = np.asarray(self._texture, dtype=np.uint8)
+        tex_map = np.take(np.asarray(self._texture, dtype=np.uint8), self.part_map)  # H, W
         factor = np.ones((h, w), dtype=np.float32)
-        tex_map = tex[self.part_map]
         for k, field in enumerate(fields):
             amp = _TEXTURE_AMPLITUDES[:, k]
-            if not amp.any():
-                continue
-            factor += amp[tex_map] * field  # H, W
+            if amp.any():
+                term = np.take(amp, tex_map)
+                term *= field
+                factor += term
         factor *= illumination
-        colours = np.asarray(self._colour, dtype=np.float32)  # P, 3
-        image = colours[self.part_map] * factor[..., None]  # H, W, 3
-        return np.clip(image, 0, 255).astype(np.uint8)
+        colours = np.clip(np.asarray(self._colour, dtype=np.float32) * np.asarray(tint, np.float32), 0, 255)
+        base = np.take(colours.round().astype(np.uint8), self.part_map, axis=0)  # H, W, 3
+        # cv2.multiply saturates to 0..255 and is much faster than numpy broadcasting here.
+        return cv2.multiply(base, cv2.merge([factor, factor, factor]), dtype=cv2.CV_8U)
 
 
 def _texture_fields(rng: np.random.Generator, h: int, w: int) -> list[np.ndarray]:
@@ -192,9 +210,10 @@ def _texture_fields(rng: np.random.Generator, h: int, w: int) -> list[np.ndarray
         small = rng.random((max(h // cell, 2), max(w // cell, 2)), dtype=np.float32) - 0.5
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
-    fine = rng.random((h, w), dtype=np.float32) - 0.5
+    fine = rng.random((h, w), dtype=np.float32)
+    fine -= 0.5
     blotch = upsampled(max(h // 96, 2)) * 1.3
     coarse = upsampled(max(h // 12, 4)) * 1.6
-    gradient = (np.arange(h, dtype=np.float32)[:, None] / h - 0.5)  # H, 1
-    streaks = np.repeat(rng.random((h, 1), dtype=np.float32) - 0.5, 1, axis=1)  # H, 1
+    gradient = np.arange(h, dtype=np.float32)[:, None] / h - 0.5  # H, 1
+    streaks = rng.random((h, 1), dtype=np.float32) - 0.5  # H, 1
     return [fine, blotch, coarse, gradient, streaks]

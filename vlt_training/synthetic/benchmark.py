@@ -12,6 +12,7 @@ on the order of generation or on the number of workers, and the same seed gives 
 
 from __future__ import annotations
 
+import shutil
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -75,10 +76,27 @@ def _run_job(job: _Job) -> dict:
     return result
 
 
+def _prepare(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"output folder {out} is not empty (pass overwrite=True / --overwrite to replace "
+                                  "a previous benchmark there)")
+        for name in ("cityscapes", "acdc"):
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+        (out / "benchmark.json").unlink(missing_ok=True)
+
+
 def generate_benchmark(out: str | Path, num_train: int = 8, num_val: int = 4, height: int = 512, width: int = 1024,
                        seed: int = 0, conditions: list[str] | None = None,
-                       strengths: dict[str, float] | None = None, workers: int = 1) -> dict:
-    """Write the benchmark under ``out`` (see the module docstring) and return its manifest."""
+                       strengths: dict[str, float] | None = None, workers: int = 1, overwrite: bool = False) -> dict:
+    """Write the benchmark under ``out`` (see the module docstring) and return its manifest.
+
+    ``out`` must be empty or absent, unless ``overwrite``, which first removes a previous benchmark's
+    ``cityscapes/``, ``acdc/`` and ``benchmark.json`` there (so no stale images from a larger run stay behind).
+    """
     conditions = list_conditions() if conditions is None else list(conditions)
     unknown = [c for c in conditions if c not in list_conditions()]
     if unknown:
@@ -87,6 +105,7 @@ def generate_benchmark(out: str | Path, num_train: int = 8, num_val: int = 4, he
         raise ValueError("image counts must be >= 0")
     strengths = {c: float((strengths or {}).get(c, DEFAULT_STRENGTH[c])) for c in conditions}
     out = Path(out)
+    _prepare(out, overwrite)
     jobs = [_Job(str(out), "train", i, height, width, seed, (), ()) for i in range(num_train)]
     jobs += [_Job(str(out), "val", i, height, width, seed, tuple(conditions), tuple(strengths[c] for c in conditions))
              for i in range(num_val)]

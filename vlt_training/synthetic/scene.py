@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -49,13 +50,22 @@ class Scene:
     image: np.ndarray  # H, W, 3 uint8 RGB
     label_ids: np.ndarray  # H, W uint8
     instance_ids: np.ndarray  # H, W uint16
-    depth: np.ndarray  # H, W float32
     objects: list[dict] = field(default_factory=list)
+    _depth_fn: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    _depth: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def train_ids(self) -> np.ndarray:
         """(H, W) uint8 train IDs, 255 for void (e.g. the ego vehicle)."""
         return label_ids_to_train_ids(self.label_ids)
+
+    @property
+    def depth(self) -> np.ndarray:
+        """(H, W) float32 metres along the optical axis; computed on first use (only fog and snow need it)."""
+        if self._depth is None:
+            self._depth = self._depth_fn()
+            self._depth_fn = None
+        return self._depth
 
 
 @dataclass(frozen=True)
@@ -86,12 +96,12 @@ def render_scene(rng: np.random.Generator, height: int = 512, width: int = 1024,
     if rng.random() < config.ego_hood_prob:
         ob.ego_hood(cv, rng)
     illumination = _illumination(cv, cam, rng, street)
-    image = cv.shade(rng, illumination)
-    image = _camera_response(image, rng)
+    tint = 1.0 + rng.uniform(-0.05, 0.05, 3)  # white balance of the source camera
+    image = cv2.GaussianBlur(cv.shade(rng, illumination, tint), (3, 3), 0.6)  # mild lens blur
     labels = cv.label_map()
-    objects_map = cv.object_map()
-    instance_ids, objects = _instances(cv, labels, objects_map)
-    return Scene(image=image, label_ids=labels, instance_ids=instance_ids, depth=cv.depth_map(cam), objects=objects)
+    instance_ids, objects = _instances(cv, labels, cv.object_map())
+    return Scene(image=image, label_ids=labels, instance_ids=instance_ids, objects=objects,
+                 _depth_fn=lambda: cv.depth_map(cam))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -249,16 +259,23 @@ def _building(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, side:
     floor = rng.uniform(3.0, 3.6)
     pitch = rng.uniform(2.2, 3.5)
     win_w, win_h = pitch * rng.uniform(0.4, 0.65), floor * rng.uniform(0.4, 0.6)
-    windows = []
     ground_floor = rng.uniform(3.0, 4.5)
-    for v in np.arange(ground_floor + 0.6, height - win_h - 0.5, floor):
-        for zc in np.arange(z0 + pitch / 2, z1 - pitch / 2, pitch):
-            windows.append(cam.project(np.array([[x, v, zc - win_w / 2], [x, v, zc + win_w / 2],
-                                                 [x, v + win_h, zc + win_w / 2], [x, v + win_h, zc - win_w / 2]])))
+    vs = np.arange(ground_floor + 0.6, height - win_h - 0.5, floor)
+    zs = np.arange(z0 + pitch / 2, z1 - pitch / 2, pitch)
+    v, zc = (a.ravel() for a in np.meshgrid(vs, zs, indexing="ij"))  # N window centres
+    corners = np.stack([  # N, 4, 3 world corners of each window
+        np.stack([np.full_like(v, x), v, zc - win_w / 2], -1), np.stack([np.full_like(v, x), v, zc + win_w / 2], -1),
+        np.stack([np.full_like(v, x), v + win_h, zc + win_w / 2], -1),
+        np.stack([np.full_like(v, x), v + win_h, zc - win_w / 2], -1)], axis=1)
     # Shop fronts / doors on the ground floor.
-    for zc in np.arange(z0 + 2.0, z1 - 1.5, rng.uniform(4, 8)):
-        windows.append(cam.project(np.array([[x, 0.1, zc], [x, 0.1, zc + 1.6], [x, ground_floor - 0.6, zc + 1.6],
-                                             [x, ground_floor - 0.6, zc]])))
+    zd = np.arange(z0 + 2.0, z1 - 1.5, rng.uniform(4, 8))
+    top = ground_floor - 0.6
+    doors = np.stack([np.stack([np.full_like(zd, x), np.full_like(zd, 0.1), zd], -1),
+                      np.stack([np.full_like(zd, x), np.full_like(zd, 0.1), zd + 1.6], -1),
+                      np.stack([np.full_like(zd, x), np.full_like(zd, top), zd + 1.6], -1),
+                      np.stack([np.full_like(zd, x), np.full_like(zd, top), zd], -1)], axis=1)
+    quads = np.concatenate([corners, doors]).reshape(-1, 3)
+    windows = cam.project(quads).reshape(-1, 4, 2) if len(quads) else np.zeros((0, 4, 2))
     cv.polygons(p_glass, windows)
 
 
@@ -381,19 +398,19 @@ def _illumination(cv: Canvas, cam: Camera, rng: np.random.Generator, st: _Street
                      cv2.LINE_8, 4)
         # Shadows only fall on the ground part of the image (below the horizon).
         mask[: int(cam.horizon) + 1] = 0
-        light[mask > 0] *= shadow
-    cols = (np.arange(w, dtype=np.float32) - w / 2) / (w / 2)
-    rows = (np.arange(h, dtype=np.float32) - h / 2) / (h / 2)
-    light *= 1.0 - 0.12 * (rows[:, None] ** 2 + cols[None, :] ** 2) / 2  # H, W
+        np.multiply(light, shadow, out=light, where=mask.view(bool))
+    light *= _vignette(h, w)
     return light
 
 
-def _camera_response(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mild lens blur and a white-balance tint of the source camera."""
-    image = cv2.GaussianBlur(image, (3, 3), 0.6)
-    tint = 1.0 + rng.uniform(-0.05, 0.05, 3)
-    lut = np.clip(np.arange(256, dtype=np.float32)[:, None] * tint[None, :], 0, 255).astype(np.uint8)  # 256, 3
-    return np.stack([lut[image[..., c], c] for c in range(3)], axis=-1)
+@lru_cache(maxsize=8)
+def _vignette(h: int, w: int) -> np.ndarray:
+    """(H, W) float32 soft fall-off towards the corners (read-only, shared between scenes of one size)."""
+    cols = (np.arange(w, dtype=np.float32) - w / 2) / (w / 2)
+    rows = (np.arange(h, dtype=np.float32) - h / 2) / (h / 2)
+    v = 1.0 - 0.12 * (rows[:, None] ** 2 + cols[None, :] ** 2) / 2  # H, W
+    v.setflags(write=False)
+    return v
 
 
 def _instances(cv: Canvas, labels: np.ndarray, objects_map: np.ndarray) -> tuple[np.ndarray, list[dict]]:

@@ -132,3 +132,20 @@ def test_cli_as_module(tmp_path):
                           capture_output=True, text=True, env=env, cwd=root, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cityscapes/leftImg8bit/train/synthtrain00/synthtrain00_000000_000000_leftImg8bit.png").is_file()
+
+
+def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
+    generate_benchmark(tmp_path, num_train=2, num_val=0, height=32, width=64, conditions=[])
+    with pytest.raises(FileExistsError, match=str(tmp_path)):
+        generate_benchmark(tmp_path, num_train=1, num_val=0, height=32, width=64, conditions=[])
+    generate_benchmark(tmp_path, num_train=1, num_val=0, height=32, width=64, conditions=[], overwrite=True)
+    images = list((tmp_path / "cityscapes/leftImg8bit").rglob("*.png"))
+    assert len(images) == 1  # the second image of the first run is gone
+
+
+@pytest.mark.cli
+def test_cli_non_empty_out(tmp_path, capsys):
+    (tmp_path / "something").write_text("x")
+    assert generate.main(["--out", str(tmp_path), "--num-train", "1", "--num-val", "0", "--height", "32",
+                          "--width", "64"]) == 2
+    assert "not empty" in capsys.readouterr().err
