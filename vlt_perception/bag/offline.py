@@ -74,6 +74,7 @@ def evaluate_bags(
     out_dir: str | Path,
     *,
     engine: str = "auto",
+    precision: str | None = None,
     reference: str | Path | None = None,
     topics: BagTopics = BagTopics(),
     max_frames: int | None = None,
@@ -83,10 +84,11 @@ def evaluate_bags(
     engine_factory: Callable | None = None,
 ) -> dict:
     """Evaluate ``bags`` (and the ``reference`` source-domain bag) with ``model``; writes the report to
-    ``out_dir`` and returns it. ``engine_factory(model, engine)`` overrides ``create_engine`` (tests, tools)."""
+    ``out_dir`` and returns it. ``precision`` goes to ``create_engine`` (torch: fp32 / bf16 / fp16, TensorRT:
+    fp32 / fp16 / int8). ``engine_factory(model, engine=, precision=)`` replaces ``create_engine`` (tools)."""
     if engine_factory is None:
         from vlt_perception.engines.factory import create_engine as engine_factory
-    runtime = engine_factory(model, engine=engine)
+    runtime = engine_factory(model, engine=engine, precision=precision)
     meta = runtime.metadata
     predictor = _Predictor(runtime, score_threshold)
     seg = meta.task == TASK_SEGMENTATION

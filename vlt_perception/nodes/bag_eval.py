@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bag", action="append", required=True, help="bag to evaluate (repeat for several)")
     p.add_argument("--model", required=True, help=".onnx, TensorRT .engine/.plan or a training checkpoint folder")
     p.add_argument("--engine", choices=("auto", "onnxruntime", "torch", "tensorrt"), default="auto")
+    p.add_argument("--precision", default=None, help="torch: fp32|bf16|fp16; TensorRT: fp32|fp16|int8 "
+                   "(default: the engine's own choice; ONNX Runtime runs what the file holds)")
     p.add_argument("--reference", default=None, help="source-domain bag: retention = target / reference score")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--max-frames", type=int, default=None, help="per bag")
@@ -43,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     topics = BagTopics(args.image_topic, args.labels_topic, args.detections_topic, args.condition_topic)
     try:
-        report = evaluate_bags(args.bag, args.model, args.out, engine=args.engine, reference=args.reference,
-                               topics=topics, max_frames=args.max_frames, score_threshold=args.score_threshold,
+        report = evaluate_bags(args.bag, args.model, args.out, engine=args.engine, precision=args.precision,
+                               reference=args.reference, topics=topics, max_frames=args.max_frames,
+                               score_threshold=args.score_threshold,
                                samples_per_condition=args.samples, figures=not args.no_figures)
     except (BagError, EngineError, OSError, ValueError) as exc:
         print(f"bag_eval: error: {exc}", file=sys.stderr)
