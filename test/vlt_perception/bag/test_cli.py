@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -63,3 +64,37 @@ def test_cli_errors_are_clear(fx, tmp_path, palette_onnx):
     assert done.returncode == 1 and "broken" in done.stdout and "ERROR" in done.stdout
     report = json.loads((tmp_path / "report" / "report.json").read_text())  # written all the same
     assert "cannot open bag" in report["bags"]["broken"]["error"]
+
+
+def test_coco_detection_bag_and_eval_in_process(fx, tmp_path, capsys):
+    """COCO json -> bag with boxes only (no labels topic) -> bag_eval of a detection model: mAP per condition."""
+    from vlt_perception.nodes import bag_eval, dataset_to_bag
+
+    root = tmp_path / "coco"
+    (root / "fog_val").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(3):
+        image, _ = fx.synthetic_frame(i, "fog")
+        cv2.imwrite(str(root / "fog_val" / f"{i}.png"), image[..., ::-1])
+        images.append({"id": i + 1, "file_name": f"{i}.png", "height": fx.HEIGHT, "width": fx.WIDTH})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 3, "bbox": [0, 0, 4, 4], "iscrowd": 0})
+    categories = [{"id": 1, "name": "pedestrian"}, {"id": 3, "name": "car"}, {"id": 7, "name": "traffic cone"}]
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_fog_val.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": categories}))
+
+    assert dataset_to_bag.main(["--dataset", "coco", "--root", str(root), "--split", "fog_val",
+                                "--out", str(tmp_path / "bag")]) == 0
+    with BagFrameReader(tmp_path / "bag") as reader:
+        frames = list(reader.frames())
+        assert not reader.has_labels and reader.issues.counts["missing_topic"] == 1
+    assert [f.condition for f in frames] == ["fog"] * 3
+    assert [f.boxes["labels"].tolist() for f in frames] == [[2]] * 3  # "car" among the Cityscapes things
+
+    model = fx.box_model(tmp_path / "det.onnx", [[0, 0, 4, 4]], [1], [0.8], ["person", "car"])
+    capsys.readouterr()
+    assert bag_eval.main(["--bag", str(tmp_path / "bag"), "--model", str(model), "--out", str(tmp_path / "r"),
+                          "--no-figures"]) == 0
+    assert "bag: frames=3 mIoU=n/a mAP=100.0" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["conditions"]["fog"]["detection"]["per_class_AP"] == {"person": None, "car": 1.0}
