@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vlt_perception.bag.matching import REFERENCE, EvaluationAccumulator
-from vlt_perception.labels import CITYSCAPES_PALETTE, colorize
+from vlt_perception.labels import CITYSCAPES_PALETTE, IGNORE_INDEX, colorize
 
 
 def _clean(value):
@@ -100,7 +100,7 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
             lines += ["", f"## {title}", "", f"![{title}]({pictures[key]})"]
     samples = [(k, v) for k, v in pictures.items() if k.startswith("sample:")]
     if samples:
-        lines += ["", "## Samples (image | ground truth | prediction)", ""]
+        lines += ["", "## Samples (image | ground truth | prediction | errors)", ""]
         lines += [f"![{k[7:]}]({v})" for k, v in samples]
     lines += ["", "Issue counts are frames or messages that were skipped or left unmatched; see report.json for "
               "examples.", ""]
@@ -224,10 +224,16 @@ def _small(array: np.ndarray) -> np.ndarray:
 
 
 def _sample(plt, match, palette, path: Path) -> None:
-    panels = [] if match.image is None else [_small(match.image)]
-    panels += [colorize(_small(match.gt["labels"]), palette), colorize(_small(match.pred["labels"]), palette)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 2))
-    for ax, panel in zip(np.atleast_1d(axes), panels):
-        ax.imshow(panel, interpolation="nearest")
+    gt, pred = match.gt["labels"], match.pred["labels"]
+    panels = [] if match.image is None else [("image", _small(match.image))]
+    panels += [("ground truth", colorize(_small(gt), palette)), ("prediction", colorize(_small(pred), palette))]
+    if pred.shape == gt.shape:  # where the prediction is wrong (white), ignored pixels grey
+        errors = np.where(gt == IGNORE_INDEX, 128, np.where(pred != gt, 255, 0)).astype(np.uint8)
+        panels.append(("errors", _small(errors)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 2.2))
+    for ax, (title, panel) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(panel, interpolation="nearest", cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(title, fontsize=8)
         ax.axis("off")
+    fig.suptitle(f"{match.condition}, stamp {match.stamp_ns}", fontsize=8)
     _save(fig, path)
