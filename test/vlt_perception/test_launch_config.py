@@ -184,3 +184,10 @@ def test_launch_file_without_launch_says_what_is_missing():
     module = _load_launch_file()
     with pytest.raises(ImportError, match="launch_ros"):
         module.generate_launch_description()
+
+
+def test_docs_list_every_parameter():
+    docs = (ROOT / "docs" / "nodes.md").read_text()
+    for node in lc.NODES:
+        for name in lc.specs(node):
+            assert f"| `{name}` |" in docs, f"docs/nodes.md has no row for {node} parameter {name}"

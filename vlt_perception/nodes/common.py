@@ -354,8 +354,12 @@ def main(node_class: type[PerceptionNode], args: list[str] | None = None) -> int
     except ConfigError as exc:
         print(f"{node_class.NODE}: {exc}", file=sys.stderr)
         code = 1
-    except Exception as exc:  # parameter errors at declare time etc.: one clear line, non-zero exit
-        if type(exc).__module__.startswith("rclpy"):
+    except Exception as exc:
+        if node is not None and not rclpy.ok():
+            # SIGINT/SIGTERM shut the context down while the executor was waiting; rclpy then sometimes raises
+            # RCLError ("context is not valid") instead of ExternalShutdownException: still a normal exit.
+            pass
+        elif type(exc).__module__.startswith("rclpy"):  # e.g. a bad parameter value at declare time
             print(f"{node_class.NODE}: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = 1
         else:

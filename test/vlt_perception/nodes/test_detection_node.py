@@ -138,7 +138,7 @@ def test_signals_shut_down_cleanly(tmp_path, sig):
             start = time.monotonic()
             while proc.poll() is None and time.monotonic() - start < 20:
                 time.sleep(0.05)
-            assert proc.returncode == 0
+            assert proc.returncode == 0, (proc.returncode, (tmp_path / "node.log").read_text()[-3000:])
     log = (tmp_path / "node.log").read_text()
     assert "Traceback" not in log, log
 
