@@ -47,15 +47,21 @@ class DetectionEvaluator:
 
     ``class_names`` fixes the label space: labels are indices into it. ``max_detections`` is COCO's largest
     ``maxDets`` (100 by default; raise it for crowded driving scenes so that no true positive is cut off).
+    ``min_area`` (pixels^2, default 0) evaluates only objects at least that large, the way COCO evaluates its
+    area ranges: smaller ground truth is ignored (neither a miss nor matchable for a false positive) and so are
+    unmatched detections below the size, like Cityscapes' minimum instance size or KITTI's minimum height.
     """
 
-    def __init__(self, class_names: Sequence[str], max_detections: int = 100) -> None:
+    def __init__(self, class_names: Sequence[str], max_detections: int = 100, min_area: float = 0.0) -> None:
         if not class_names:
             raise ValueError("class_names is empty")
         if max_detections < 10:
             raise ValueError(f"max_detections must be >= 10 (COCO also reports maxDets 1 and 10), got {max_detections}")
+        if min_area < 0:
+            raise ValueError(f"min_area must be >= 0, got {min_area}")
         self.class_names = list(class_names)
         self.max_detections = int(max_detections)
+        self.min_area = float(min_area)
         self._images: list[Any] = []  # external image ids, in insertion order
         self._index: dict[Any, int] = {}
         self._gt: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # boxes, labels, iscrowd
@@ -102,6 +108,8 @@ class DetectionEvaluator:
         """Append another evaluator's images (e.g. gathered from other ranks); image ids must not overlap."""
         if other.class_names != self.class_names:
             raise ValueError("cannot merge evaluators with different class names")
+        if other.min_area != self.min_area or other.max_detections != self.max_detections:
+            raise ValueError("cannot merge evaluators with different min_area / max_detections")
         for image_id, gt, dt in zip(other._images, other._gt, other._dt):
             self.add(image_id, *gt[:2], *dt, gt_iscrowd=gt[2])
 
@@ -148,6 +156,9 @@ class DetectionEvaluator:
         gt, dt = self._coco_objects()
         evaluator = COCOeval(gt, dt, iouType="bbox")
         evaluator.params.maxDets = [1, 10, self.max_detections]
+        # COCO's area ranges (all, small, medium, large) with their lower ends raised to min_area.
+        evaluator.params.areaRng = [[max(lo, self.min_area), max(hi, self.min_area)]
+                                    for lo, hi in evaluator.params.areaRng]
         with contextlib.redirect_stdout(io.StringIO()):
             evaluator.evaluate()
             evaluator.accumulate()

@@ -37,6 +37,9 @@ class VLTDet(nn.Module):
             backbone settings, see :class:`CLIPVisionBackbone`.
         pyramid_channels: channels of every pyramid level (and of the head's conv towers).
         multi_level_pyramid: each intermediate block feeds one level (VLTSeg) instead of all from the last (ViTDet).
+        pyramid_scales: resampling of each level relative to the patch grid (stride = patch / scale); with fewer
+            than four levels the deepest block outputs feed them (``(2.0, 1.0, 0.5)``: strides 8 / 16 / 32 for
+            patch 16, no stride-4 level: a quarter of the head's cost, for objects of 8 px and more).
         extra_levels: coarser levels added on top of the stride-2p level by stride-2 max-pooling (ViTDet's P6),
             for objects larger than the input's quarter.
         head_convs: depth of FCOS's classification and regression conv towers.
@@ -64,6 +67,7 @@ class VLTDet(nn.Module):
         text_cfg_overrides: Optional[dict] = None,
         pyramid_channels: int = 256,
         multi_level_pyramid: bool = True,
+        pyramid_scales: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
         extra_levels: int = 1,
         head_convs: int = 4,
         norm_groups: int = 32,
@@ -85,6 +89,8 @@ class VLTDet(nn.Module):
             raise ValueError(f"need 1 <= max_detections ({max_detections}) <= pre_nms_topk ({pre_nms_topk})")
         if extra_levels < 0:
             raise ValueError(f"extra_levels must be >= 0, got {extra_levels}")
+        if not 1 <= len(pyramid_scales) <= 4 or list(pyramid_scales) != sorted(pyramid_scales, reverse=True):
+            raise ValueError(f"pyramid_scales must be 1 to 4 decreasing factors, got {list(pyramid_scales)}")
         # everything needed to rebuild this model: create_model(model_name, **init_kwargs)
         self.init_kwargs = {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items()
@@ -108,11 +114,14 @@ class VLTDet(nn.Module):
         self.backbone.release_text_tower()
         self.pixel_mean = self.backbone.pixel_mean
         self.pixel_std = self.backbone.pixel_std
-        self.neck = SimpleFeaturePyramid(self.backbone.width, pyramid_channels, multi_level=multi_level_pyramid)
+        self.neck = SimpleFeaturePyramid(self.backbone.width, pyramid_channels, scales=tuple(pyramid_scales),
+                                         multi_level=multi_level_pyramid)
+        self.num_pyramid_levels = len(pyramid_scales)
         self.extra_levels = extra_levels
         patch = float(self.backbone.patch_size[0])
-        # Nominal strides of the pyramid levels: patch / 4, / 2, x 1, x 2, then x 4, x 8 ... for extra levels.
-        strides = [patch * s for s in (0.25, 0.5, 1.0, 2.0)] + [patch * 2.0 ** (2 + i) for i in range(extra_levels)]
+        # Nominal strides: patch / scale per pyramid level (4, 8, 16, 32 for patch 16), then x 2 per extra level.
+        strides = [patch / s for s in pyramid_scales]
+        strides += [strides[-1] * 2.0 ** (i + 1) for i in range(extra_levels)]
         self.head = FCOSDetHead(
             pyramid_channels, self.num_classes, strides, num_convs=head_convs, norm_groups=norm_groups,
             prior_probability=prior_probability, center_sampling_radius=center_sampling_radius,
@@ -120,10 +129,13 @@ class VLTDet(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Pyramid levels, finest first: [(B, D, Hp/4, Wp/4), ..., (B, D, Hp/32, Wp/32), extra ...] for patch 16."""
+        """Pyramid levels, finest first: [(B, D, Hp/4, Wp/4), ..., (B, D, Hp/32, Wp/32), extra ...] for patch 16
+        and the default scales."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        levels = list(self.neck(self.backbone.forward_intermediates(images)).values())
+        blocks = self.backbone.forward_intermediates(images)  # 4 x (B, C, Hp/p, Wp/p)
+        # The deepest blocks feed the levels when there are fewer than four (the last block always feeds one).
+        levels = list(self.neck(blocks[len(blocks) - self.num_pyramid_levels:]).values())
         for _ in range(self.extra_levels):
             levels.append(F.max_pool2d(levels[-1], kernel_size=1, stride=2))  # ViTDet's LastLevelMaxPool
         return levels
@@ -198,9 +210,10 @@ def _vltdet(defaults: dict, overrides: dict) -> VLTDet:
 
 @register_model
 def vltdet_tiny_fcos(**kwargs) -> VLTDet:
-    """Tiny random tower (``vlt-tiny-vit``: 4 blocks of width 128, patch 16) with a light head, for CPU tests."""
-    return _vltdet(dict(clip_model="vlt-tiny-vit", pyramid_channels=64, head_convs=2, norm_groups=16,
-                        extra_levels=0, pre_nms_topk=300), kwargs)
+    """Tiny random tower (``vlt-tiny-vit``: 4 blocks of width 128, patch 16), strides 8 / 16 / 32 and a light head,
+    for CPU tests."""
+    return _vltdet(dict(clip_model="vlt-tiny-vit", pyramid_channels=64, pyramid_scales=[2.0, 1.0, 0.5],
+                        head_convs=2, norm_groups=16, extra_levels=0, pre_nms_topk=300), kwargs)
 
 
 @register_model

@@ -1,0 +1,89 @@
+"""Detection inference on records and COCO mAP per dataset and per condition (the ``evaluate`` hook of the
+detection task).
+
+Metrics come from ``vlt_perception.metrics.detection.DetectionEvaluator`` (pycocotools), the same code as the
+rosbag evaluator. Boxes are evaluated in the original image's pixels: the network sees the image resized
+(keep-ratio) to ``eval.resize`` when set and padded (bottom / right) to a multiple of ``eval.size_divisor``;
+its boxes are scaled back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlt_perception.metrics.detection import DetectionEvaluator
+from vlt_training.config import Config, EvalConfig
+from vlt_training.data.detection import annotations_to_arrays, clip_boxes
+from vlt_training.engine.amp import autocast
+from vlt_training.evaluation.segmentation import model_norm, preprocess
+
+
+@torch.no_grad()
+def predict_boxes(model: nn.Module, image: np.ndarray, eval_cfg: EvalConfig, mean, std, device="cpu",
+                  amp: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detections on one (H, W, 3) uint8 RGB image: boxes (N, 4) float32 xyxy in the image's pixels, scores (N,),
+    labels (N,) int64. The model must be in eval mode."""
+    if eval_cfg.mode != "whole":
+        raise ValueError(f"detection evaluation supports eval.mode=whole only, got {eval_cfg.mode!r}")
+    h, w = image.shape[:2]
+    images = preprocess(image, mean, std, eval_cfg.resize).to(device)  # 1, 3, h', w'
+    rh, rw = images.shape[-2:]
+    div = max(eval_cfg.size_divisor, 1)
+    ph, pw = math.ceil(rh / div) * div - rh, math.ceil(rw / div) * div - rw
+    if ph or pw:
+        images = F.pad(images, (0, pw, 0, ph))  # padding at the bottom / right leaves box coordinates unchanged
+    with autocast(images.device, amp):
+        det = model(images)["detections"][0]
+    boxes = det["boxes"].float().cpu().numpy().reshape(-1, 4)
+    boxes = boxes * np.array([w / rw, h / rh, w / rw, h / rh], dtype=np.float32)  # back to the original pixels
+    boxes = clip_boxes(boxes, h, w)
+    return boxes, det["scores"].float().cpu().numpy(), det["labels"].cpu().numpy().astype(np.int64)
+
+
+def evaluate_records(model: nn.Module, records: list[dict], cfg: Config, device="cpu", amp: str = "none",
+                     progress: bool | None = None, min_area: float | None = None) -> dict:
+    """COCO box metrics of ``model`` on ``records`` overall and per ``condition``.
+
+    Returns ``{"overall": metrics, "conditions": {condition: metrics}, "num_images": N}`` where metrics is
+    ``DetectionEvaluator.compute()`` (``mAP``, ``AP50``, ``AP75``, ``APs/m/l``, ``AR``, ``per_class_AP``,
+    ``num_images``, ``num_gt``, ``num_detections``). ``min_area`` (default ``cfg.eval.min_box_area``): ground
+    truth below this area in image pixels is ignored, see :class:`DetectionEvaluator`.
+    """
+    from tqdm import tqdm
+
+    from vlt_perception.datasets import read_image
+
+    if min_area is None:
+        min_area = float(getattr(cfg.eval, "min_box_area", 0.0))
+    class_names = list(model.class_names)
+    max_dets = max(100, int(getattr(model, "max_detections", 100)))
+    mean, std = model_norm(model)
+    was_training = model.training
+    model.eval()
+
+    def new_evaluator() -> DetectionEvaluator:
+        return DetectionEvaluator(class_names, max_detections=max_dets, min_area=min_area)
+
+    overall, per_condition = new_evaluator(), {}
+    try:
+        for record in tqdm(records, desc="eval", disable=None if progress is None else not progress, leave=False):
+            gt_boxes, gt_labels, crowd = annotations_to_arrays(record)
+            if gt_labels.size and gt_labels.max() >= len(class_names):
+                raise ValueError(f"{record.get('file_name')}: category_id {int(gt_labels.max())} but the model has "
+                                 f"{len(class_names)} classes {class_names}")
+            boxes, scores, labels = predict_boxes(model, read_image(record), cfg.eval, mean, std, device, amp)
+            key = f"{record.get('dataset', '')}/{record['image_id']}"
+            cond = str(record.get("condition") or "all")
+            for evaluator in (overall, per_condition.setdefault(cond, new_evaluator())):
+                evaluator.add(key, gt_boxes, gt_labels, boxes, scores, labels, gt_iscrowd=crowd)
+    finally:
+        model.train(was_training)
+    result = {"overall": overall.compute(), "conditions": {}, "num_images": len(records)}
+    for cond, evaluator in sorted(per_condition.items()):
+        result["conditions"][cond] = evaluator.compute()
+    return result
