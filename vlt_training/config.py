@@ -172,6 +172,8 @@ class EvalConfig:
     ``mode`` whole: the (optionally ``resize``d, keep-ratio) image in one pass, padded to ``size_divisor``;
     slide: ``crop_size`` windows every ``stride`` pixels, scores averaged where windows overlap.
     ``source`` is the label of the source-domain dataset for retention (default: the first dataset).
+    ``min_box_area`` (detection): ground-truth objects smaller than this many pixels (original image) are ignored,
+    as COCO ignores objects outside an area range (see ``vlt_perception.metrics.detection``).
     """
 
     datasets: list[DatasetConfig] = field(default_factory=list)
@@ -182,6 +184,7 @@ class EvalConfig:
     size_divisor: int = 32
     batch_size: int = 1
     source: str | None = None
+    min_box_area: float = 0.0
 
 
 @dataclass
