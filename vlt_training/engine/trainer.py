@@ -226,9 +226,9 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     params = [p for p in model.parameters() if p.requires_grad]
     data_iter = iter(loader)
     last_ckpt, terms = last, {}
+    logged_step, logged_time = start_step, time.perf_counter()
     train_model.train()
     for step in range(start_step, tc.max_iters):
-        t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         terms = {}
         for micro in range(tc.grad_accum_steps):
@@ -247,24 +247,28 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
                         f"train.amp=bf16 instead of fp16")
                 # Scale the loss to account for gradient accumulation: gradients add up over micro-batches.
                 scaler.scale(loss / tc.grad_accum_steps).backward()
-            for k, v in losses.items():
-                terms[k] = terms.get(k, 0.0) + float(v.detach()) / tc.grad_accum_steps
+            for k, v in losses.items():  # tensors: converting each term every step would sync a GPU ~30 times
+                terms[k] = terms.get(k, 0.0) + v.detach().float() / tc.grad_accum_steps
         grad_norm = None
         if tc.clip_grad_norm:
             scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.clip_grad_norm))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.clip_grad_norm)
         lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         done = step + 1
-        total_loss = sum(terms.values())
         if info.is_main:
             bar.update(1)
-            bar.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}")
             if done % tc.log_interval == 0 or done == tc.max_iters or done == start_step + 1:
-                row = {"step": done, "lr": lr, "loss": total_loss, "grad_norm": grad_norm,
-                       "images_per_s": tc.batch_size / (time.perf_counter() - t0), **terms}
+                terms = {k: float(v) for k, v in terms.items()}
+                total_loss = sum(terms.values())
+                now = time.perf_counter()
+                row = {"step": done, "lr": lr, "loss": total_loss,
+                       "grad_norm": None if grad_norm is None else float(grad_norm),
+                       "images_per_s": tc.batch_size * (done - logged_step) / (now - logged_time), **terms}
+                logged_step, logged_time = done, now
+                bar.set_postfix(loss=f"{total_loss:.4f}", lr=f"{lr:.2e}")
                 log.write(row)
                 if tb is not None:
                     for key, value in row.items():
@@ -284,7 +288,8 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     bar.close()
     if tb is not None:
         tb.close()
-    return TrainResult(run_dir, tc.max_iters, last_ckpt if info.is_main else None, model, terms)
+    return TrainResult(run_dir, tc.max_iters, last_ckpt if info.is_main else None, model,
+                       {k: float(v) for k, v in terms.items()})
 
 
 def _evaluate_during_training(model, cfg, run_dir: Path, step: int, device, tb) -> None:
