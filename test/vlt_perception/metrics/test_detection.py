@@ -153,3 +153,20 @@ def test_bad_input_names_the_image(gt, labels, preds, match):
 def test_retention():
     assert retention(0.3, 0.6) == pytest.approx(0.5)
     assert math.isnan(retention(0.3, 0.0))
+
+
+def test_min_area_ignores_small_ground_truth_and_small_false_positives():
+    # A 2 x 2 car that is missed, a 20 x 20 car found, and a 3 x 3 false positive.
+    gt = [[0, 0, 2, 2], [30, 30, 50, 50]]
+    preds, scores = [[30, 30, 50, 50], [70, 70, 73, 73]], [0.9, 0.95]
+    full = DetectionEvaluator(CLASSES)
+    full.add("a", gt, [0, 0], preds, scores, [0, 0])
+    # All objects: PR points (0, 0) [the FP first], (0.5, 0.5) -> AP = 0.5 * 51 / 101 at every IoU.
+    assert full.compute()["mAP"] == pytest.approx(0.5 * 51 / 101)
+    big = DetectionEvaluator(CLASSES, min_area=16)
+    big.add("a", gt, [0, 0], preds, scores, [0, 0])
+    out = big.compute()
+    assert out["mAP"] == pytest.approx(1.0)  # the tiny object and the tiny false positive are both ignored
+    assert out["num_gt"] == 2  # counts report what was given
+    with pytest.raises(ValueError, match="min_area"):
+        DetectionEvaluator(CLASSES, min_area=-1)
