@@ -29,6 +29,20 @@ def stripes(height: int = 48, width: int = 96) -> np.ndarray:
     return rgb
 
 
+def call_service(client, request, what: str, timeout: float = 10.0, attempts: int = 3):
+    """Call an idempotent service, retrying when no response comes: under load the first response after
+    discovery can be lost (the client's response reader may match after the request went out)."""
+    assert client.wait_for_service(timeout_sec=30), f"{what}: service not available"
+    for _ in range(attempts):
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if future.done():
+            return future.result()
+    raise AssertionError(f"{what}: no response after {attempts} attempts")
+
+
 def header(seq: int, frame_id: str = "camera"):
     from std_msgs.msg import Header
 

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from node_graph import Listener, rgb_image, start_node, tiny_onnx, wait_until
+from node_graph import Listener, call_service, rgb_image, start_node, tiny_onnx, wait_until
 
 from vlt_perception.nodes.conversions import detection_msg_boxes
 
@@ -92,12 +92,11 @@ def _set(listener, **params):
     from rclpy.parameter import Parameter
 
     client = listener.node.create_client(SetParameters, f"/{NODE}/set_parameters")
-    assert client.wait_for_service(timeout_sec=10)
     request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in params.items()])
-    future = client.call_async(request)
-    wait_until(future.done, 10, f"set {params}")
-    listener.node.destroy_client(client)
-    return future.result().results
+    try:
+        return call_service(client, request, f"set {params}").results
+    finally:
+        listener.node.destroy_client(client)
 
 
 def test_threshold_and_class_filter_change_at_run_time(running):
