@@ -70,16 +70,24 @@ def boxes_from_instance_ids(instance_ids: np.ndarray) -> list[dict]:
     Boxes are tight around each instance's visible pixels, [x1, y1, x2, y2) with x2, y2 exclusive. Group regions
     of things (labelId without the ``* 1000``, e.g. "cars" too mixed to separate) become ``iscrowd`` 1.
     """
+    flat = instance_ids.ravel().astype(np.int64)
+    label_ids = np.where(flat >= 1000, flat // 1000, flat)  # N
+    thing_table = np.full(256, -1, dtype=np.int64)
+    for label_id, thing in _THING_INDEX_OF_LABEL_ID.items():
+        thing_table[label_id] = thing
+    pixels = np.flatnonzero(thing_table[np.clip(label_ids, 0, 255)] >= 0)  # thing pixels only: a small fraction
+    if len(pixels) == 0:
+        return []
+    values = flat[pixels]
+    order = np.argsort(values, kind="stable")
+    values, pixels = values[order], pixels[order]
+    ys, xs = np.divmod(pixels, instance_ids.shape[1])
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])  # first pixel of each instance
+    x1, x2 = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts) + 1
+    y1, y2 = np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts) + 1
     annotations = []
-    values = np.unique(instance_ids)
-    for value in values.tolist():
-        label_id, is_instance = (value // 1000, True) if value >= 1000 else (value, False)
-        if label_id not in _THING_INDEX_OF_LABEL_ID:
-            continue
-        ys, xs = np.nonzero(instance_ids == value)
-        annotations.append({
-            "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
-            "category_id": _THING_INDEX_OF_LABEL_ID[label_id],
-            "iscrowd": 0 if is_instance else 1,
-        })
+    for i, value in enumerate(values[starts].tolist()):
+        label_id = value // 1000 if value >= 1000 else value
+        annotations.append({"bbox": [int(x1[i]), int(y1[i]), int(x2[i]), int(y2[i])],
+                            "category_id": int(thing_table[label_id]), "iscrowd": 0 if value >= 1000 else 1})
     return annotations

@@ -26,7 +26,7 @@ CLOTHES = np.array([
 SKIN = np.array([(230, 190, 160), (200, 150, 110), (150, 100, 70), (100, 70, 50)], dtype=np.float32)
 
 
-def _jitter(rng: np.random.Generator, colour, amount: float = 12.0) -> np.ndarray:
+def jitter(rng: np.random.Generator, colour, amount: float = 12.0) -> np.ndarray:
     """A colour with per-channel noise and a random brightness, so every instance differs a little."""
     return np.asarray(colour, dtype=np.float32) * rng.uniform(0.85, 1.1) + rng.uniform(-amount, amount, 3)
 
@@ -58,10 +58,10 @@ def car(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generator, f
     b = Billboard(cam, x, z)
     obj = cv.add_object(CAR)
     w, h = rng.uniform(1.7, 1.95), rng.uniform(1.35, 1.65)
-    body = _jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))])
+    body = jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))])
     p_body = cv.add_part(CAR, body, "metal", z, obj=obj)
-    p_dark = cv.add_part(CAR, _jitter(rng, (28, 28, 32), 6), "smooth", z, obj=obj)
-    p_glass = cv.add_part(CAR, _jitter(rng, (55, 65, 80), 10), "glass", z, obj=obj)
+    p_dark = cv.add_part(CAR, jitter(rng, (28, 28, 32), 6), "smooth", z, obj=obj)
+    p_glass = cv.add_part(CAR, jitter(rng, (55, 65, 80), 10), "glass", z, obj=obj)
     p_light = cv.add_part(CAR, (235, 235, 210) if front else (200, 30, 25), "smooth", z, obj=obj)
     p_plate = cv.add_part(CAR, (215, 215, 205), "smooth", z, obj=obj)
     half = w / 2
@@ -83,8 +83,8 @@ def truck(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generator)
     obj = cv.add_object(TRUCK)
     w, h = rng.uniform(2.3, 2.55), rng.uniform(3.2, 3.9)
     colours = [(230, 230, 228), (200, 200, 195), (60, 90, 150), (170, 40, 30), (230, 200, 60), (110, 110, 110)]
-    p_box = cv.add_part(TRUCK, _jitter(rng, colours[rng.integers(len(colours))]), "metal", z, obj=obj)
-    p_dark = cv.add_part(TRUCK, _jitter(rng, (30, 30, 32), 6), "smooth", z, obj=obj)
+    p_box = cv.add_part(TRUCK, jitter(rng, colours[rng.integers(len(colours))]), "metal", z, obj=obj)
+    p_dark = cv.add_part(TRUCK, jitter(rng, (30, 30, 32), 6), "smooth", z, obj=obj)
     p_light = cv.add_part(TRUCK, (200, 40, 30), "smooth", z, obj=obj)
     half = w / 2
     cv.polygons(p_dark, [b.pts(_box(-half + 0.1, 0, half - 0.1, 0.75))])
@@ -99,9 +99,9 @@ def bus(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generator, s
     b = Billboard(cam, x, z)
     obj = cv.add_object(BUS)
     colours = [(200, 40, 35), (235, 190, 40), (40, 80, 160), (225, 225, 220), (60, 140, 80)]
-    p_body = cv.add_part(BUS, _jitter(rng, colours[rng.integers(len(colours))]), "metal", z, obj=obj)
-    p_glass = cv.add_part(BUS, _jitter(rng, (40, 50, 65), 8), "glass", z, obj=obj)
-    p_dark = cv.add_part(BUS, _jitter(rng, (25, 25, 28), 5), "smooth", z, obj=obj)
+    p_body = cv.add_part(BUS, jitter(rng, colours[rng.integers(len(colours))]), "metal", z, obj=obj)
+    p_glass = cv.add_part(BUS, jitter(rng, (40, 50, 65), 8), "glass", z, obj=obj)
+    p_dark = cv.add_part(BUS, jitter(rng, (25, 25, 28), 5), "smooth", z, obj=obj)
     h = rng.uniform(3.0, 3.3)
     if side:
         length = rng.uniform(10.0, 12.0)
@@ -127,10 +127,10 @@ def person(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generator
     b = Billboard(cam, x, z)
     obj = cv.add_object(PERSON)
     h = rng.uniform(1.55, 1.9)
-    p_skin = cv.add_part(PERSON, _jitter(rng, SKIN[rng.integers(len(SKIN))], 8), "smooth", z, obj=obj)
-    p_top = cv.add_part(PERSON, _jitter(rng, CLOTHES[rng.integers(len(CLOTHES))]), "cloth", z, obj=obj)
-    p_legs = cv.add_part(PERSON, _jitter(rng, CLOTHES[rng.integers(len(CLOTHES))]), "cloth", z, obj=obj)
-    p_hair = cv.add_part(PERSON, _jitter(rng, (40, 30, 25), 15), "cloth", z, obj=obj)
+    p_skin = cv.add_part(PERSON, jitter(rng, SKIN[rng.integers(len(SKIN))], 8), "smooth", z, obj=obj)
+    p_top = cv.add_part(PERSON, jitter(rng, CLOTHES[rng.integers(len(CLOTHES))]), "cloth", z, obj=obj)
+    p_legs = cv.add_part(PERSON, jitter(rng, CLOTHES[rng.integers(len(CLOTHES))]), "cloth", z, obj=obj)
+    p_hair = cv.add_part(PERSON, jitter(rng, (40, 30, 25), 15), "cloth", z, obj=obj)
     stride = rng.uniform(0.0, 0.22)
     hip = 0.5 * h
     legs = [np.array([[-0.14 - stride, 0], [0.0 - stride, 0], [0.08, hip], [-0.12, hip]]),
@@ -159,9 +159,9 @@ def bicycle(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generato
     flip = -1.0 if rng.random() < 0.5 else 1.0
     r = rng.uniform(0.33, 0.36)
     frames = [(20, 20, 22), (180, 30, 30), (30, 60, 150), (200, 200, 200), (40, 120, 60), (230, 190, 40)]
-    p_tyre = cv.add_part(BICYCLE, _jitter(rng, (25, 25, 25), 5), "smooth", z, obj=obj)
-    p_spoke = cv.add_part(BICYCLE, _jitter(rng, (150, 150, 155), 10), "metal", z, obj=obj)
-    p_frame = cv.add_part(BICYCLE, _jitter(rng, frames[rng.integers(len(frames))]), "metal", z, obj=obj)
+    p_tyre = cv.add_part(BICYCLE, jitter(rng, (25, 25, 25), 5), "smooth", z, obj=obj)
+    p_spoke = cv.add_part(BICYCLE, jitter(rng, (150, 150, 155), 10), "metal", z, obj=obj)
+    p_frame = cv.add_part(BICYCLE, jitter(rng, frames[rng.integers(len(frames))]), "metal", z, obj=obj)
     rear, front = -0.55 * flip, 0.55 * flip
     for u in (rear, front):
         cv.circle(p_tyre, b.pt(u, r), r * b.s)
@@ -181,7 +181,7 @@ def pole(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generator, 
     b = Billboard(cam, x, z)
     grey = rng.uniform(95, 175)
     colour = (grey, grey, grey * rng.uniform(0.95, 1.05)) if rng.random() < 0.8 else (40, 60, 45)
-    p_pole = cv.add_part(POLE, _jitter(rng, colour, 6), "metal", z)
+    p_pole = cv.add_part(POLE, jitter(rng, colour, 6), "metal", z)
     height = rng.uniform(6.5, 9.0) if street_light else rng.uniform(3.0, 4.5)
     w = rng.uniform(0.16, 0.26) if street_light else rng.uniform(0.1, 0.16)
     cv.polygons(p_pole, [b.pts(_box(-w / 2, 0, w / 2, height))])
@@ -200,18 +200,18 @@ def _traffic_sign(cv: Canvas, b: Billboard, rng: np.random.Generator, centre_v: 
     size = rng.uniform(0.7, 0.95)
     kind = rng.integers(4)
     if kind == 0:  # prohibitory: red ring, white face
-        ring = cv.add_part(TRAFFIC_SIGN, _jitter(rng, (200, 30, 30), 10), "smooth", z)
-        face = cv.add_part(TRAFFIC_SIGN, _jitter(rng, (235, 235, 235), 8), "smooth", z)
+        ring = cv.add_part(TRAFFIC_SIGN, jitter(rng, (200, 30, 30), 10), "smooth", z)
+        face = cv.add_part(TRAFFIC_SIGN, jitter(rng, (235, 235, 235), 8), "smooth", z)
         cv.circle(ring, b.pt(0, centre_v), size / 2 * b.s)
         cv.circle(face, b.pt(0, centre_v), size * 0.36 * b.s)
     elif kind == 1:  # mandatory: blue disc with a white arrow bar
-        disc = cv.add_part(TRAFFIC_SIGN, _jitter(rng, (30, 70, 170), 10), "smooth", z)
-        mark = cv.add_part(TRAFFIC_SIGN, _jitter(rng, (235, 235, 235), 8), "smooth", z)
+        disc = cv.add_part(TRAFFIC_SIGN, jitter(rng, (30, 70, 170), 10), "smooth", z)
+        mark = cv.add_part(TRAFFIC_SIGN, jitter(rng, (235, 235, 235), 8), "smooth", z)
         cv.circle(disc, b.pt(0, centre_v), size / 2 * b.s)
         cv.polygons(mark, [b.pts(_box(-0.06, centre_v - size * 0.3, 0.06, centre_v + size * 0.3))])
     elif kind == 2:  # warning: white triangle with a red border
-        border = cv.add_part(TRAFFIC_SIGN, _jitter(rng, (200, 30, 30), 10), "smooth", z)
-        face = cv.add_part(TRAFFIC_SIGN, _jitter(rng, (235, 230, 220), 8), "smooth", z)
+        border = cv.add_part(TRAFFIC_SIGN, jitter(rng, (200, 30, 30), 10), "smooth", z)
+        face = cv.add_part(TRAFFIC_SIGN, jitter(rng, (235, 230, 220), 8), "smooth", z)
         tri = np.array([[-size / 2, centre_v - size * 0.4], [size / 2, centre_v - size * 0.4], [0, centre_v + size * 0.5]])
         inner = np.array([[-size * 0.32, centre_v - size * 0.3], [size * 0.32, centre_v - size * 0.3],
                           [0, centre_v + size * 0.3]])
@@ -219,16 +219,16 @@ def _traffic_sign(cv: Canvas, b: Billboard, rng: np.random.Generator, centre_v: 
         cv.polygons(face, [b.pts(inner)])
     else:  # information: blue / green / yellow rectangle
         colour = [(30, 70, 170), (30, 120, 60), (230, 190, 30)][rng.integers(3)]
-        panel = cv.add_part(TRAFFIC_SIGN, _jitter(rng, colour, 10), "smooth", z)
+        panel = cv.add_part(TRAFFIC_SIGN, jitter(rng, colour, 10), "smooth", z)
         cv.polygons(panel, [b.pts(_box(-size * 0.55, centre_v - size * 0.4, size * 0.55, centre_v + size * 0.4))])
 
 
 def tree(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generator) -> None:
     """A street tree: trunk and a canopy of overlapping discs (all vegetation, as in Cityscapes)."""
     b = Billboard(cam, x, z)
-    p_trunk = cv.add_part(VEGETATION, _jitter(rng, (80, 62, 45), 10), "cloth", z)
+    p_trunk = cv.add_part(VEGETATION, jitter(rng, (80, 62, 45), 10), "cloth", z)
     greens = [(60, 100, 40), (45, 85, 35), (90, 120, 50), (70, 90, 45), (110, 115, 55)]
-    p_leaf = cv.add_part(VEGETATION, _jitter(rng, greens[rng.integers(len(greens))], 10), "foliage", z)
+    p_leaf = cv.add_part(VEGETATION, jitter(rng, greens[rng.integers(len(greens))], 10), "foliage", z)
     trunk_h = rng.uniform(2.2, 3.2)
     tw = rng.uniform(0.25, 0.4)
     cv.polygons(p_trunk, [b.pts(_box(-tw / 2, 0, tw / 2, trunk_h + 0.5))])
@@ -242,7 +242,7 @@ def tree(cv: Canvas, cam: Camera, x: float, z: float, rng: np.random.Generator) 
 def ego_hood(cv: Canvas, rng: np.random.Generator) -> None:
     """The ego vehicle's bonnet across the bottom rows (labelId 1 -> ignored in train IDs)."""
     h, w = cv.height, cv.width
-    part = cv.add_part(EGO_VEHICLE, _jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))] * 0.6), "metal", 1.0)
+    part = cv.add_part(EGO_VEHICLE, jitter(rng, CAR_COLOURS[rng.integers(len(CAR_COLOURS))] * 0.6), "metal", 1.0)
     top = h * rng.uniform(0.88, 0.94)
     xs = np.linspace(-0.05 * w, 1.05 * w, 24)
     ys = top + (h - top) * 0.6 * ((xs - w / 2) / (0.55 * w)) ** 2

@@ -70,7 +70,7 @@ class Scene:
 
 @dataclass(frozen=True)
 class SceneConfig:
-    """Densities of the scene content; the defaults give about 20 things per image."""
+    """Densities of the scene content; the defaults give about a dozen visible things per image."""
 
     cars: float = 5.0  # mean number of moving cars (Poisson)
     parked_car_prob: float = 0.6  # chance of a row of parked cars along each curb
@@ -128,7 +128,7 @@ def _quad_ground(cam: Camera, x0: float, x1: float, z0: float, z1: float, y: flo
 
 def _draw_street(cv: Canvas, cam: Camera, rng: np.random.Generator) -> _Street:
     h, w = cv.height, cv.width
-    sky = ob._jitter(rng, _SKIES[rng.integers(len(_SKIES))], 6)
+    sky = ob.jitter(rng, _SKIES[rng.integers(len(_SKIES))], 6)
     cv.set_background(SKY, sky, "sky")
 
     lanes = int(rng.choice([2, 3, 4], p=[0.4, 0.4, 0.2]))
@@ -146,7 +146,7 @@ def _draw_street(cv: Canvas, cam: Camera, rng: np.random.Generator) -> _Street:
     _draw_skyline(cv, cam, rng)
     # Ground: sidewalks (raised 15 cm, curb faces included) and the road.
     curb = 0.15
-    walk = ob._jitter(rng, [(150, 150, 148), (175, 165, 145), (150, 115, 105), (125, 125, 128)][rng.integers(4)], 8)
+    walk = ob.jitter(rng, [(150, 150, 148), (175, 165, 145), (150, 115, 105), (125, 125, 128)][rng.integers(4)], 8)
     p_walk = cv.add_part(SIDEWALK, walk, "paving", 0, depth_kind=DEPTH_GROUND)
     p_curb = cv.add_part(SIDEWALK, walk * 1.1 + 10, "paving", 0, depth_kind=DEPTH_GROUND)
     cv.polygons(p_walk, [_quad_ground(cam, facade_l - 30, road_left, z_near, z_far, curb),
@@ -167,8 +167,8 @@ def _draw_skyline(cv: Canvas, cam: Camera, rng: np.random.Generator) -> None:
     """Distant blocks of buildings and trees along the horizon."""
     z = 400.0
     x = -700.0
-    colour_b = ob._jitter(rng, (150, 150, 160), 10)
-    colour_v = ob._jitter(rng, (80, 100, 60), 10)
+    colour_b = ob.jitter(rng, (150, 150, 160), 10)
+    colour_v = ob.jitter(rng, (80, 100, 60), 10)
     p_b = cv.add_part(BUILDING, colour_b, "facade", z)
     p_v = cv.add_part(VEGETATION, colour_v, "foliage", z)
     blocks_b, blocks_v = [], []
@@ -185,7 +185,7 @@ def _draw_skyline(cv: Canvas, cam: Camera, rng: np.random.Generator) -> None:
 def _draw_ground_details(cv: Canvas, cam: Camera, rng: np.random.Generator, st: _Street, walk, road,
                          curb: float) -> None:
     """Lane markings, a zebra crossing, asphalt patches and paving joints: texture, not labels."""
-    paint = ob._jitter(rng, (215, 215, 210), 10) * rng.uniform(0.8, 1.0)
+    paint = ob.jitter(rng, (215, 215, 210), 10) * rng.uniform(0.8, 1.0)
     p_paint = cv.add_part(ROAD, paint, "asphalt", 0, depth_kind=DEPTH_GROUND)
     dash, gap = rng.uniform(2.5, 4.0), rng.uniform(5.0, 8.0)
     marks = []
@@ -246,7 +246,7 @@ def _draw_facades(cv: Canvas, cam: Camera, rng: np.random.Generator, st: _Street
 def _building(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, side: float, z0: float, z1: float,
               height: float, sun_side: float) -> None:
     lit = 1.0 if side == sun_side else rng.uniform(0.65, 0.8)  # facades facing away from the sun are darker
-    colour = ob._jitter(rng, _FACADE_COLOURS[rng.integers(len(_FACADE_COLOURS))], 10) * lit
+    colour = ob.jitter(rng, _FACADE_COLOURS[rng.integers(len(_FACADE_COLOURS))], 10) * lit
     p_wall = cv.add_part(BUILDING, colour, "facade", abs(x), depth_kind=DEPTH_FACADE)
     cv.polygons(p_wall, [cam.project(np.array([[x, 0, z0], [x, 0, z1], [x, height, z1], [x, height, z0]]))])
     deep = x + side * 12.0  # side walls, visible where a neighbour is set back
@@ -254,7 +254,7 @@ def _building(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, side:
     cv.polygons(p_side, [cam.project(np.array([[x, 0, z0], [deep, 0, z0], [deep, height, z0], [x, height, z0]]))])
     if z0 > 90:
         return
-    glass = ob._jitter(rng, [(45, 55, 70), (90, 110, 135), (30, 32, 38)][rng.integers(3)], 8) * lit
+    glass = ob.jitter(rng, [(45, 55, 70), (90, 110, 135), (30, 32, 38)][rng.integers(3)], 8) * lit
     p_glass = cv.add_part(BUILDING, glass, "glass", abs(x), depth_kind=DEPTH_FACADE)
     floor = rng.uniform(3.0, 3.6)
     pitch = rng.uniform(2.2, 3.5)
@@ -281,7 +281,7 @@ def _building(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, side:
 
 def _hedge(cv: Canvas, cam: Camera, rng: np.random.Generator, x: float, z0: float, z1: float) -> None:
     greens = [(55, 90, 40), (75, 105, 45), (95, 110, 55), (50, 75, 40)]
-    p = cv.add_part(VEGETATION, ob._jitter(rng, greens[rng.integers(len(greens))], 10), "foliage", abs(x),
+    p = cv.add_part(VEGETATION, ob.jitter(rng, greens[rng.integers(len(greens))], 10), "foliage", abs(x),
                     depth_kind=DEPTH_FACADE)
     zs = np.linspace(z0, z1, max(int((z1 - z0) / 1.5), 2))
     tops = np.clip(rng.uniform(3.0, 9.0) + np.cumsum(rng.normal(0, 0.6, len(zs))), 2.5, 14)

@@ -90,3 +90,16 @@ def test_manifest_names_the_readers(synth_root):
         kw = {"conditions": info["condition"]} if "condition" in info else {}
         split = info.get("split", "val")
         assert get_dataset(info["name"], synth_root / info["root"], split, **kw)
+
+
+def test_boxes_from_instance_ids_by_hand():
+    from vlt_perception.datasets import boxes_from_instance_ids
+
+    inst = np.full((6, 8), 7, np.uint16)  # road
+    inst[1:3, 2:5] = 26001  # car 1
+    inst[4, 0] = 26002  # car 2, one pixel
+    inst[3:6, 6:8] = 24  # a group of people (no instance id): crowd
+    inst[0, 7] = 29001  # caravan: a labelId outside the thing classes
+    boxes = sorted((tuple(b["bbox"]), b["category_id"], b["iscrowd"]) for b in boxes_from_instance_ids(inst))
+    assert boxes == [((0, 4, 1, 5), 2, 0), ((2, 1, 5, 3), 2, 0), ((6, 3, 8, 6), 0, 1)]
+    assert boxes_from_instance_ids(np.full((3, 3), 7, np.uint16)) == []
