@@ -221,6 +221,8 @@ def run(args: argparse.Namespace) -> dict:
         "node_received": int(diag.get("received", "-1")), "node_processed": int(diag.get("processed", "-1")),
         "dropped": int(diag.get("dropped", "-1")),
         "target_overhead_median_ms": 10.0,
+        "load_average_1min": os.getloadavg()[0],  # the machine is shared: context for every figure
+        "cpus": os.cpu_count(),
     }
 
 
@@ -278,6 +280,7 @@ def main() -> None:
               f"engine: {result['node_overhead_median_ms']:.1f} ms)")
     print(f"  overhead     median {result['overhead_median_ms']:7.1f} ms   p90 {result['overhead_p90_ms']:7.1f} ms "
           f"(target <= {result['target_overhead_median_ms']:.0f} ms median)")
+    print(f"  load average {result['load_average_1min']:.1f} on {result['cpus']} CPUs")
     print(f"  publisher: building the Image {result['message_build_ms']['median']:.1f} ms (not counted), "
           f"publish() call {result['publish_call_ms']['median']:.1f} ms (counted)")
     _write_json(Path(args.out), result)

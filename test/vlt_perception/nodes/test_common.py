@@ -1,0 +1,34 @@
+"""Parameter descriptors built from the spec table (rclpy message types only; no node, no ROS graph)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlt_perception import launch_config as lc
+from vlt_perception.nodes import common
+
+
+@pytest.mark.parametrize("node", lc.NODES)
+def test_every_parameter_gets_a_typed_descriptor(node):
+    from rcl_interfaces.msg import ParameterType
+
+    types = {"bool": ParameterType.PARAMETER_BOOL, "int": ParameterType.PARAMETER_INTEGER,
+             "double": ParameterType.PARAMETER_DOUBLE, "string": ParameterType.PARAMETER_STRING,
+             "string_array": ParameterType.PARAMETER_STRING_ARRAY}
+    for spec in lc.NODE_PARAMS[node]:
+        desc = common.descriptor(spec)
+        assert desc.name == spec.name and desc.type == types[spec.type]
+        assert desc.description == spec.description and desc.description
+        assert not desc.read_only  # changes apply at the next configure, or at once when dynamic
+        if not spec.dynamic:
+            assert "next configure" in desc.additional_constraints
+
+
+def test_ranges_and_choices_are_in_the_descriptor():
+    table = lc.specs("detection_node")
+    threshold = common.descriptor(table["score_threshold"])
+    assert (threshold.floating_point_range[0].from_value, threshold.floating_point_range[0].to_value) == (0.0, 1.0)
+    threads = common.descriptor(table["threads"])
+    assert (threads.integer_range[0].from_value, threads.integer_range[0].to_value) == (0, 256)
+    engine = common.descriptor(table["engine"])
+    assert "'onnxruntime'" in engine.additional_constraints and not engine.floating_point_range
