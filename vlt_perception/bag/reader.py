@@ -66,9 +66,10 @@ class Frame:
 def open_bag(path: str | Path, issues: Issues | None = None):
     """An open rosbags ``Reader``; when rosbags cannot open the bag, what :class:`SalvagedBag` recovers from the
     storage files (noted in ``issues`` as ``truncated``). Raises BagError naming the bag when nothing is readable."""
-    from rosbags.rosbag2 import Reader
-
     from vlt_perception.bag.salvage import SalvagedBag
+
+    get_bag_typestore()  # fails with an install hint when rosbags is missing
+    from rosbags.rosbag2 import Reader
 
     path = Path(path)
     issues = issues if issues is not None else Issues()

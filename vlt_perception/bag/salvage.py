@@ -77,7 +77,12 @@ class SalvagedBag:
 
     # ----------------------------------------------------------------------------------------------- MCAP
     def _salvage_mcap(self, file: Path) -> None:
-        from mcap.data_stream import ReadDataStream
+        try:
+            from mcap.data_stream import ReadDataStream
+        except ImportError:
+            self.notes.append(f"{file}: salvaging MCAP needs the mcap package (pip install -r "
+                              "requirements/runtime.txt)")
+            return
 
         data = file.read_bytes()
         if not data.startswith(MCAP_MAGIC):
