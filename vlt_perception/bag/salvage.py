@@ -5,6 +5,9 @@ MCAP: records are parsed in file order with the ``mcap`` library's record classe
 decompressed as far as its bytes go (uncompressed or zstd) and its complete messages are kept. sqlite3: rows are read
 in insertion order until the first damaged page. The result offers the small part of the rosbags ``Reader`` API that
 :class:`~vlt_perception.bag.reader.BagFrameReader` uses (``connections``, ``messages``, ``close``).
+
+Salvage is a recovery path, not a streaming reader: the recovered messages are held in memory (fine for evaluation
+bags of a few thousand frames; split bigger recordings with ``ros2 bag convert`` first).
 """
 
 from __future__ import annotations
