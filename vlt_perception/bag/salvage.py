@@ -7,7 +7,7 @@ in insertion order until the first damaged page. The result offers the small par
 :class:`~vlt_perception.bag.reader.BagFrameReader` uses (``connections``, ``messages``, ``close``).
 
 Salvage is a recovery path, not a streaming reader: the recovered messages are held in memory (fine for evaluation
-bags of a few thousand frames; split bigger recordings with ``ros2 bag convert`` first).
+bags of a few thousand frames of camera resolution; a multi-hour recording needs that much RAM).
 """
 
 from __future__ import annotations
