@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: frames={bag.get('frames', 0)} mIoU={_pct(seg.get('mIoU'))} mAP={_pct(det.get('mAP'))} "
               f"retention={_pct((bag.get('retention') or {}).get('mIoU'))}"
               + (f" ERROR: {bag['error']}" if bag.get("error") else ""))
+    for name, group in report["conditions"].items():
+        seg, det = group.get("segmentation") or {}, group.get("detection") or {}
+        print(f"  condition {name}: frames={group.get('frames', 0)} mIoU={_pct(seg.get('mIoU'))} "
+              f"mAP={_pct(det.get('mAP'))} retention={_pct((group.get('retention') or {}).get('mIoU'))}")
     print(f"report: {args.out}/report.md")
     return 1 if any(b.get("error") for b in report["bags"].values()) else 0
 
