@@ -34,6 +34,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+# A Fast DDS profile whose shared-memory segment holds whole 1080p frames. With the built-in transports, best-effort
+# images over ~0.5 MB mostly never arrived between two processes here; with this profile 20/20 did (docs/nodes.md).
+SHM_BIG_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
+<dds xmlns="http://www.eprosima.com">
+  <profiles>
+    <transport_descriptors>
+      <transport_descriptor>
+        <transport_id>shm_big</transport_id>
+        <type>SHM</type>
+        <segment_size>67108864</segment_size>
+        <maxMessageSize>16777216</maxMessageSize>
+      </transport_descriptor>
+      <transport_descriptor>
+        <transport_id>udp</transport_id>
+        <type>UDPv4</type>
+      </transport_descriptor>
+    </transport_descriptors>
+    <participant profile_name="shm_big" is_default_profile="true">
+      <rtps>
+        <userTransports>
+          <transport_id>shm_big</transport_id>
+          <transport_id>udp</transport_id>
+        </userTransports>
+        <useBuiltinTransports>false</useBuiltinTransports>
+      </rtps>
+    </participant>
+  </profiles>
+</dds>
+"""
+
+
 def _private_network() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
@@ -206,7 +237,7 @@ def run(args: argparse.Namespace) -> dict:
         "what": "transport baseline: bare rclpy echo node" if args.baseline else "segmentation_node",
         "model": str(model) if args.model else "tiny dominant-colour ONNX at 512x1024 (test/vlt_perception/nodes)",
         "engine": diag.get("engine", "?"), "providers": diag.get("providers", "?"),
-        "transport": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT"),
+        "transport": args.transport,
         "camera_qos": "reliable" if args.reliable else "sensor data (best effort)",
         "frames_sent": len(sent), "frames_answered": len(e2e), "rate_hz": args.rate,
         "end_to_end_ms": e2e_stats,
@@ -242,7 +273,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="publish rate; keep it below the node's rate")
     parser.add_argument("--transport", default="LARGE_DATA",
                         help="FASTDDS_BUILTIN_TRANSPORTS for both processes (DEFAULT: unset), e.g. "
-                        "LARGE_DATA, SHM, UDPv4, 'LARGE_DATA?max_msg_size=8MB&sockets_size=16MB'")
+                        "LARGE_DATA, SHM, UDPv4; SHM_BIG: the Fast DDS XML profile above (64 MB SHM segment)")
     parser.add_argument("--reliable", action="store_true",
                         help="reliable camera QoS (publisher and the node's qos_overrides) instead of sensor data")
     parser.add_argument("--depth", type=int, default=1, help="the node's camera subscription history depth")
@@ -263,10 +294,13 @@ def main() -> None:
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
     os.environ.setdefault("ROS_HOME", tempfile.mkdtemp(prefix="bench_ros_home_"))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    if args.transport != "DEFAULT":
+    os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    if args.transport == "SHM_BIG":
+        profile = Path(tempfile.mkdtemp(prefix="bench_fastdds_")) / "shm_big.xml"
+        profile.write_text(SHM_BIG_PROFILE)
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    elif args.transport != "DEFAULT":
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.transport
-    else:
-        os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     result = run(args)
     e2e, engine = result["end_to_end_ms"], result["engine_ms"]
     print(f"{result['what']} overhead at {result['resolution']} ({result['transport']} transport, "
