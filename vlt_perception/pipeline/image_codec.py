@@ -207,16 +207,3 @@ def decode_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-
-def encode_image(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[bytes, int]:
-    """Encode (H, W, 3) uint8 RGB as raw ``encoding`` bytes; returns (data, step). Supports rgb8, bgr8, mono8."""
-    rgb = np.ascontiguousarray(rgb)
-    if encoding == "rgb8":
-        out = rgb
-    elif encoding == "bgr8":
-        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    elif encoding == "mono8":
-        out = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    else:
-        raise ImageDecodeError(KIND_ENCODING, f"encode_image: unsupported encoding {encoding!r}")
-    return out.tobytes(), out.shape[1] * (1 if out.ndim == 2 else out.shape[2])
