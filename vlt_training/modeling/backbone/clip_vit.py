@@ -321,6 +321,9 @@ class CLIPVisionBackbone(nn.Module):
                 # rebuilds the cached rotary table only when the grid changes
                 t.rope.update_feat_shape(list(grid))
                 rope = t.rope.get_embed()
+                if rope.is_inference() and not torch.is_inference_mode_enabled():
+                    # the table was rebuilt under inference_mode (evaluation): autograd cannot save it
+                    rope = rope.clone()
             x = t.norm_pre(x)
             return x, grid, rope
         x = self.conv1(x)  # B, C, gh, gw

@@ -47,7 +47,10 @@ class HungarianMatcher(nn.Module):
         """outputs: ``pred_logits`` (B, Q, K+1), ``pred_masks`` (B, Q, h, w); targets: per image ``labels`` (T,)
         and ``masks`` (T, H, W). Returns per image (query indices, target indices), both int64 of length min(Q, T).
         """
-        from scipy.optimize import linear_sum_assignment
+        try:
+            from scipy.optimize import linear_sum_assignment
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("Hungarian matching needs scipy: pip install -r requirements/train.txt") from exc
 
         indices = []
         for b, target in enumerate(targets):

@@ -169,3 +169,17 @@ def test_eva02_tower_matches_timm_and_runs_non_square():
     torch.testing.assert_close(back[-1], got[-1])
     assert [tuple(f.shape) for f in wide] == [(1, 192, 4, 10)] * 4
     assert proj.shape == (1, 64, 4, 10)  # the joint embedding dim of the config
+
+
+def test_eva02_trains_after_inference_mode_at_the_same_size():
+    """The RoPE table rebuilt under torch.inference_mode (evaluation) must not break the next training step."""
+    torch.manual_seed(0)
+    bb = CLIPVisionBackbone("vlt-tiny-eva02", out_indices=(0, 1, 2, 3), keep_projection=False)
+    bb.release_text_tower()
+    x = torch.randn(1, 3, 42, 70)  # 3 x 5 grid, not the 16 x 16 of pretraining
+    with torch.inference_mode():
+        bb.eval()
+        bb(x)
+    bb.train()
+    bb(x)[-1].mean().backward()
+    assert bb.trunk.patch_embed.proj.weight.grad is not None
