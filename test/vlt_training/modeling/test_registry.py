@@ -21,7 +21,8 @@ SHRINK = {
     "vltseg_vit_b16_mask2former": {"vision_cfg_overrides": {"layers": 4}},
     "vltseg_vit_l14_mask2former": {"vision_cfg_overrides": {"layers": 4}},
     "vltseg_eva02_b16_mask2former": {"vision_cfg_overrides": {"timm_kwargs": {"depth": 4}}},
-    "vltseg_eva02_l14_mask2former": {"vision_cfg_overrides": {"timm_kwargs": {"depth": 4}}, "out_indices": [0, 1, 2, 3]},
+    "vltseg_eva02_l14_mask2former": {"vision_cfg_overrides": {"timm_kwargs": {"depth": 4}},
+                                     "out_indices": [0, 1, 2, 3]},
 }
 VLTSEG_MODELS = list_models("vltseg")
 

@@ -14,7 +14,7 @@ Data flow (patch 16, input H x W):
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
