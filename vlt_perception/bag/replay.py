@@ -75,6 +75,15 @@ def has_header(msgtype: str) -> bool:
     return bool(fields) and fields[0][1][1] == HEADER_TYPE
 
 
+def bag_topics(path: str | Path) -> dict[str, str]:
+    """topic -> message type of every connection in the bag (to create publishers before playing)."""
+    reader = open_bag(path)
+    try:
+        return {c.topic: c.msgtype for c in reader.connections}
+    finally:
+        reader.close()
+
+
 def read_playback(path: str | Path, topics: Iterable[str] | None = None, latched_topics: Iterable[str] = (),
                   issues: Issues | None = None) -> Iterator[PlaybackMessage]:
     """Messages of ``topics`` (default: all) in log-time order; truncation ends the stream with an issue."""
@@ -183,7 +192,7 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
     player = NodeLaunch("bag_player_node", "bag_player", namespace, [{
         "bag": str(bag), "mode": mode, "rate": rate, "result_topic": labels,
         # The evaluator must hear the node's labels from the first frame (the node skips unsubscribed outputs).
-        "wait_topics": [topics.image, topics.labels, labels], "done_topic": "/bag_player/done",
+        "wait_topics": [topics.image, topics.labels, topics.condition, labels], "done_topic": "/bag_player/done",
     }])
     evaluator = NodeLaunch("evaluator_node", "evaluator", namespace, [{
         "labels_topic": labels, "gt_labels_topic": topics.labels, "gt_detections_topic": "",

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 from vlt_perception.bag import BagError, BagTopics
 from vlt_perception.bag.reader import Issues
 from vlt_perception.bag.replay import (
-    MODES, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, read_playback,
+    MODES, bag_topics, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, read_playback,
 )
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -81,20 +81,23 @@ class BagPlayerNode(Node):
             self.results.add(cdr_header_stamp(raw))
             self._result_event.notify_all()
 
-    def publisher(self, msg):
-        if msg.topic not in self.publishers_:
+    def create_publishers(self) -> None:
+        """One publisher per topic of the bag, created before waiting for the graph, so that discovery is done
+        when the first message goes out (a latched /condition published at once would reach a subscriber only
+        after its first frames)."""
+        for topic, msgtype in bag_topics(self.p["bag"]).items():
             try:
-                cls = message_class(msg.msgtype)
+                cls = message_class(msgtype)
             except BagError as exc:
-                self.get_logger().error(f"{msg.topic}: {exc}; not published")
-                self.publishers_[msg.topic] = None
+                self.get_logger().error(f"{topic}: {exc}; not published")
+                self.publishers_[topic] = None
                 self.counts["skipped_topics"] += 1
-                return None
-            self.publishers_[msg.topic] = self.create_publisher(cls, msg.topic, LATCHED if msg.latched else RELIABLE)
-        return self.publishers_[msg.topic]
+                continue
+            latched = topic in self.p["latched_topics"]
+            self.publishers_[topic] = self.create_publisher(cls, topic, LATCHED if latched else RELIABLE)
 
     def publish(self, msg) -> None:
-        pub = self.publisher(msg)
+        pub = self.publishers_.get(msg.topic)
         if pub is not None:
             pub.publish(msg.raw)  # rclpy publishes serialized bytes as they are
             self.counts["published"] += 1
@@ -183,6 +186,7 @@ def main(args: list[str] | None = None) -> int:
         node = BagPlayerNode()
         executor.add_node(node)
         spinner.start()
+        node.create_publishers()
         node.wait_for_graph()
         summary = node.play()
         node.get_logger().info(f"playback done: {json.dumps(summary)}")

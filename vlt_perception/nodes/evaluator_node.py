@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 from vlt_perception.bag import BagError, BagTopics
 from vlt_perception.bag import messages as M
 from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher
-from vlt_perception.bag.reader import Issues
+from vlt_perception.bag.reader import UNKNOWN_CONDITION, Issues
 from vlt_perception.bag.replay import cdr_header_stamp, message_class
 from vlt_perception.bag.report import write_report
 from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES, IGNORE_INDEX
@@ -93,7 +93,7 @@ class EvaluatorNode(Node):
             name, scores = reference_scores(self.p["reference_report"])
             self.acc.set_reference_scores(scores, name)
         self.issues = Issues()
-        self.condition = "unknown"
+        self.condition = UNKNOWN_CONDITION
         self.player_summary: dict = {}
         self.finished = False
         self.last_message = time.monotonic()
@@ -156,6 +156,8 @@ class EvaluatorNode(Node):
         else:
             match = self.matcher.add_prediction(stamp, part, value, arrival_s=now)
         if match is not None:
+            if match.condition == UNKNOWN_CONDITION:  # the ground truth beat the latched condition's discovery
+                match.condition = self.condition
             self.acc.add(match, self.p["bag_name"])
 
     def _decode(self, msg, part: str, side: str):

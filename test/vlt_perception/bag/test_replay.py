@@ -11,7 +11,7 @@ import pytest
 from vlt_perception.bag import messages as M
 from vlt_perception.bag import BagError
 from vlt_perception.bag.replay import (
-    PlaybackMessage, cdr_header_stamp, has_header, lockstep_groups, message_class, playback_offset_s, read_playback,
+    PlaybackMessage, bag_topics, cdr_header_stamp, has_header, lockstep_groups, message_class, playback_offset_s, read_playback,
     replay_eval_nodes,
 )
 from vlt_perception.bag.typestore import get_bag_typestore
@@ -58,6 +58,9 @@ def test_lockstep_groups_put_ground_truth_and_condition_before_their_image():
 def test_read_playback_streams_a_real_bag(fx, tiny_cityscapes, tmp_path):
     _, records = tiny_cityscapes
     write_records_bag(records, tmp_path / "bag", read_image=fx.read_png_rgb, read_sem_seg=fx.read_png_train_ids)
+    assert bag_topics(tmp_path / "bag") == {
+        "/camera/image_raw": "sensor_msgs/msg/Image", "/condition": "std_msgs/msg/String",
+        "/ground_truth/labels": "sensor_msgs/msg/Image", "/ground_truth/detections": "vision_msgs/msg/Detection2DArray"}
     messages = list(read_playback(tmp_path / "bag", latched_topics=["/condition"]))
     groups = list(lockstep_groups(messages, ["/camera/image_raw"]))
     assert [g.stamp_ns for g in groups] == [f.stamp_ns for f in _frames(tmp_path / "bag")]

@@ -15,7 +15,7 @@ from vlt_perception.bag.offline import evaluate_bags
 from vlt_perception.bag.writer import write_records_bag
 
 # The player starts when the node listens to the camera and the evaluator to the ground truth and the node's labels.
-WAIT = "[/camera/image_raw, /ground_truth/labels, /segmentation_node/out/labels]"
+WAIT = "[/camera/image_raw, /ground_truth/labels, /condition, /segmentation_node/out/labels]"
 
 
 def _wait(proc, timeout: float, log) -> int:
@@ -112,7 +112,7 @@ def test_lockstep_detection_replay_agrees_with_offline(fx, tiny_cityscapes, tmp_
     player_args = ["-m", "vlt_perception.nodes.bag_player_node", "--ros-args", "-p", f"bag:={bag}",
                    "-p", "mode:=lockstep", "-p", f"result_topic:={result}",
                    "-p", "result_type:=vision_msgs/msg/Detection2DArray",
-                   "-p", f"wait_topics:=[/camera/image_raw, /ground_truth/detections, {result}]"]
+                   "-p", f"wait_topics:=[/camera/image_raw, /ground_truth/detections, /condition, {result}]"]
     with start_process(det_args, logs["det"]), start_process(eval_args, logs["eval"]) as evaluator, \
             start_process(player_args, logs["player"]) as player:
         assert _wait(player, 90, logs["player"]) == 0, logs["player"].read_text()
