@@ -103,3 +103,17 @@ def test_rebuild_does_not_need_the_pretrained_file(tmp_path):
     # the text embeddings of the pretrained text tower travel in the state dict
     torch.testing.assert_close(rebuilt.pixel_text.text_embeddings, model.pixel_text.text_embeddings)
     assert rebuilt.pixel_mean == model.pixel_mean
+
+
+def test_full_size_head_defaults_on_the_tiny_tower():
+    """The real Mask2Former head (6 encoder / 9 decoder layers, 100 queries, 256 ch, 12544 points)."""
+    from vlt_training.modeling.meta_arch.vltseg import VLTSeg
+
+    torch.manual_seed(0)
+    model = VLTSeg(clip_model="vlt-tiny-vit", class_names=["road", "car", "sky"])  # constructor defaults
+    assert len(model.pixel_decoder.layers) == 6 and model.predictor.num_layers == 9
+    assert model.predictor.query_feat.num_embeddings == 100
+    model.train()
+    losses = model(torch.randn(1, 3, 64, 128), _targets(1, 64, 128))
+    assert {f"loss_dice_{i}" for i in range(9)} <= set(losses) and "loss_dice_9" not in losses
+    assert all(torch.isfinite(v) for v in losses.values())
