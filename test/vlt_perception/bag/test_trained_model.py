@@ -6,11 +6,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from vlt_perception.bag.offline import evaluate_bags
 from vlt_perception.bag.writer import write_records_bag
-
-torch = pytest.importorskip("torch", reason="vlt_training needs requirements/train.txt")
 
 pytestmark = pytest.mark.cli
 HEIGHT, WIDTH = 32, 64  # network input; the 16x24 frames are resized up to it and the labels back down
