@@ -101,11 +101,14 @@ def format_table(report: dict) -> str:
                 lines.append(f"  {cond:<26} {m['num_images']:>6} {_fmt(m[metric]):>7} "
                              f"{_fmt(ret.get('conditions', {}).get(cond)) if ret else '':>9}")
                 columns.append((f"{label}/{cond}", m))
-    per_class = [c for c in columns if "per_class_iou" in c[1]]
+    # Segmentation reports per_class_iou, detection per_class_AP.
+    key, title = ("per_class_AP", "AP per class") if any("per_class_AP" in m for _, m in columns) \
+        else ("per_class_iou", "IoU per class")
+    per_class = [c for c in columns if key in c[1]]
     if per_class:
-        names = list(per_class[0][1]["per_class_iou"])
+        names = list(per_class[0][1][key])
         lines.append("")
-        lines.append(f"{'IoU per class':<16}" + "".join(f" {lab[-12:]:>12}" for lab, _ in per_class))
+        lines.append(f"{title:<16}" + "".join(f" {lab[-12:]:>12}" for lab, _ in per_class))
         for name in names:
-            lines.append(f"{name:<16}" + "".join(f" {_fmt(m['per_class_iou'][name]):>12}" for _, m in per_class))
+            lines.append(f"{name:<16}" + "".join(f" {_fmt(m[key][name]):>12}" for _, m in per_class))
     return "\n".join(lines)

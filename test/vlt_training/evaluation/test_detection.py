@@ -12,7 +12,7 @@ from torch import nn
 
 from vlt_training.config import Config, DatasetConfig, EvalConfig
 from vlt_training.evaluation.detection import evaluate_records, predict_boxes
-from vlt_training.evaluation.runner import evaluate
+from vlt_training.evaluation.runner import evaluate, format_table
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -126,6 +126,11 @@ def test_runner_reports_map_and_retention_on_coco_json(tmp_path):
     assert report["datasets"]["fog_missed"]["conditions"]["fog"]["mAP"] == pytest.approx(0.0)
     assert report["retention"]["fog_found"]["overall"] == pytest.approx(1.0)
     assert report["retention"]["fog_missed"]["overall"] == pytest.approx(0.0)
+    table = format_table(report)
+    assert "AP per class" in table and "fog_missed" in table
+    car_row = next(line for line in table.splitlines() if line.startswith("car "))
+    # Columns: source, source/clear, fog_found, fog_found/fog, fog_missed, fog_missed/fog.
+    assert car_row.split()[1:] == ["100.00"] * 4 + ["0.00"] * 2
 
 
 def test_label_outside_model_classes_names_the_file(tmp_path):
