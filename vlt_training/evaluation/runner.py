@@ -29,16 +29,16 @@ def evaluate(model: nn.Module, cfg: Config, device="cpu", amp: str = "none", mod
         raise ValueError("no eval.datasets configured")
     if mode is not None:
         cfg.eval.mode = mode
+    labels = [ds.display_name for ds in cfg.eval.datasets]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"eval dataset labels {labels} are not unique; give datasets distinct 'label's")
+    source = cfg.eval.source or labels[0]
+    if source not in labels:  # checked before hours of inference, not after
+        raise ValueError(f"eval.source {source!r} is not one of the eval dataset labels {labels}")
     datasets: dict[str, Any] = {}
     for ds in cfg.eval.datasets:
         records = load_records(ds, cfg.data, hooks.record_filter)
-        label = ds.display_name
-        if label in datasets:
-            raise ValueError(f"two eval datasets are labelled {label!r}; give one a distinct 'label'")
-        datasets[label] = hooks.evaluate(model, records, cfg, device, amp)
-    source = cfg.eval.source or next(iter(datasets))
-    if source not in datasets:
-        raise ValueError(f"eval.source {source!r} is not one of the eval dataset labels {list(datasets)}")
+        datasets[ds.display_name] = hooks.evaluate(model, records, cfg, device, amp)
     metric = hooks.primary_metric
     source_score = datasets[source]["overall"][metric]
     ret = {}
@@ -88,18 +88,24 @@ def _fmt(value) -> str:
 def format_table(report: dict) -> str:
     """Summary rows per dataset and condition, then per-class scores when the task reports them."""
     metric = report["primary_metric"]
-    lines = [f"{'dataset':<28} {'images':>6} {metric:>7} {'retention':>9}"]
+    # Secondary summary columns, when the task reports them.
+    extra = [k for k in ("pixel_accuracy", "AP50") if k in next(iter(report["datasets"].values()))["overall"]]
+    lines = [f"{'dataset':<28} {'images':>6} {metric:>7}" + "".join(f" {k[:9]:>9}" for k in extra)
+             + f" {'retention':>9}"]
     columns: list[tuple[str, dict]] = []
+
+    def row(name: str, m: dict, ret: str) -> str:
+        return (f"{name:<28} {m['num_images']:>6} {_fmt(m[metric]):>7}"
+                + "".join(f" {_fmt(m.get(k)):>9}" for k in extra) + f" {ret:>9}")
+
     for label, result in report["datasets"].items():
         ret = report["retention"].get(label, {})
-        lines.append(f"{label:<28} {result['num_images']:>6} {_fmt(result['overall'][metric]):>7} "
-                     f"{_fmt(ret.get('overall')) if ret else '(source)':>9}")
+        lines.append(row(label, result["overall"], _fmt(ret.get("overall")) if ret else "(source)"))
         columns.append((label, result["overall"]))
         conds = result["conditions"]
         if len(conds) > 1 or (conds and next(iter(conds)) != "all"):
             for cond, m in conds.items():
-                lines.append(f"  {cond:<26} {m['num_images']:>6} {_fmt(m[metric]):>7} "
-                             f"{_fmt(ret.get('conditions', {}).get(cond)) if ret else '':>9}")
+                lines.append(row(f"  {cond}", m, _fmt(ret.get("conditions", {}).get(cond)) if ret else ""))
                 columns.append((f"{label}/{cond}", m))
     # Segmentation reports per_class_iou, detection per_class_AP.
     key, title = ("per_class_AP", "AP per class") if any("per_class_AP" in m for _, m in columns) \

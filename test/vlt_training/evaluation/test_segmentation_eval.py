@@ -149,3 +149,16 @@ def test_slide_pads_images_smaller_than_the_window():
     out = slide_inference(ChannelArgmax(expect_size=(16, 16)), images, crop_size=(16, 16), stride=(8, 8))
     assert out.shape == (1, 3, 10, 12)
     assert torch.allclose(out, images * 2 + 1)
+
+
+def test_bad_source_or_duplicate_labels_fail_before_inference(tmp_path):
+    model = ChannelArgmax()
+    cfg = cfg_for(tmp_path)  # the dataset folders don't even exist: the check comes first
+    cfg.eval.source = "elsewhere"
+    with pytest.raises(ValueError, match="eval.source 'elsewhere' is not one of"):
+        evaluate(model, cfg)
+    cfg = cfg_for(tmp_path)
+    cfg.eval.datasets[1].label = "source"
+    with pytest.raises(ValueError, match="not unique"):
+        evaluate(model, cfg)
+    assert model.calls == 0
