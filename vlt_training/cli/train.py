@@ -31,10 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from vlt_training.data.records import DataError
+    from vlt_training.engine.checkpoint import CheckpointError
     from vlt_training.engine.trainer import train
 
     out = args.out or f"runs/{cfg.name}"
-    result = train(cfg, out, progress=False if args.no_progress else None)
+    try:
+        result = train(cfg, out, progress=False if args.no_progress else None)
+    except (DataError, CheckpointError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if result.checkpoint is not None:
         print(f"trained to step {result.step}; checkpoint: {result.checkpoint}")
     return 0

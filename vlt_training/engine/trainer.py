@@ -173,11 +173,12 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     seed_everything(tc.seed)  # same seed on every rank: DDP also broadcasts rank 0's initial weights
 
     maybe_generate_synthetic(cfg, info)
+    records = load_train_records(cfg.data, hooks.record_filter)  # before the model: a wrong path fails fast
     model = build_model(cfg.model).to(device)
     from vlt_training.evaluation.segmentation import model_norm
 
     mean, std = model_norm(model)
-    dataset = hooks.build_train_dataset(load_train_records(cfg.data, hooks.record_filter), cfg, mean, std)
+    dataset = hooks.build_train_dataset(records, cfg, mean, std)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, tc.max_iters)
     scaler = grad_scaler(device, tc.amp)

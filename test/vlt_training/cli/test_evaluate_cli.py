@@ -24,3 +24,11 @@ def test_train_rejects_unknown_override_before_doing_anything(tmp_path, capsys):
     assert train.main(["--config", TINY, "--out", str(out), "train.max_iter=3"]) == 2
     assert "unknown key 'train.max_iter'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    rc = train.main(["--config", TINY, "--out", str(tmp_path / "run"), f"data.root={tmp_path / 'none'}",
+                     "data.synthetic.enabled=false"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "error: dataset 'cityscapes' split 'train'" in err and "none" in err
