@@ -208,6 +208,17 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[Path]:
     return removed
 
 
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete hidden leftovers of writes or prunes interrupted by a kill (``.tmp_*``, ``.old_*``, ``.del_*``)."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith((".tmp_", ".old_", ".del_"))]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Reading
 

@@ -217,6 +217,7 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     log = tb = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(run_dir)
         save_config(cfg, run_dir / "config.yaml")
         _truncate_log(run_dir / "log.csv", start_step)
         log, tb = CsvLog(run_dir / "log.csv"), _tensorboard(run_dir)

@@ -15,14 +15,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
-# 4 training images of 64x128, no augmentation, evaluated on those same images: an overfitting check.
+# 4 training images at the tiny config's 128x256, no augmentation, evaluated on those same images: an overfitting
+# check. Not smaller: Mask2Former predicts masks at stride 4, and at 64x128 even the ground truth pooled to
+# stride 4 and upsampled scores only ~94% pixel accuracy on these scenes (~97.5% at 128x256).
 OVERFIT = [
-    "data.synthetic.num_train=4", "data.synthetic.num_val=1", "data.synthetic.height=64", "data.synthetic.width=128",
-    "data.synthetic.conditions=[fog]", "data.crop_size=[64,128]", "data.augment.resize_ratio=[1.0,1.0]",
-    "data.augment.flip_prob=0.0", "data.augment.photometric=false", "data.augment.cat_max_ratio=1.0",
-    "model.overrides={train_num_points: 256}", "optim.lr=2e-3", "schedule.warmup_iters=10",
+    "data.synthetic.num_train=4", "data.synthetic.num_val=1", "data.synthetic.conditions=[fog]",
+    "data.augment.resize_ratio=[1.0,1.0]", "data.augment.flip_prob=0.0", "data.augment.photometric=false",
+    "data.augment.cat_max_ratio=1.0", "optim.lr=2e-3", "schedule.warmup_iters=10",
     "train.max_iters=200", "train.checkpoint_interval=1000", "train.log_interval=20",
-    "eval.datasets=[{name: cityscapes, root: cityscapes, split: train, label: train}]", "eval.crop_size=[64,128]",
+    "eval.datasets=[{name: cityscapes, root: cityscapes, split: train, label: train}]", "eval.source=train",
 ]
 
 

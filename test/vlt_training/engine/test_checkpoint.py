@@ -124,6 +124,15 @@ def test_crash_during_write_leaves_no_visible_checkpoint(tmp_path, monkeypatch):
     assert latest_checkpoint(tmp_path).name == "step_00000001"
 
 
+def test_stale_temporaries_are_removed_but_checkpoints_kept(tmp_path):
+    _save(tmp_path, 1, ContractNet())
+    (tmp_path / "checkpoints" / ".tmp_step_00000002_abc").mkdir()  # a write killed half-way
+    (tmp_path / "checkpoints" / ".tmp_step_00000002_abc" / "model.safetensors").write_bytes(b"partial")
+    removed = ckpt_mod.remove_stale_temporaries(tmp_path)
+    assert [p.name for p in removed] == [".tmp_step_00000002_abc"]
+    assert os.listdir(tmp_path / "checkpoints") == ["step_00000001"]
+
+
 def test_resave_same_step_replaces(tmp_path, factory):
     model = ContractNet()
     _save(tmp_path, 5, model)
