@@ -78,7 +78,7 @@ class TorchEngine(InferenceEngine):
                 "the torch engine needs vlt_training (pip install -r requirements/train.txt)") from exc
         try:
             model, metadata = load_model(path)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
             raise EngineError(f"{path}: cannot load checkpoint: {exc}") from exc
         return cls(model.export_module(), metadata, model_path=str(path), **kwargs)
 

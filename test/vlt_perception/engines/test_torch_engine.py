@@ -63,6 +63,15 @@ def test_missing_checkpoint_names_the_path(tmp_path):
         TorchEngine.from_checkpoint(tmp_path / "run")
 
 
+def test_corrupt_checkpoint_names_the_file(tmp_path):
+    pytest.importorskip("vlt_training.engine.checkpoint")
+    ckpt = tmp_path / "step_00000001"
+    ckpt.mkdir()
+    (ckpt / "meta.json").write_text("{not json")
+    with pytest.raises(EngineError, match=f"{ckpt}: cannot load checkpoint: .*meta.json: corrupt JSON"):
+        TorchEngine.from_checkpoint(ckpt)
+
+
 def test_tuple_outputs_follow_the_contract_order():
     det = ModelMetadata(task="detection", class_names=["car"])
     out = outputs_to_numpy((torch.zeros(1, 2, 4), torch.ones(1, 2), torch.zeros(1, 2, dtype=torch.int32)), det)
