@@ -80,7 +80,9 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
                               "ONNX export precision (bf16: torch engine; int8: TensorRT)")
         from vlt_perception.engines.onnxruntime_engine import OnnxRuntimeEngine
 
-        return OnnxRuntimeEngine(path, providers=providers, require_gpu=require_gpu, intra_op_threads=threads)
+        # fp32 files run the TensorRT EP in fp16 unless fp32 was asked for explicitly (as the TensorRT engine does).
+        return OnnxRuntimeEngine(path, providers=providers, require_gpu=require_gpu, intra_op_threads=threads,
+                                 trt_fp16=precision != "fp32", cache_dir=cache_dir)
     if engine == "tensorrt":
         return _create_tensorrt(path, kind, precision, cache_dir, max_batch, build_only)
     # torch

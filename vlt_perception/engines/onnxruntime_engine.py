@@ -51,17 +51,34 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str])
     return chosen
 
 
+def provider_options(providers: Sequence[str], model_path: Path, cache_dir: str | Path | None,
+                     fp16: bool) -> list:
+    """Providers with options: the TensorRT EP caches its engines (it builds for minutes otherwise on every start)
+    beside the model or in ``cache_dir`` and builds fp16 when asked; other providers keep their defaults."""
+    out = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider":
+            cache = Path(cache_dir) if cache_dir else model_path.parent / f"{model_path.stem}.ort_trt_cache"
+            out.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                               "trt_timing_cache_enable": True, "trt_fp16_enable": bool(fp16)}))
+        else:
+            out.append(name)
+    return out
+
+
 class OnnxRuntimeEngine(InferenceEngine):
     """An exported ONNX model in an ``onnxruntime.InferenceSession``.
 
     ``providers``: execution provider names in order of preference (default TensorRT, CUDA, CPU);
     ``intra_op_threads`` / ``inter_op_threads``: thread pools (None = ONNX Runtime's default);
-    ``require_gpu``: raise unless a GPU provider really runs; ``metadata`` overrides the file's own.
+    ``require_gpu``: raise unless a GPU provider really runs; ``metadata`` overrides the file's own;
+    ``trt_fp16`` / ``cache_dir``: TensorRT execution provider precision and engine cache folder.
     """
 
     def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None, require_gpu: bool = False,
                  intra_op_threads: int | None = None, inter_op_threads: int | None = None,
-                 metadata: ModelMetadata | None = None) -> None:
+                 metadata: ModelMetadata | None = None, trt_fp16: bool = True,
+                 cache_dir: str | Path | None = None) -> None:
         ort = import_onnxruntime()
         self.path = require_file(path, "ONNX model")
         options = ort.SessionOptions()
@@ -72,7 +89,9 @@ class OnnxRuntimeEngine(InferenceEngine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         chosen = resolve_providers(providers, ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options,
+                providers=provider_options(chosen, self.path, cache_dir, trt_fp16))
         except Exception as exc:  # onnxruntime raises its own exception types per failure
             raise EngineError(f"{self.path}: ONNX Runtime cannot load this model: {exc}") from exc
         running = list(self.session.get_providers())

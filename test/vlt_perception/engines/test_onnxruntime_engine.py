@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from vlt_perception.engines.base import EngineError, EngineUnavailableError
-from vlt_perception.engines.onnxruntime_engine import DEFAULT_PROVIDERS, OnnxRuntimeEngine, resolve_providers
+from vlt_perception.engines.onnxruntime_engine import (
+    DEFAULT_PROVIDERS, OnnxRuntimeEngine, provider_options, resolve_providers)
 
 
 def test_infer_matches_numpy_reference(seg_onnx, images, reference_seg):
@@ -79,3 +80,14 @@ def test_bad_input_is_explained(seg_onnx, bad):
 
 def test_warmup_runs(seg_onnx):
     OnnxRuntimeEngine(seg_onnx, providers=["CPUExecutionProvider"]).warmup(1)
+
+
+def test_tensorrt_provider_caches_its_engines(tmp_path):
+    model = tmp_path / "m.onnx"
+    opts = provider_options(list(DEFAULT_PROVIDERS), model, None, fp16=True)
+    assert opts[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    name, trt = opts[0]
+    assert name == "TensorrtExecutionProvider" and trt["trt_engine_cache_enable"] and trt["trt_fp16_enable"]
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "m.ort_trt_cache")
+    _, trt = provider_options(["TensorrtExecutionProvider"], model, tmp_path / "c", fp16=False)[0]
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "c") and not trt["trt_fp16_enable"]
