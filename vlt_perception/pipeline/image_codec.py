@@ -133,9 +133,8 @@ def decode_image(
     itemsize = 2 if fmt.dtype == "u2" else 1
     row_bytes = width * fmt.channels * itemsize
     if step < row_bytes:
-        raise ImageDecodeError(
-            KIND_STEP, f"{encoding} image {width}x{height}: step {step} is smaller than a packed row ({row_bytes} bytes)"
-        )
+        raise ImageDecodeError(KIND_STEP, f"{encoding} image {width}x{height}: step {step} is smaller than a "
+                                          f"packed row ({row_bytes} bytes)")
     if fmt.channels == 2 and width % 2:
         raise ImageDecodeError(KIND_STEP, f"{encoding} image: width {width} must be even (2 pixels share U and V)")
     buffer = np.frombuffer(data, dtype=np.uint8)
