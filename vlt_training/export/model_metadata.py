@@ -22,4 +22,5 @@ def metadata_for_model(model, height: int, width: int) -> ModelMetadata:
     palette += [[(37 * i) % 256, (91 * i) % 256, (173 * i) % 256] for i in range(len(palette), len(names))]
     return ModelMetadata(task=task_of(model), model_name=getattr(model, "model_name", ""), class_names=names,
                          palette=palette, mean=[float(v) for v in model.pixel_mean],
-                         std=[float(v) for v in model.pixel_std], input_height=height, input_width=width)
+                         std=[float(v) for v in model.pixel_std], input_height=height, input_width=width,
+                         max_detections=int(getattr(model, "max_detections", 100)))

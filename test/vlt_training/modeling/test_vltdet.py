@@ -209,3 +209,20 @@ def test_export_graph_matches_pytorch_in_onnxruntime(tiny, tmp_path):
         assert (ref[1] > tiny.score_thresh).sum() > 10 * batch  # the comparison covers many detections
         assert _match_fraction(*ref, boxes, scores, labels, tiny.score_thresh) >= 0.99
         np.testing.assert_allclose(np.sort(scores, axis=1), np.sort(ref[1], axis=1), atol=1e-4)
+
+
+def test_max_detections_reaches_outputs_and_metadata():
+    from vlt_training.config import Config
+    from vlt_training.engine.tasks import get_task
+    from vlt_training.engine.trainer import model_metadata
+    from vlt_training.export.model_metadata import metadata_for_model
+
+    model = create_model("vltdet_tiny_fcos", max_detections=20).eval()
+    with torch.no_grad():
+        boxes, scores, labels = model.predict(torch.randn(1, 3, H, W))
+    assert boxes.shape == (1, 20, 4) and scores.shape == labels.shape == (1, 20)
+    assert metadata_for_model(model, H, W).max_detections == 20
+    checkpoint_meta = model_metadata(model, Config(task="detection"), get_task("detection"), step=0)
+    assert checkpoint_meta.max_detections == 20 and checkpoint_meta.task == "detection"
+    with pytest.raises(ValueError, match="max_detections"):
+        create_model("vltdet_tiny_fcos", max_detections=500, pre_nms_topk=300)
