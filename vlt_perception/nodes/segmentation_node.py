@@ -54,6 +54,9 @@ class SegmentationNode(common.PerceptionNode):
             array = getattr(result, name)
             if pubs[name] is not None and array is not None:
                 pubs[name].publish(conversions.array_to_image(array, encoding, header))
+        if pubs["confidence"] is not None and result.confidence is None:
+            self.get_logger().warning("the model exports no 'confidence' output: ~/out/confidence stays silent",
+                                      once=True)
         return result.engine_ms
 
 
