@@ -13,5 +13,7 @@ if [ -f "$_vlt_overlay/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   . "$_vlt_overlay/local_setup.bash"
 fi
+# Name the middleware explicitly: the PyPI wheels ship Fast DDS only.
+export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export PYTHONPATH="$_vlt_root${PYTHONPATH:+:$PYTHONPATH}"
 unset _vlt_root _vlt_overlay
