@@ -94,6 +94,7 @@ def test_default_classes_and_rebuild_from_init_kwargs(tiny):
         ([{"boxes": torch.tensor([[10.0, 10.0, 5.0, 20.0]]), "labels": torch.tensor([0])}] * 2, "degenerate box"),
         ([{"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "labels": torch.tensor([7])}] * 2, "labels must be in"),
         ([{"boxes": torch.ones(2, 3), "labels": torch.tensor([0, 1])}] * 2, "must be \\(N, 4\\)"),
+        ([{"boxes": torch.ones(0, 4)}] * 2, "expected a dict with 'boxes'"),
     ],
 )
 def test_bad_targets_name_the_problem(tiny, targets, match):

@@ -173,6 +173,9 @@ class VLTDet(nn.Module):
                              f"'labels'; got {type(targets).__name__}")
         checked = []
         for i, target in enumerate(targets):
+            if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+                raise ValueError(f"target {i}: expected a dict with 'boxes' (N, 4) and 'labels' (N,), got "
+                                 f"{sorted(target) if isinstance(target, dict) else type(target).__name__}")
             boxes = torch.as_tensor(target.get("boxes"), dtype=torch.float32, device=images.device)
             labels = torch.as_tensor(target.get("labels"), dtype=torch.int64, device=images.device)
             boxes = boxes.reshape(-1, 4) if boxes.numel() == 0 else boxes
