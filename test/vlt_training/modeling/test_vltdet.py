@@ -129,7 +129,8 @@ def _hand_made_outputs(head: FCOSDetHead, logits: dict[int, tuple[int, float]], 
     cls = torch.full((batch, n, head.num_classes), -1e4)
     for (image, cell), (cls_id, value) in logits.items():
         cls[image, cell, cls_id] = value
-    return {"cls_logits": cls, "bbox_regression": torch.ones(batch, n, 4), "bbox_ctrness": torch.full((batch, n, 1), 1e4)}
+    return {"cls_logits": cls, "bbox_regression": torch.ones(batch, n, 4),
+            "bbox_ctrness": torch.full((batch, n, 1), 1e4)}
 
 
 def test_decode_nms_keeps_classes_and_images_apart():
