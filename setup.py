@@ -26,7 +26,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{TRAINING}", [f"resource/{TRAINING}_share/package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{TRAINING}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/interfaces/vision_msgs/msg", glob("interfaces/vision_msgs/msg/*.msg")),
         # `ros2 run vlt_training <verb>` looks in lib/vlt_training.
