@@ -64,3 +64,9 @@ def train_tiny_detector(out_dir: str | os.PathLike, extra_overrides: list[str] |
     if not (checkpoint / "model.safetensors").is_file():
         raise RuntimeError(f"training finished but {checkpoint} has no model.safetensors:\n{proc.stdout[-4000:]}")
     return checkpoint
+
+
+def shared_detector_dir(tmp_path_factory) -> Path:
+    """One folder per test session (or ``VLT_TINY_DETECTOR_DIR``), so the detector is trained once per run
+    whichever tests ask for it first."""
+    return Path(os.environ.get("VLT_TINY_DETECTOR_DIR") or tmp_path_factory.getbasetemp() / "tiny_detector")

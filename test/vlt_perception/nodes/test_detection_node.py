@@ -152,11 +152,9 @@ def trained_detector(tmp_path_factory):
     import subprocess
     import sys
 
-    from helpers.tiny_detector import ROOT, train_tiny_detector
+    from helpers.tiny_detector import ROOT, shared_detector_dir, train_tiny_detector
 
-    from pathlib import Path
-
-    out = Path(os.environ.get("VLT_TINY_DETECTOR_DIR") or tmp_path_factory.getbasetemp() / "tiny_detector")
+    out = shared_detector_dir(tmp_path_factory)
     onnx_path = out / "tiny_det.onnx"
     if not onnx_path.is_file():
         checkpoint = train_tiny_detector(out)

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from helpers.tiny_detector import MAX_ITERS, ROOT, train_tiny_detector
+from helpers.tiny_detector import MAX_ITERS, ROOT, shared_detector_dir, train_tiny_detector
 
 pytestmark = pytest.mark.cli
 
 
 @pytest.fixture(scope="module")
 def tiny_detector(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_det")
+    out = shared_detector_dir(tmp_path_factory)  # shared with the detection-node test
     return out, train_tiny_detector(out)
 
 
