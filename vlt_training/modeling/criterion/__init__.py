@@ -5,9 +5,13 @@ from vlt_training.modeling.criterion.point_sample import (
     get_uncertain_point_coords_with_randomness,
     point_sample,
 )
-from vlt_training.modeling.criterion.set_criterion import SetCriterion, sem_seg_to_instances
+from vlt_training.modeling.criterion.set_criterion import (
+    SetCriterion,
+    batch_sem_seg_to_instances,
+    sem_seg_to_instances,
+)
 
 __all__ = [
-    "HungarianMatcher", "SetCriterion", "get_uncertain_point_coords_with_randomness", "point_sample",
+    "HungarianMatcher", "SetCriterion", "batch_sem_seg_to_instances", "get_uncertain_point_coords_with_randomness", "point_sample",
     "sem_seg_to_instances",
 ]

@@ -52,26 +52,36 @@ class HungarianMatcher(nn.Module):
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("Hungarian matching needs scipy: pip install -r requirements/train.txt") from exc
 
-        indices = []
-        for b, target in enumerate(targets):
-            tgt_ids = target["labels"]
-            if tgt_ids.numel() == 0:
-                empty = torch.empty(0, dtype=torch.int64)
-                indices.append((empty, empty))
-                continue
-            prob = outputs["pred_logits"][b].float().softmax(-1)  # Q, K+1
-            cost_class = -prob[:, tgt_ids]  # Q, T
-            out_mask = outputs["pred_masks"][b][:, None].float()  # Q, 1, h, w
-            tgt_mask = target["masks"][:, None].to(out_mask)  # T, 1, H, W
-            coords = torch.rand(1, self.num_points, 2, device=out_mask.device)
-            tgt_pts = point_sample(tgt_mask, coords.repeat(tgt_mask.shape[0], 1, 1))[:, 0]  # T, P
-            out_pts = point_sample(out_mask, coords.repeat(out_mask.shape[0], 1, 1))[:, 0]  # Q, P
-            cost = (self.cost_mask * batch_sigmoid_ce_cost(out_pts, tgt_pts)
-                    + self.cost_class * cost_class
-                    + self.cost_dice * batch_dice_cost(out_pts, tgt_pts))
+        b = len(targets)
+        empty = torch.empty(0, dtype=torch.int64)
+        indices = [(empty, empty)] * b
+        used = [i for i, t in enumerate(targets) if t["labels"].numel() > 0]
+        if not used:
+            return indices
+        masks = outputs["pred_masks"]
+        # one draw of (n, P, 2) equals n per-image draws of (1, P, 2) in order: same points as a per-image loop
+        coords = torch.rand(len(used), self.num_points, 2, device=masks.device)  # n, P, 2
+        # all images' predictions in one sampling call: queries are channels, (n, Q, h, w) -> (n, Q, P)
+        out_pts = point_sample(masks[used].float(), coords)
+        # all images' target masks in one call, each with the points of its image: (sum T, 1, P)
+        counts = [int(targets[i]["masks"].shape[0]) for i in used]
+        tgt_masks = torch.cat([targets[i]["masks"] for i in used])[:, None].to(out_pts)  # sum T, 1, H, W
+        tgt_coords = coords.repeat_interleave(torch.tensor(counts, device=coords.device), dim=0)  # sum T, P, 2
+        tgt_pts = point_sample(tgt_masks, tgt_coords)[:, 0].split(counts)  # [(T, P)] per image
+        # BCE against all-ones / all-zeros targets, for every image at once (the pairwise CE cost's two terms)
+        pos = F.binary_cross_entropy_with_logits(out_pts, torch.ones_like(out_pts), reduction="none")
+        neg = F.binary_cross_entropy_with_logits(out_pts, torch.zeros_like(out_pts), reduction="none")
+        probs = outputs["pred_logits"][used].float().softmax(-1)  # n, Q, K+1
+        for n, i in enumerate(used):
+            tgt_ids = targets[i]["labels"]
+            tgt = tgt_pts[n]  # T, P
+            cost_mask = (pos[n] @ tgt.T + neg[n] @ (1 - tgt).T) / out_pts.shape[-1]  # Q, T
+            cost = (self.cost_mask * cost_mask
+                    + self.cost_class * -probs[n][:, tgt_ids]
+                    + self.cost_dice * batch_dice_cost(out_pts[n], tgt))
             cost = cost.cpu().numpy()
             if not np.isfinite(cost).all():
                 raise FloatingPointError("non-finite matching cost: the model produced NaN/inf predictions")
             rows, cols = linear_sum_assignment(cost)
-            indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+            indices[i] = (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
         return indices

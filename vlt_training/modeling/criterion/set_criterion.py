@@ -27,10 +27,27 @@ def sigmoid_ce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: floa
 
 def sem_seg_to_instances(sem_seg: torch.Tensor, num_classes: int, ignore_index: int = 255) -> dict:
     """A (H, W) label map -> ``{"labels": (T,), "masks": (T, H, W) float}``: one mask per class present."""
-    classes = torch.unique(sem_seg)
-    classes = classes[(classes != ignore_index) & (classes >= 0) & (classes < num_classes)]
-    masks = (sem_seg[None] == classes[:, None, None]).float()
-    return {"labels": classes.long(), "masks": masks}
+    return batch_sem_seg_to_instances(sem_seg[None], num_classes, ignore_index)[0]
+
+
+def batch_sem_seg_to_instances(sem_seg: torch.Tensor, num_classes: int, ignore_index: int = 255) -> list[dict]:
+    """(B, H, W) label maps -> per image ``{"labels": (T,) ascending, "masks": (T, H, W) float}``.
+
+    The classes present come from one bincount over the batch instead of a ``torch.unique`` (a sort) per image.
+    """
+    b = sem_seg.shape[0]
+    valid = (sem_seg != ignore_index) & (sem_seg >= 0) & (sem_seg < num_classes)  # B, H, W
+    # each image counts into its own num_classes + 1 bins; the last bin collects ignored pixels
+    offsets = torch.arange(b, device=sem_seg.device)[:, None, None] * (num_classes + 1)
+    bins = torch.where(valid, sem_seg.long(), num_classes) + offsets
+    present = torch.bincount(bins.flatten(), minlength=b * (num_classes + 1)).view(b, num_classes + 1)
+    present = present[:, :num_classes] > 0  # B, K
+    instances = []
+    for i in range(b):
+        classes = present[i].nonzero()[:, 0]  # T, ascending
+        masks = (sem_seg[i][None] == classes[:, None, None]).float()  # T, H, W
+        instances.append({"labels": classes, "masks": masks})
+    return instances
 
 
 class SetCriterion(nn.Module):

@@ -22,7 +22,7 @@ from torch import nn
 
 from vlt_perception.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
 from vlt_training.modeling.backbone import CLIPVisionBackbone
-from vlt_training.modeling.criterion import HungarianMatcher, SetCriterion, sem_seg_to_instances
+from vlt_training.modeling.criterion import HungarianMatcher, SetCriterion, batch_sem_seg_to_instances
 from vlt_training.modeling.neck import SimpleFeaturePyramid
 from vlt_training.modeling.pixel_decoder import MSDeformAttnPixelDecoder
 from vlt_training.modeling.registry import register_model
@@ -187,7 +187,7 @@ class VLTSeg(nn.Module):
         # pad labels like the images (backbone pads to a multiple of the patch size); padding is ignored
         ph, pw = self.backbone.padded_size(*images.shape[-2:])
         padded = F.pad(sem_seg, (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=self.ignore_index)
-        instances = [sem_seg_to_instances(s, self.num_classes, self.ignore_index) for s in padded]
+        instances = batch_sem_seg_to_instances(padded, self.num_classes, self.ignore_index)
         losses = self.criterion(outputs, instances)
         if scores is not None and self.pixel_text_weight > 0:
             losses["loss_pixel_text"] = self.pixel_text.loss(scores, padded, self.ignore_index) * self.pixel_text_weight
