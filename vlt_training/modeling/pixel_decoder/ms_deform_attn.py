@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlt_training.modeling.layers import cached_constant
+
 
 def ms_deform_attn_core(
     value: torch.Tensor,
@@ -96,7 +98,8 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(b, q, m, n_l, n_p, 2)
         weights = self.attention_weights(query).view(b, q, m, n_l * n_p).softmax(-1).view(b, q, m, n_l, n_p)
         # offsets are in pixels of each level: normalise by that level's (w, h)
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
+        normalizer = cached_constant(("deform_normalizer", tuple(spatial_shapes)), query.device, query.dtype,
+                                     lambda: torch.tensor([[w, h] for h, w in spatial_shapes], dtype=torch.float32))
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         out = ms_deform_attn_core(v, spatial_shapes, locations, weights)
         return self.output_proj(out)

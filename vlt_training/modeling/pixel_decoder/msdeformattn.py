@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlt_training.modeling.layers import c2_xavier_fill, sine_position_encoding
+from vlt_training.modeling.layers import c2_xavier_fill, cached_constant, sine_position_encoding
 from vlt_training.modeling.pixel_decoder.ms_deform_attn import MSDeformAttn
 
 
@@ -121,7 +121,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pos_list.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
         src = torch.cat(srcs, 1)  # B, S, C
         pos = torch.cat(pos_list, 1)
-        ref = encoder_reference_points(shapes, self.n_levels, src.device, src.dtype)
+        # depends only on the level sizes: built once per size (an initialiser in exported graphs)
+        ref = cached_constant(("encoder_ref", tuple(shapes), self.n_levels), src.device, src.dtype,
+                              lambda: encoder_reference_points(shapes, self.n_levels, src.device, src.dtype))
         ref = ref.expand(src.shape[0], -1, -1, -1)
         for layer in self.layers:
             src = layer(src, pos, ref, shapes)
