@@ -63,11 +63,11 @@ class HungarianMatcher(nn.Module):
         coords = torch.rand(len(used), self.num_points, 2, device=masks.device)  # n, P, 2
         # all images' predictions in one sampling call: queries are channels, (n, Q, h, w) -> (n, Q, P)
         out_pts = point_sample(masks[used].float(), coords)
-        # all images' target masks in one call, each with the points of its image: (sum T, 1, P)
-        counts = [int(targets[i]["masks"].shape[0]) for i in used]
-        tgt_masks = torch.cat([targets[i]["masks"] for i in used])[:, None].to(out_pts)  # sum T, 1, H, W
-        tgt_coords = coords.repeat_interleave(torch.tensor(counts, device=coords.device), dim=0)  # sum T, P, 2
-        tgt_pts = point_sample(tgt_masks, tgt_coords)[:, 0].split(counts)  # [(T, P)] per image
+        # target masks per image, as views (a full-resolution concatenation would copy every mask): [(T, P)]
+        tgt_pts = []
+        for n, i in enumerate(used):
+            tgt_mask = targets[i]["masks"][:, None].to(out_pts)  # T, 1, H, W
+            tgt_pts.append(point_sample(tgt_mask, coords[n:n + 1].expand(tgt_mask.shape[0], -1, -1))[:, 0])
         # BCE against all-ones / all-zeros targets, for every image at once (the pairwise CE cost's two terms)
         pos = F.binary_cross_entropy_with_logits(out_pts, torch.ones_like(out_pts), reduction="none")
         neg = F.binary_cross_entropy_with_logits(out_pts, torch.zeros_like(out_pts), reduction="none")

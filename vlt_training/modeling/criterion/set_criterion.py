@@ -97,19 +97,37 @@ class SetCriterion(nn.Module):
     def loss_masks(self, outputs: dict, targets: list[dict], indices, num_masks: float):
         pred = outputs["pred_masks"]  # B, Q, h, w
         src = torch.cat([pred[b, s.to(pred.device)] for b, (s, _) in enumerate(indices)])  # N, h, w
-        tgt = torch.cat([t["masks"][j.to(pred.device)] for t, (_, j) in zip(targets, indices)]).to(src.dtype)
         if src.shape[0] == 0:
             # no ground-truth mask in the batch: zero loss that still depends on the predictions
             zero = pred.sum() * 0.0
             return zero, zero
         src = src[:, None].float()  # N, 1, h, w
-        tgt = tgt[:, None].float()  # N, 1, H, W
         with torch.no_grad():
             coords = get_uncertain_point_coords_with_randomness(
                 src, self.num_points, self.oversample_ratio, self.importance_sample_ratio)  # N, P, 2
-            tgt_pts = point_sample(tgt, coords)[:, 0]  # N, P
+            tgt_pts = self._sample_matched_targets(targets, indices, coords)  # N, P
         src_pts = point_sample(src, coords)[:, 0]
         return sigmoid_ce_loss(src_pts, tgt_pts, num_masks), dice_loss(src_pts, tgt_pts, num_masks)
+
+    @staticmethod
+    def _sample_matched_targets(targets: list[dict], indices, coords: torch.Tensor) -> torch.Tensor:
+        """Target mask values (N, P) of the matched pairs (in ``indices`` order) at their points ``coords``.
+
+        Samples each image's (T, H, W) masks in place, each target at the points of the prediction it is matched
+        to, instead of gathering the matched full-resolution masks into a new (N, H, W) tensor first.
+        """
+        out, start = [], 0
+        for target, (_, j) in zip(targets, indices):
+            n = len(j)
+            if n == 0:
+                continue
+            masks = target["masks"][:, None].float()  # T, 1, H, W (a view)
+            j = j.to(masks.device)
+            grid = coords.new_zeros((masks.shape[0],) + coords.shape[1:])  # T, P, 2; unmatched targets unused
+            grid[j] = coords[start:start + n]
+            out.append(point_sample(masks, grid)[:, 0][j])  # n, P
+            start += n
+        return torch.cat(out)
 
     def _losses(self, outputs: dict, targets: list[dict], num_masks: float) -> dict[str, torch.Tensor]:
         indices = self.matcher(outputs, targets)
