@@ -254,11 +254,15 @@ def _vltseg(defaults: dict, overrides: dict) -> VLTSeg:
 
 @register_model
 def vltseg_tiny_mask2former(**kwargs) -> VLTSeg:
-    """Tiny random tower (``vlt-tiny-vit``: 4 blocks of width 128, patch 16) for CPU tests and demos."""
+    """Tiny random tower (``vlt-tiny-vit``: 4 blocks of width 128, patch 16) for CPU tests and demos.
+
+    784 = 28 x 28 sampled mask points: Mask2Former's density (12544 points for the 128 x 256 stride-4 masks of
+    512 x 1024 crops) for the 32 x 64 masks of 128 x 256 crops.
+    """
     return _vltseg(dict(
         clip_model="vlt-tiny-vit", pyramid_channels=64, conv_dim=64, mask_dim=64, encoder_layers=2,
         encoder_ffn_dim=128, encoder_heads=4, hidden_dim=64, num_queries=20, nheads=4, dim_feedforward=128,
-        dec_layers=3, train_num_points=2048,
+        dec_layers=3, train_num_points=784,
     ), kwargs)
 
 

@@ -37,17 +37,18 @@ def ms_deform_attn_core(
     _, q, _, n_levels, n_points, _ = sampling_locations.shape
     value_list = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
-    sampled = []
+    # B, Q, M, L, P -> B*M, 1, Q, L, P
+    weights = attention_weights.transpose(1, 2).reshape(b * m, 1, q, n_levels, n_points)
+    out = None
     for lvl, (h, w) in enumerate(spatial_shapes):
         # B, h*w, M, D -> B*M, D, h, w
         v = value_list[lvl].flatten(2).transpose(1, 2).reshape(b * m, d, h, w)
         # B, Q, M, P, 2 -> B*M, Q, P, 2
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        # B*M, D, Q, P
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # B, Q, M, L, P -> B*M, 1, Q, L*P
-    weights = attention_weights.transpose(1, 2).reshape(b * m, 1, q, n_levels * n_points)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # B*M, D, Q
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # B*M, D, Q, P
+        # weight and reduce each level as it comes: no (B*M, D, Q, L*P) stack of every level's samples
+        part = (sampled * weights[..., lvl, :]).sum(-1)  # B*M, D, Q
+        out = part if out is None else out + part
     return out.view(b, m * d, q).transpose(1, 2).contiguous()
 
 
