@@ -4,8 +4,10 @@
     python benchmarks/bench_train_step.py --baseline-root /tmp/baseline   # before/after side by side
 
 Figures:
-* ``train_step``: one AdamW (foreach) step of ``vltseg_tiny_mask2former`` on a batch of 4 at 128x256
-  (forward, Mask2Former losses with Hungarian matching, backward, optimiser step),
+* ``train_step``: one training step of ``vltseg_tiny_mask2former`` on a batch of 4 at 128x256 (forward,
+  Mask2Former losses with Hungarian matching, backward, the trainer's ``build_optimizer`` AdamW step);
+  ``--train-points N`` adds the same step with N sampled mask points in both versions (the factory default
+  differs between them),
 * ``forward_fp32`` / ``forward_bf16``: eval forward of ``vltseg_vit_s16_mask2former`` at 512x1024, batch 1, in
   torch fp32 and with bf16 weights and inputs (the AMX fast path),
 * ``onnxruntime_fp32`` (``--onnx``): the exported graph of the same model in ONNX Runtime (CPU).
@@ -47,14 +49,19 @@ def _timeit(fn, iters: int, warmup: int = 1) -> dict[str, float]:
             "median_cpu_s": float(np.median(cpu)), "iters": iters}
 
 
-def _train_step_bench(iters: int) -> dict:
+def _train_step_bench(iters: int, points: int = 0) -> dict:
     import torch
 
     from vlt_training.modeling import create_model
 
+    from vlt_training.config import OptimConfig
+    from vlt_training.engine.optim import build_optimizer
+
     torch.manual_seed(0)
-    model = create_model("vltseg_tiny_mask2former").train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+    overrides = {"train_num_points": points} if points else {}
+    model = create_model("vltseg_tiny_mask2former", **overrides).train()
+    # the trainer's optimiser (AdamW with VLTSeg's parameter groups), as the training CLI builds it
+    opt = build_optimizer(model, OptimConfig())
     g = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 128, 256, generator=g)
     # blocky label maps with a handful of classes per image, some ignored pixels
@@ -108,6 +115,8 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     result = {"train_step": _train_step_bench(args.iters)}
+    if args.train_points:
+        result[f"train_step_{args.train_points}pts"] = _train_step_bench(args.iters, args.train_points)
     if not args.skip_large:
         result.update(_forward_benches(max(1, args.iters // 2), args.onnx))
     return result
@@ -117,6 +126,7 @@ def _run_worker(root: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--iters", str(args.iters), "--threads", str(args.threads)]
     cmd += ["--skip-large"] if args.skip_large else []
     cmd += ["--onnx"] if args.onnx else []
+    cmd += ["--train-points", str(args.train_points)] if args.train_points else []
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.run(cmd, env=env, cwd=str(root), capture_output=True, text=True)
     if proc.returncode != 0:
@@ -139,6 +149,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-large", action="store_true", help="only the tiny training step")
+    parser.add_argument("--train-points", type=int, default=0,
+                        help="also time the step with this many sampled mask points in both versions")
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime fp32")
     parser.add_argument("--baseline-root", type=Path, help="folder with the baseline vlt_training/vlt_perception")
     parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/current rounds")

@@ -68,12 +68,20 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         group.pop("names")  # optimisers keep unknown keys in state_dict; names are only for inspection/tests
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                 weight_decay=cfg.weight_decay)
+                                 weight_decay=cfg.weight_decay, fused=_fused_supported(groups))
     if cfg.name == "lamb":
         from timm.optim import Lamb
 
         return Lamb(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name!r}; expected adamw or lamb")
+
+
+def _fused_supported(groups: list[dict]) -> bool:
+    """Fused AdamW (one kernel for all tensors) where torch has it: several times faster than the per-tensor
+    loop for models with many small parameters on CPU (the tiny VLTSeg's 208 tensors)."""
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.is_floating_point() and not p.is_sparse and p.device.type in ("cpu", "cuda")
+                                for p in params)
 
 
 def trainable_names(groups: Iterable[dict]) -> list[str]:

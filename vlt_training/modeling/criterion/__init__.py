@@ -12,6 +12,6 @@ from vlt_training.modeling.criterion.set_criterion import (
 )
 
 __all__ = [
-    "HungarianMatcher", "SetCriterion", "batch_sem_seg_to_instances", "get_uncertain_point_coords_with_randomness", "point_sample",
-    "sem_seg_to_instances",
+    "HungarianMatcher", "SetCriterion", "batch_sem_seg_to_instances", "get_uncertain_point_coords_with_randomness",
+    "point_sample", "sem_seg_to_instances",
 ]

@@ -5,6 +5,7 @@ import torch
 from vlt_training.modeling.criterion import (
     HungarianMatcher,
     SetCriterion,
+    batch_sem_seg_to_instances,
     get_uncertain_point_coords_with_randomness,
     point_sample,
     sem_seg_to_instances,
@@ -123,3 +124,48 @@ def test_point_sample_and_importance_sampling():
     assert in_band > 0.25
     values = point_sample(torch.arange(4.0).view(1, 1, 2, 2), torch.tensor([[[0.25, 0.25], [0.75, 0.75]]]))
     torch.testing.assert_close(values, torch.tensor([[[0.0, 3.0]]]))
+
+
+def test_batch_sem_seg_to_instances_matches_unique_per_image():
+    g = torch.Generator().manual_seed(0)
+    sem = torch.randint(0, 5, (3, 9, 11), generator=g)
+    sem[0, :4] = 255
+    sem[1] = 255  # an image with nothing but ignored pixels
+    sem[2][sem[2] == 3] = 1  # a class absent from one image only
+    got = batch_sem_seg_to_instances(sem, 5)
+    for s, inst in zip(sem, got):
+        classes = torch.unique(s)
+        classes = classes[classes != 255]
+        assert inst["labels"].tolist() == classes.tolist()
+        assert torch.equal(inst["masks"], (s[None] == classes[:, None, None]).float())
+    assert got[1]["labels"].numel() == 0 and got[1]["masks"].shape == (0, 9, 11)
+
+
+def test_matched_targets_sampled_in_place_equal_gathered_masks():
+    g = torch.Generator().manual_seed(1)
+    targets = [{"masks": (torch.rand(3, 8, 10, generator=g) > 0.5).float()},
+               {"masks": torch.zeros(0, 8, 10)},
+               {"masks": (torch.rand(2, 8, 10, generator=g) > 0.5).float()}]
+    # image 0: only targets 2 and 0 matched (in that order); image 2: both, swapped
+    indices = [(torch.tensor([5, 1]), torch.tensor([2, 0])), (torch.empty(0, dtype=torch.long),) * 2,
+               (torch.tensor([0, 3]), torch.tensor([1, 0]))]
+    coords = torch.rand(4, 7, 2, generator=g)
+    got = SetCriterion._sample_matched_targets(targets, indices, coords)
+    gathered = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])[:, None]  # 4, 1, H, W
+    assert torch.equal(got, point_sample(gathered, coords)[:, 0])
+
+
+def test_matcher_on_a_batch_equals_one_image_at_a_time():
+    g = torch.Generator().manual_seed(2)
+    sems = torch.randint(0, K, (3, 12, 12), generator=g)
+    sems[1] = 255  # an image without targets in the middle
+    targets = batch_sem_seg_to_instances(sems, K)
+    outputs = {"pred_logits": torch.randn(3, 5, K + 1, generator=g), "pred_masks": torch.randn(3, 5, 6, 6, generator=g)}
+    matcher = HungarianMatcher(num_points=64)
+    torch.manual_seed(0)
+    batched = matcher(outputs, targets)
+    torch.manual_seed(0)
+    single = [matcher({k: v[i:i + 1] for k, v in outputs.items()}, [t])[0] for i, t in enumerate(targets)]
+    for (qb, tb), (qs, ts) in zip(batched, single):
+        assert torch.equal(qb, qs) and torch.equal(tb, ts)
+    assert batched[1][0].numel() == 0
