@@ -153,7 +153,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.cross_attention_layers[i](output, src[level], attn_bias, pos[level], query_embed)
             output = self.self_attention_layers[i](output, query_embed)
             output = self.ffn_layers[i](output)
-            cls, mask, attn_bias = self._predict(output, mask_features, sizes[(i + 1) % self.num_feature_levels])
+            # the last prediction's attention bias would never be used: skip it
+            next_size = sizes[(i + 1) % self.num_feature_levels] if i + 1 < self.num_layers else None
+            cls, mask, attn_bias = self._predict(output, mask_features, next_size)
             classes.append(cls)
             masks.append(mask)
         return {
@@ -162,13 +164,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "aux_outputs": [{"pred_logits": c, "pred_masks": m} for c, m in zip(classes[:-1], masks[:-1])],
         }
 
-    def _predict(self, output: torch.Tensor, mask_features: torch.Tensor, target_size: tuple[int, int]):
+    def _predict(self, output: torch.Tensor, mask_features: torch.Tensor, target_size: Optional[tuple[int, int]]):
         """Class logits (B, Q, K+1), mask logits (B, Q, H/4, W/4) and the next layer's additive attention bias
-        (B * heads, Q, h * w)."""
+        (B * heads, Q, h * w) at ``target_size`` (``None``: no next layer, no bias)."""
         decoded = self.decoder_norm(output).transpose(0, 1)  # B, Q, C
         outputs_class = self.class_embed(decoded)
         mask_embed = self.mask_embed(decoded)
         outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        if target_size is None:
+            return outputs_class, outputs_mask, None
         # B, Q, h, w at the resolution of the level the next layer attends to
         low = F.interpolate(outputs_mask, size=target_size, mode="bilinear", align_corners=False)
         masked = (low.sigmoid().flatten(2) < 0.5).to(low.dtype)  # B, Q, h*w; 1 = background = not attended
