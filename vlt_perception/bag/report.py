@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from vlt_perception.atomic import atomic_write_bytes  # noqa: F401 - re-exported
 from vlt_perception.bag.matching import REFERENCE, EvaluationAccumulator
 from vlt_perception.labels import CITYSCAPES_PALETTE, IGNORE_INDEX, colorize
 
@@ -29,19 +28,6 @@ def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(acc: EvaluationAccumulator, out_dir: str | Path, extra: dict | None = None,

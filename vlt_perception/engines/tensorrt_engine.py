@@ -16,8 +16,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from vlt_perception.atomic import atomic_write_bytes  # noqa: F401 - re-exported
 from vlt_perception.engines._common import check_images, require_file
 from vlt_perception.engines.base import EngineError, EngineInfo, EngineUnavailableError, InferenceEngine
 from vlt_perception.metadata import MetadataError, ModelMetadata
@@ -153,20 +152,6 @@ def cache_hit(engine_path: Path, key: str) -> bool:
         return data.get("key") == key and engine_path.stat().st_size == data.get("engine_bytes")
     except (OSError, json.JSONDecodeError, AttributeError):
         return False
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_onnx_metadata(onnx_path: Path) -> ModelMetadata:

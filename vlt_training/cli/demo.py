@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlt_perception.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[2]
 SEG_CONFIG = ROOT / "config" / "train" / "tiny_cpu.yaml"
 DET_CONFIG = ROOT / "config" / "train" / "tiny_det_cpu.yaml"
@@ -46,7 +48,7 @@ class DemoSize:
     det_iters: int
 
 
-DEFAULT = DemoSize(num_train=200, num_val=8, height=128, width=256, iters=2400, det_iters=1000)
+DEFAULT = DemoSize(num_train=100, num_val=8, height=128, width=256, iters=1200, det_iters=500)
 QUICK = DemoSize(num_train=6, num_val=2, height=64, width=128, iters=20, det_iters=10)
 
 
@@ -246,9 +248,7 @@ def format_detection(report: dict) -> str:
 
 
 def write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=lambda o: None if o != o else str(o)))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 # --- main ----------------------------------------------------------------------------------------------------
@@ -366,9 +366,7 @@ def _write_markdown(report: Path, rows: list[dict], detection: dict | None, size
     ]
     if detection is not None:
         text.append("- VLTDet evaluation (COCO AP per condition): `detection_eval.json`")
-    tmp = report / "README.md.tmp"
-    tmp.write_text("\n".join(text) + "\n")
-    os.replace(tmp, report / "README.md")
+    atomic_write_text(report / "README.md", "\n".join(text) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from vlt_perception.atomic import atomic_write_text
 from vlt_perception.metrics.segmentation import retention
 from vlt_training.config import Config
 from vlt_training.data.records import load_records
@@ -66,19 +66,7 @@ def _clean(value):
 
 def write_json(report: dict, path: str | os.PathLike) -> None:
     """Write ``report`` as JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_clean(report), fh, indent=2, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(_clean(report), indent=2, sort_keys=False))
 
 
 def _fmt(value) -> str:
