@@ -5,7 +5,14 @@ dropped and records when each frame's labels come back. Overhead = end-to-end la
 engine's own ``infer`` time, reported by the node on /diagnostics), i.e. DDS transport both ways, decoding,
 resizing / normalising, label resize to 1080p and message conversion.
 
-    source tools/env.sh && python benchmarks/bench_node_overhead.py [--transport LARGE_DATA] [--model m.onnx]
+    source tools/env.sh && python benchmarks/bench_node_overhead.py [--transport SHM_BIG] [--model m.onnx]
+        [--node-modes serialized,typed] [--client serialized|typed]
+
+``--node-modes`` runs the node once per mode of its ``serialized_messages`` parameter (serialized: CDR bytes
+decoded / encoded with rosbags; typed: rclpy message objects), one after the other in the same run, so the two
+figures are side by side. ``--client`` is how this process publishes frames and takes the labels: serialized
+(like a C++ camera driver, no Python message conversion on the client) or typed (rclpy messages, ~10 ms per
+1080p frame each way on the client, counted in end to end).
 
 DDS must stay on this machine: the script re-executes itself in a private network namespace (``unshare -n``,
 loopback only) unless it already runs in one, and sets ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST.
@@ -132,7 +139,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "max": float(arr.max()), "n": int(arr.size)}
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -141,11 +148,17 @@ def run(args: argparse.Namespace) -> dict:
     from std_msgs.msg import Float64
 
     from vlt_perception.nodes.conversions import array_to_image, diagnostic_values
+    from vlt_perception.pipeline import serialized
 
+    from vlt_perception.pipeline.malloc_tuning import keep_large_buffers_in_heap
+
+    # The client stands for a camera driver, which reuses its frame buffers: no fresh pages per 6 MB frame.
+    keep_large_buffers_in_heap()
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
     model = Path(args.model) if args.model else _tiny_model(tmp / "tiny.onnx", 512, 1024)
     node_cmd = [sys.executable, "-m", "vlt_perception.nodes.segmentation_node", "--ros-args", "-p",
-                f"model_path:={model}", "-p", "diagnostics_period:=0.5", "-r", "__node:=bench_seg"]
+                f"model_path:={model}", "-p", "diagnostics_period:=0.5", "-r", "__node:=bench_seg", "-p",
+                f"serialized_messages:={'true' if node_mode == 'serialized' else 'false'}"]
     if args.reliable:
         node_cmd += ["-p", "qos_overrides./bench_seg/in/image.subscription.reliability:=reliable"]
     if args.depth != 1:
@@ -162,10 +175,14 @@ def run(args: argparse.Namespace) -> dict:
     diag: dict[str, str] = {}
     lock = threading.Lock()
 
-    def on_labels(msg: Image) -> None:
+    client_serialized = args.client == "serialized"
+
+    def on_labels(msg) -> None:
         now = time.perf_counter()
+        frame_id = serialized.decode(msg, serialized.IMAGE).header.frame_id if client_serialized \
+            else msg.header.frame_id
         with lock:
-            received.setdefault(msg.header.frame_id, now)
+            received.setdefault(frame_id, now)
 
     def on_diag(msg: DiagnosticArray) -> None:
         values = diagnostic_values(msg, "/bench_seg:")
@@ -174,7 +191,7 @@ def run(args: argparse.Namespace) -> dict:
             diag.update(values)
 
     node.create_subscription(Image, "/bench_seg/out/labels", on_labels,
-                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), raw=client_serialized)
     node.create_subscription(Float64, "/bench_seg/out/latency_ms", lambda m: internal.append(m.data), 50)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     pub_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) if args.reliable else \
@@ -186,6 +203,14 @@ def run(args: argparse.Namespace) -> dict:
     spinner.start()
 
     rgb = _frame(args.height, args.width)
+
+    def frame_message(frame_id: str):
+        header = Image().header
+        header.frame_id = frame_id
+        header.stamp = node.get_clock().now().to_msg()
+        if client_serialized:
+            return serialized.encode_image(rgb, "rgb8", header)
+        return array_to_image(rgb, "rgb8", header)
     sent: dict[str, float] = {}
     build_ms: list[float] = []
     publish_ms: list[float] = []  # the publish() call itself (serialisation + hand-over to DDS)
@@ -197,22 +222,19 @@ def run(args: argparse.Namespace) -> dict:
             if time.monotonic() > deadline or node_proc.poll() is not None:
                 raise SystemExit(f"node did not answer (diagnostics: {diag}, topics: "
                                  f"{node.get_topic_names_and_types()}); log: {tmp / 'node.log'}")
-            msg = array_to_image(rgb, "rgb8", Image().header)
-            msg.header.frame_id = f"warm_{seq}"
-            pub.publish(msg)
+            pub.publish(frame_message(f"warm_{seq}"))
             seq += 1
             time.sleep(0.2)
         time.sleep(0.5)
         internal.clear()
         for i in range(args.frames):
             start = time.perf_counter()
-            msg = array_to_image(rgb, "rgb8", Image().header)
-            msg.header.frame_id = f"frame_{i}"
-            msg.header.stamp = node.get_clock().now().to_msg()
+            frame_id = f"frame_{i}"
+            msg = frame_message(frame_id)
             build_ms.append((time.perf_counter() - start) * 1e3)
-            sent[msg.header.frame_id] = time.perf_counter()
+            sent[frame_id] = time.perf_counter()
             pub.publish(msg)
-            publish_ms.append((time.perf_counter() - sent[msg.header.frame_id]) * 1e3)
+            publish_ms.append((time.perf_counter() - sent[frame_id]) * 1e3)
             time.sleep(1.0 / args.rate)
         time.sleep(1.5)  # last answers and one more diagnostics period
     finally:
@@ -234,7 +256,9 @@ def run(args: argparse.Namespace) -> dict:
     e2e_stats = _percentiles(e2e)
     return {
         "resolution": f"{args.width}x{args.height} rgb8",
-        "what": "transport baseline: bare rclpy echo node" if args.baseline else "segmentation_node",
+        "what": "transport baseline: bare rclpy echo node" if args.baseline else
+                f"segmentation_node (serialized_messages={node_mode == 'serialized'})",
+        "client": args.client,
         "model": str(model) if args.model else "tiny dominant-colour ONNX at 512x1024 (test/vlt_perception/nodes)",
         "engine": diag.get("engine", "?"), "providers": diag.get("providers", "?"),
         "transport": args.transport,
@@ -277,6 +301,10 @@ def main() -> None:
     parser.add_argument("--reliable", action="store_true",
                         help="reliable camera QoS (publisher and the node's qos_overrides) instead of sensor data")
     parser.add_argument("--depth", type=int, default=1, help="the node's camera subscription history depth")
+    parser.add_argument("--node-modes", default="serialized,typed",
+                        help="comma-separated serialized_messages modes of the node to measure side by side")
+    parser.add_argument("--client", choices=("serialized", "typed"), default="serialized",
+                        help="how this process publishes frames and takes labels (see above)")
     parser.add_argument("--baseline", action="store_true",
                         help="measure a bare rclpy echo node instead (DDS + conversion cost any Python node pays)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
@@ -301,11 +329,21 @@ def main() -> None:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     elif args.transport != "DEFAULT":
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.transport
-    result = run(args)
+    modes = ["echo"] if args.baseline else [m.strip() for m in args.node_modes.split(",") if m.strip()]
+    results = []
+    for mode in modes:
+        result = run(args, mode)
+        results.append(result)
+        _print(result)
+    _write_json(Path(args.out), {"runs": results})
+    print(f"wrote {args.out}")
+
+
+def _print(result: dict) -> None:
     e2e, engine = result["end_to_end_ms"], result["engine_ms"]
     print(f"{result['what']} overhead at {result['resolution']} ({result['transport']} transport, "
-          f"{result['frames_answered']}/{result['frames_sent']} frames answered; node received "
-          f"{result['node_received']}, processed {result['node_processed']}, dropped {result['dropped']}, "
+          f"{result['client']} client, {result['frames_answered']}/{result['frames_sent']} frames answered; node "
+          f"received {result['node_received']}, processed {result['node_processed']}, dropped {result['dropped']}, "
           "warm-up included)")
     print(f"  end to end   median {e2e['median']:7.1f} ms   p90 {e2e['p90']:7.1f} ms")
     print(f"  engine       median {engine['median']:7.1f} ms   p90 {engine['p90']:7.1f} ms")
@@ -315,10 +353,8 @@ def main() -> None:
     print(f"  overhead     median {result['overhead_median_ms']:7.1f} ms   p90 {result['overhead_p90_ms']:7.1f} ms "
           f"(target <= {result['target_overhead_median_ms']:.0f} ms median)")
     print(f"  load average {result['load_average_1min']:.1f} on {result['cpus']} CPUs")
-    print(f"  publisher: building the Image {result['message_build_ms']['median']:.1f} ms (not counted), "
+    print(f"  publisher: building the message {result['message_build_ms']['median']:.1f} ms (not counted), "
           f"publish() call {result['publish_call_ms']['median']:.1f} ms (counted)")
-    _write_json(Path(args.out), result)
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

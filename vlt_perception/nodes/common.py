@@ -32,8 +32,10 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 
 from vlt_perception.launch_config import ConfigError, ParamSpec, load_defaults, specs
 from vlt_perception.nodes import conversions
+from vlt_perception.pipeline import serialized
 from vlt_perception.pipeline.image_codec import ImageDecodeError
 from vlt_perception.pipeline.latest_frame import LatestFrameWorker
+from vlt_perception.pipeline.malloc_tuning import keep_large_buffers_in_heap
 from vlt_perception.pipeline.stats import ErrorThrottle, PipelineStats
 
 _ROS_TYPES = {
@@ -84,6 +86,7 @@ class PerceptionNode(LifecycleNode):
         self._timer = None
         self._errors_reported = 0
         self._idle = 0
+        self._serialized = False
         self.configure_error = ""
         # Validation first, so that values given on the command line / in params files are checked on declare.
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -193,8 +196,11 @@ class PerceptionNode(LifecycleNode):
             msg_type, topic, decode = conversions.Image, "~/in/image", conversions.image_to_rgb
         self._decode = decode
         self._max_pixels = self.param("max_pixels")
+        self._serialized = self.param("serialized_messages")
+        self._serialized_type = serialized.COMPRESSED_IMAGE if msg_type is conversions.CompressedImage \
+            else serialized.IMAGE
         self._subscription = self.create_subscription(msg_type, topic, self._on_frame, qos_profile_sensor_data,
-                                                      qos_overriding_options=QOS_OVERRIDES)
+                                                      qos_overriding_options=QOS_OVERRIDES, raw=self._serialized)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_input()
@@ -255,16 +261,25 @@ class PerceptionNode(LifecycleNode):
         """Worker thread: decode, run the pipeline, publish."""
         msg, received = item
         try:
+            if self._serialized:
+                msg = serialized.decode(msg, self._serialized_type)  # rosbags message, data: a view of the bytes
             rgb = self._decode(msg, self._max_pixels)  # H, W, 3 uint8
         except ImageDecodeError as exc:
             self.bad_input(exc.kind, str(exc))
             return
-        engine_ms = self.process_frame(rgb, msg.header)
+        header = conversions.header(*serialized.header_fields(msg.header)) if self._serialized else msg.header
+        engine_ms = self.process_frame(rgb, header)
         latency_ms = (time.monotonic() - received) * 1e3
         self.stats.on_processed(latency_ms, engine_ms)
         pub = self._outputs.get("latency")
         if pub is not None:
             pub.publish(Float64(data=latency_ms))
+
+    def image_message(self, data, encoding: str, header):
+        """An output image for ``Publisher.publish``: CDR bytes (``serialized_messages``) or a sensor_msgs/Image."""
+        if self._serialized:
+            return serialized.encode_image(data, encoding, header)
+        return conversions.array_to_image(data, encoding, header)
 
     def bad_input(self, kind: str, text: str) -> None:
         """Count a skipped frame; log it at most once per 5 s per kind."""
@@ -334,6 +349,7 @@ class PerceptionNode(LifecycleNode):
 
 def main(node_class: type[PerceptionNode], args: list[str] | None = None) -> int:
     """Run a perception node until SIGINT/SIGTERM; returns the exit code (1 when start-up fails)."""
+    keep_large_buffers_in_heap()  # before the first frame: 1080p buffers without fresh page faults each time
     rclpy.init(args=args)
     node = None
     code = 0

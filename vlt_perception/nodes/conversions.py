@@ -17,7 +17,9 @@ from vlt_perception.pipeline.image_codec import decode_compressed, decode_image
 
 try:
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from builtin_interfaces.msg import Time
     from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import Header
 except ImportError as exc:  # pragma: no cover - depends on the machine
     raise ImportError("the perception nodes need ROS 2 message packages: source a ROS 2 distribution, or "
                       "pip install -r requirements/ros.txt and `source tools/env.sh`") from exc
@@ -30,6 +32,11 @@ def _vision_msgs():
         raise ImportError("vision_msgs is missing: install ros-$ROS_DISTRO-vision-msgs, or build the local overlay "
                           "with `./vlt setup` and `source tools/env.sh`") from exc
     return msg
+
+
+def header(sec: int, nanosec: int, frame_id: str) -> Header:
+    """std_msgs/Header from its fields (for outputs of frames that arrived serialized)."""
+    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
 def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:

@@ -61,7 +61,7 @@ class DetectionNode(common.PerceptionNode):
         debug = self.output("debug_image")
         if debug is not None:
             image = draw_detections(rgb, detections, self.engine.metadata.palette)
-            debug.publish(conversions.array_to_image(image, "rgb8", header))
+            debug.publish(self.image_message(image, "rgb8", header))
         return detections.engine_ms
 
 

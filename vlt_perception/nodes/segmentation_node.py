@@ -53,7 +53,7 @@ class SegmentationNode(common.PerceptionNode):
                                ("confidence", "32FC1")):
             array = getattr(result, name)
             if pubs[name] is not None and array is not None:
-                pubs[name].publish(conversions.array_to_image(array, encoding, header))
+                pubs[name].publish(self.image_message(array, encoding, header))
         if pubs["confidence"] is not None and result.confidence is None:
             self.get_logger().warning("the model exports no 'confidence' output: ~/out/confidence stays silent",
                                       once=True)

@@ -92,11 +92,13 @@ class Listener(RosParticipant):
         with self._lock:
             return list(self.messages[topic])
 
-    def publish(self, topic: str, msg) -> None:
+    def publish(self, topic: str, msg, msg_type=None) -> None:
+        """Publish ``msg`` (a message, or serialized bytes of ``msg_type``) with sensor-data QoS."""
         from rclpy.qos import qos_profile_sensor_data
 
         if topic not in self._publishers:
-            self._publishers[topic] = self.node.create_publisher(type(msg), topic, qos_profile_sensor_data)
+            self._publishers[topic] = self.node.create_publisher(msg_type or type(msg), topic,
+                                                                 qos_profile_sensor_data)
         self._publishers[topic].publish(msg)
 
     def diagnostics(self, node_name: str) -> dict[str, str]:

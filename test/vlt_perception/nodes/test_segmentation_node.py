@@ -27,9 +27,10 @@ def _image_types():
     return Image, LabelInfo, Float64, DiagnosticArray
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory):
-    """One node (overlay + confidence on, small max_pixels) and a listener on all its outputs."""
+@pytest.fixture(scope="module", params=[True, False], ids=["serialized", "typed"])
+def running(request, tmp_path_factory):
+    """One node (overlay + confidence on, small max_pixels) and a listener on all its outputs; once with images
+    exchanged as serialized CDR (the default), once as rclpy message objects."""
     tmp = tmp_path_factory.mktemp("segnode")
     model = tiny_onnx.segmentation_model(tmp / "seg.onnx", height=16, width=32)
     Image, LabelInfo, Float64, DiagnosticArray = _image_types()
@@ -40,7 +41,8 @@ def running(tmp_path_factory):
         listener.listen(f"{NS}/out/latency_ms", Float64)
         listener.listen("/diagnostics", DiagnosticArray)
         with start_node(NODE, tmp / "node.log", model_path=str(model), publish_overlay=True,
-                        publish_confidence=True, max_pixels=100_000, diagnostics_period=0.2) as proc:
+                        publish_confidence=True, max_pixels=100_000, diagnostics_period=0.2,
+                        serialized_messages=request.param) as proc:
             yield listener, proc, tmp
 
 
@@ -93,12 +95,24 @@ MALFORMED = {
 }
 
 
-def test_malformed_frames_are_skipped_counted_and_the_node_keeps_answering(running):
+def _truncated_cdr(seq):
+    """The first 30 bytes of a serialized rgb8 frame: only a raw publisher can send this."""
+    from rclpy.serialization import serialize_message
+
+    return serialize_message(rgb_image(stripes(48, 96), seq))[:30]
+
+
+def test_malformed_frames_are_skipped_counted_and_the_node_keeps_answering(running, request):
     listener, proc, tmp = running
+    from sensor_msgs.msg import Image
+
+    malformed = dict(MALFORMED)
+    if "serialized" in request.node.callspec.id:
+        malformed["bad_serialization"] = _truncated_cdr
     seq = 500
-    for kind, make in MALFORMED.items():
+    for kind, make in malformed.items():
         for _ in range(3):  # several of each: counted every time, logged once per kind
-            listener.publish(f"{NS}/in/image", make(seq))
+            listener.publish(f"{NS}/in/image", make(seq), Image)
             seq += 1
             time.sleep(0.05)
     good = stripes(48, 96)
@@ -109,7 +123,7 @@ def test_malformed_frames_are_skipped_counted_and_the_node_keeps_answering(runni
 
     def counted():
         values = listener.diagnostics(NODE)
-        return all(int(values.get(f"errors.{kind}", 0)) >= 1 for kind in MALFORMED)
+        return all(int(values.get(f"errors.{kind}", 0)) >= 1 for kind in malformed)
 
     wait_until(counted, 15, "every malformed kind counted on /diagnostics", proc)
     values = listener.diagnostics(NODE)
@@ -119,6 +133,8 @@ def test_malformed_frames_are_skipped_counted_and_the_node_keeps_answering(runni
     log = (tmp / "node.log").read_text()
     for kind_text in ("unsupported encoding", "step", "expected step*height", "zero-size", "max_pixels"):
         assert kind_text in log
+    if "bad_serialization" in malformed:
+        assert "are not a serialized sensor_msgs/msg/Image" in log
 
 
 def test_bad_parameter_values_are_rejected_with_a_reason(running):
