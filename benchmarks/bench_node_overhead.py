@@ -100,9 +100,14 @@ def _frame(height: int, width: int) -> np.ndarray:
     return rgb
 
 
-def echo_server(reliable: bool) -> None:
+def echo_server(reliable: bool, serialized_io: bool) -> None:
     """Transport baseline: a bare rclpy node that answers each image with a mono8 image of the same size and
-    header, doing nothing else (what any Python node pays for DDS + message conversion)."""
+    header, doing nothing else (what any Python node pays for DDS, plus message conversion unless
+    ``serialized_io``)."""
+    from vlt_perception.pipeline import serialized
+    from vlt_perception.pipeline.malloc_tuning import keep_large_buffers_in_heap
+
+    keep_large_buffers_in_heap()
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -116,14 +121,17 @@ def echo_server(reliable: bool) -> None:
                                 reliability=ReliabilityPolicy.RELIABLE))
     labels: dict[tuple[int, int], np.ndarray] = {}
 
-    def on_image(msg: Image) -> None:
+    def on_image(msg) -> None:
+        if serialized_io:
+            msg = serialized.decode(msg, serialized.IMAGE)
         key = (msg.height, msg.width)
         if key not in labels:
             labels[key] = np.zeros(key, dtype=np.uint8)
-        pub.publish(array_to_image(labels[key], "mono8", msg.header))
+        make = serialized.encode_image if serialized_io else array_to_image
+        pub.publish(make(labels[key], "mono8", msg.header))
 
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data
-    node.create_subscription(Image, "/bench_seg/in/image", on_image, qos)
+    node.create_subscription(Image, "/bench_seg/in/image", on_image, qos, raw=serialized_io)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -164,7 +172,8 @@ def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
     if args.depth != 1:
         node_cmd += ["-p", f"qos_overrides./bench_seg/in/image.subscription.depth:={args.depth}"]
     if args.baseline:
-        node_cmd = [sys.executable, __file__, "--echo-server"] + (["--reliable"] if args.reliable else [])
+        node_cmd = [sys.executable, __file__, "--echo-server", "--node-modes", node_mode] + \
+            (["--reliable"] if args.reliable else [])
     log = open(tmp / "node.log", "w")  # noqa: SIM115 - closed in finally
     node_proc = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ.copy())
 
@@ -256,7 +265,7 @@ def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
     e2e_stats = _percentiles(e2e)
     return {
         "resolution": f"{args.width}x{args.height} rgb8",
-        "what": "transport baseline: bare rclpy echo node" if args.baseline else
+        "what": f"transport baseline: bare rclpy echo node ({node_mode})" if args.baseline else
                 f"segmentation_node (serialized_messages={node_mode == 'serialized'})",
         "client": args.client,
         "model": str(model) if args.model else "tiny dominant-colour ONNX at 512x1024 (test/vlt_perception/nodes)",
@@ -311,7 +320,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_node_overhead.json"))
     args = parser.parse_args()
     if args.echo_server:
-        echo_server(args.reliable)
+        echo_server(args.reliable, args.node_modes == "serialized")
         return
     if not _private_network():
         _reexec_isolated()
@@ -329,7 +338,7 @@ def main() -> None:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
     elif args.transport != "DEFAULT":
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.transport
-    modes = ["echo"] if args.baseline else [m.strip() for m in args.node_modes.split(",") if m.strip()]
+    modes = [m.strip() for m in args.node_modes.split(",") if m.strip()]
     results = []
     for mode in modes:
         result = run(args, mode)

@@ -70,6 +70,8 @@ _COMMON = (
     ParamSpec("providers", "string_array", "ONNX Runtime execution providers in order of preference; empty = "
               "TensorRT, CUDA, CPU (what really runs is reported on /diagnostics)."),
     ParamSpec("threads", "int", "Engine CPU threads; 0 = the engine's default.", min=0, max=256),
+    ParamSpec("spin_wait", "bool", "ONNX Runtime's idle CPU threads busy-wait for work: slightly faster engine, "
+              "but they hold cores the node's other threads and other processes need."),
     ParamSpec("require_gpu", "bool", "Fail at configure unless the engine really runs on a GPU."),
     ParamSpec("warmup", "bool", "Run two dummy frames at configure so the first camera frame is not slow."),
     ParamSpec("autostart", "bool", "Configure and activate at start-up (false: wait for lifecycle "

@@ -53,13 +53,14 @@ def tensorrt_usable() -> bool:
 def create_engine(path: str | Path, engine: str = "auto", *, precision: str | None = None,
                   providers: Sequence[str] | None = None, require_gpu: bool = False, threads: int | None = None,
                   cache_dir: str | Path | None = None, max_batch: int = 1,
-                  build_only: bool = False) -> InferenceEngine | Path:
+                  build_only: bool = False, spin_wait: bool | None = None) -> InferenceEngine | Path:
     """Load ``path`` with the requested engine (see the module docstring for what "auto" picks).
 
     ``precision``: TensorRT fp32/fp16/int8 (default fp16), torch fp32/bf16/fp16 (default: bf16 on CPUs that have
     it); ONNX Runtime runs the precision the file was exported in. ``providers`` / ``threads`` go to ONNX
     Runtime (threads also to torch). ``cache_dir``: where TensorRT engines built from ONNX are kept (default:
     beside the ONNX). ``build_only``: build (or find) the TensorRT engine and return its path without loading it.
+    ``spin_wait``: ONNX Runtime's idle threads busy-wait (None: ONNX Runtime's default, which does).
     """
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose one of {ENGINES}")
@@ -82,7 +83,7 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
 
         # fp32 files run the TensorRT EP in fp16 unless fp32 was asked for explicitly (as the TensorRT engine does).
         return OnnxRuntimeEngine(path, providers=providers, require_gpu=require_gpu, intra_op_threads=threads,
-                                 trt_fp16=precision != "fp32", cache_dir=cache_dir)
+                                 trt_fp16=precision != "fp32", cache_dir=cache_dir, spin_wait=spin_wait)
     if engine == "tensorrt":
         return _create_tensorrt(path, kind, precision, cache_dir, max_batch, build_only)
     # torch

@@ -174,7 +174,7 @@ class PerceptionNode(LifecycleNode):
             raise ConfigError("model_path is empty: pass -p model_path:=/path/to/model.onnx")
         return create_engine(model_path, self.param("engine"), precision=self.param("precision") or None,
                              providers=self.param("providers") or None, require_gpu=self.param("require_gpu"),
-                             threads=self.param("threads") or None)
+                             threads=self.param("threads") or None, spin_wait=self.param("spin_wait"))
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:

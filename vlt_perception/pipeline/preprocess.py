@@ -22,9 +22,11 @@ def _cv2():
 class Preprocessor:
     """RGB uint8 image (H0, W0, 3) -> normalised float32 batch (1, 3, H, W) at the model input size.
 
-    Resizes with ``cv2.INTER_LINEAR`` and applies ``(x / 255 - mean) / std`` as one multiply-add per channel
-    (``x * scale + bias``), writing straight into the channel planes of the output so that no (H, W, 3) float
-    image is ever materialised.
+    Resizes with ``cv2.INTER_LINEAR`` and applies ``(x / 255 - mean) / std`` per channel. The input is uint8, so
+    the normalisation is a 256-entry float32 table per channel (``x * scale + bias``, the same float32 arithmetic
+    as computing it pixel by pixel): ``cv2.split`` + ``cv2.LUT`` write straight into the channel planes of the
+    output, no (H, W, 3) float image is ever materialised (0.5 ms instead of 0.9 ms for numpy's multiply-add at
+    512x1024 on the development machine).
     """
 
     def __init__(self, height: int, width: int, mean, std) -> None:
@@ -39,6 +41,8 @@ class Preprocessor:
         # (x / 255 - mean) / std == x * scale + bias
         self.scale = (1.0 / (255.0 * std)).astype(np.float32)
         self.bias = (-mean / std).astype(np.float32)
+        levels = np.arange(256, dtype=np.float32)
+        self._luts = [(levels * self.scale[c] + self.bias[c]).reshape(256, 1) for c in range(3)]  # float32
 
     @classmethod
     def from_metadata(cls, metadata: ModelMetadata) -> "Preprocessor":
@@ -58,10 +62,12 @@ class Preprocessor:
             out = np.empty((1, 3, self.height, self.width), dtype=np.float32)
         elif out.shape != (1, 3, self.height, self.width) or out.dtype != np.float32:
             raise ValueError(f"out must be float32 (1, 3, {self.height}, {self.width}), got {out.dtype} {out.shape}")
-        for c in range(3):
+        cv2 = _cv2()
+        for c, channel in enumerate(cv2.split(resized)):  # 3 x (H, W) uint8
             plane = out[0, c]  # H, W view
-            np.multiply(resized[:, :, c], self.scale[c], out=plane, casting="unsafe")
-            np.add(plane, self.bias[c], out=plane)
+            written = cv2.LUT(channel, self._luts[c], dst=plane if plane.flags.c_contiguous else None)
+            if written is not plane:  # OpenCV allocated its own result (e.g. a strided `out`)
+                plane[...] = written
         return out
 
     def batch(self, images: list[np.ndarray]) -> np.ndarray:

@@ -68,7 +68,13 @@ def encode_image(data: np.ndarray, encoding: str, header) -> bytes:
     data = np.ascontiguousarray(data)
     height, width = data.shape[:2]
     channels = data.shape[2] if data.ndim == 3 else 1
-    msg = types[IMAGE](header=ros_header, height=height, width=width, encoding=encoding,
-                       is_bigendian=int(data.dtype.byteorder == ">"), step=width * channels * data.itemsize,
-                       data=data.reshape(-1).view(np.uint8))
-    return bytes(typestore().serialize_cdr(msg, IMAGE))  # rclpy's publish() takes bytes, not a memoryview
+    empty = types[IMAGE](header=ros_header, height=height, width=width, encoding=encoding,
+                         is_bigendian=int(data.dtype.byteorder == ">"), step=width * channels * data.itemsize,
+                         data=np.empty(0, np.uint8))
+    # rosbags writes everything but the pixels; `data` is the last field, a uint8 sequence = uint32 length
+    # (little endian, rosbags' default encapsulation) + the bytes, so the pixels are appended in one copy
+    # instead of serializing them into a buffer and copying that into `bytes` again.
+    prefix = bytes(typestore().serialize_cdr(empty, IMAGE))
+    if prefix[:2] != b"\x00\x01" or prefix[-4:] != bytes(4):  # CDR_LE, empty sequence
+        raise RuntimeError(f"unexpected serialization of an empty {IMAGE} by rosbags: {prefix[:2].hex()}...")
+    return prefix[:-4] + data.nbytes.to_bytes(4, "little") + memoryview(data.reshape(-1).view(np.uint8))

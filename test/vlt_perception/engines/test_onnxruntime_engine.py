@@ -91,3 +91,11 @@ def test_tensorrt_provider_caches_its_engines(tmp_path):
     assert trt["trt_engine_cache_path"] == str(tmp_path / "m.ort_trt_cache")
     _, trt = provider_options(["TensorrtExecutionProvider"], model, tmp_path / "c", fp16=False)[0]
     assert trt["trt_engine_cache_path"] == str(tmp_path / "c") and not trt["trt_fp16_enable"]
+
+
+@pytest.mark.parametrize("spin_wait, expected", [(False, "0"), (True, "1")])
+def test_spin_wait_reaches_the_session(seg_onnx, images, reference_seg, spin_wait, expected):
+    engine = OnnxRuntimeEngine(seg_onnx, providers=["CPUExecutionProvider"], spin_wait=spin_wait)
+    options = engine.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+    np.testing.assert_array_equal(engine.infer(images)["labels"], reference_seg(images)[0])
