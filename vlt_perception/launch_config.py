@@ -20,7 +20,7 @@ PACKAGE = "vlt_perception"
 SEGMENTATION = "segmentation_node"
 DETECTION = "detection_node"
 NODES = (SEGMENTATION, DETECTION)
-ENGINES = ("auto", "tensorrt", "onnxruntime", "torch")
+ENGINES = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
 PRECISIONS = ("", "fp32", "fp16", "bf16", "int8")
 INPUT_TYPES = ("raw", "compressed")
 PYTHON_TYPES = {"bool": (bool,), "int": (int,), "double": (float, int), "string": (str,), "string_array": (list,)}
@@ -64,9 +64,10 @@ _COMMON = (
     ParamSpec("model_path", "string", "Model to load: .onnx, TensorRT .engine/.plan or a training checkpoint "
               "folder. Classes, palette, normalisation and input size come from its metadata."),
     ParamSpec("engine", "string", "Inference engine: auto picks TensorRT for .onnx when TensorRT and a GPU "
-              "are present, else ONNX Runtime.", choices=ENGINES),
-    ParamSpec("precision", "string", "Engine precision; empty = the engine's default (TensorRT fp16, torch "
-              "bf16 where the CPU has it, ONNX Runtime: as exported).", choices=PRECISIONS),
+              "are present, else ONNX Runtime; openvino runs .onnx on the CPU in bf16 where the CPU has bf16 "
+              "units (the fastest CPU path).", choices=ENGINES),
+    ParamSpec("precision", "string", "Engine precision; empty = the engine's default (TensorRT fp16, torch and "
+              "OpenVINO bf16 where the CPU has it, ONNX Runtime: as exported).", choices=PRECISIONS),
     ParamSpec("providers", "string_array", "ONNX Runtime execution providers in order of preference; empty = "
               "TensorRT, CUDA, CPU (what really runs is reported on /diagnostics)."),
     ParamSpec("threads", "int", "Engine CPU threads; 0 = the engine's default.", min=0, max=256),

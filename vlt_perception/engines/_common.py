@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vlt_perception.engines.base import EngineError
-from vlt_perception.metadata import ModelMetadata
+from vlt_perception.metadata import MetadataError, ModelMetadata
 
 GPU_PROVIDERS = (
     "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider", "CUDAExecutionProvider",
@@ -49,3 +49,23 @@ def cpu_bf16_flags(cpuinfo: str | None = None) -> set[str]:
         if line.startswith("flags"):
             return {flag for flag in line.split(":", 1)[1].split() if flag in ("amx_bf16", "avx512_bf16")}
     return set()
+
+
+def read_onnx_metadata(onnx_path: Path) -> ModelMetadata:
+    """The ModelMetadata stored in an ONNX file's metadata_props (with onnx if installed, else ONNX Runtime)."""
+    try:
+        import onnx
+
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+    except ImportError:
+        from vlt_perception.engines.onnxruntime_engine import import_onnxruntime
+
+        session = import_onnxruntime().InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        props = dict(session.get_modelmeta().custom_metadata_map)
+    except Exception as exc:  # onnx raises DecodeError and friends for corrupt files
+        raise EngineError(f"{onnx_path}: not a readable ONNX model: {exc}") from exc
+    try:
+        return ModelMetadata.from_onnx_props(props, source=str(onnx_path))
+    except MetadataError as exc:
+        raise EngineError(f"{onnx_path}: {exc}") from exc

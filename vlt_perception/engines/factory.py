@@ -2,7 +2,8 @@
 
 | path | engine="auto" picks |
 | --- | --- |
-| ``*.onnx`` | TensorRT when it and a GPU are present, else ONNX Runtime (which itself may use CUDA) |
+| ``*.onnx`` | TensorRT when it and a GPU are present, else ONNX Runtime (which itself may use CUDA); |
+| | ``engine="openvino"`` runs it with OpenVINO (bf16 on CPUs with bf16 units: the fastest CPU path) |
 | ``*.engine`` / ``*.plan`` | TensorRT (needs the JSON sidecar written at build time) |
 | checkpoint or run folder, ``*.safetensors`` | the PyTorch engine (needs the trainer's requirements) |
 """
@@ -18,7 +19,7 @@ from vlt_perception.engines.base import EngineError, EngineUnavailableError, Inf
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "tensorrt", "onnxruntime", "torch")
+ENGINES = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
 ONNX_SUFFIXES = (".onnx",)
 TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -57,7 +58,8 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
     """Load ``path`` with the requested engine (see the module docstring for what "auto" picks).
 
     ``precision``: TensorRT fp32/fp16/int8 (default fp16), torch fp32/bf16/fp16 (default: bf16 on CPUs that have
-    it); ONNX Runtime runs the precision the file was exported in. ``providers`` / ``threads`` go to ONNX
+    it), OpenVINO fp32/bf16/fp16 (default: bf16 on CPUs that have it); ONNX Runtime runs the precision the file
+    was exported in. ``providers`` / ``threads`` go to ONNX
     Runtime (threads also to torch). ``cache_dir``: where TensorRT engines built from ONNX are kept (default:
     beside the ONNX). ``build_only``: build (or find) the TensorRT engine and return its path without loading it.
     ``spin_wait``: ONNX Runtime's idle threads busy-wait (None: ONNX Runtime's default, which does).
@@ -84,6 +86,16 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
         # fp32 files run the TensorRT EP in fp16 unless fp32 was asked for explicitly (as the TensorRT engine does).
         return OnnxRuntimeEngine(path, providers=providers, require_gpu=require_gpu, intra_op_threads=threads,
                                  trt_fp16=precision != "fp32", cache_dir=cache_dir, spin_wait=spin_wait)
+    if engine == "openvino":
+        if kind != "onnx":
+            raise EngineError(f"{path}: OpenVINO runs .onnx files; export one with "
+                              "`python -m vlt_training.cli.export --checkpoint CKPT --format onnx`")
+        from vlt_perception.engines.openvino_engine import OpenVINOEngine
+
+        if require_gpu:
+            raise EngineUnavailableError("require_gpu: the OpenVINO engine runs on the CPU here; use tensorrt or "
+                                         "onnxruntime with a CUDA provider")
+        return OpenVINOEngine(path, precision=precision, threads=threads, cache_dir=cache_dir)
     if engine == "tensorrt":
         return _create_tensorrt(path, kind, precision, cache_dir, max_batch, build_only)
     # torch

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from vlt_perception.atomic import atomic_write_bytes  # noqa: F401 - re-exported
-from vlt_perception.engines._common import check_images, require_file
+from vlt_perception.engines._common import check_images, read_onnx_metadata, require_file  # noqa: F401 - re-exported
 from vlt_perception.engines.base import EngineError, EngineInfo, EngineUnavailableError, InferenceEngine
 from vlt_perception.metadata import MetadataError, ModelMetadata
 
@@ -152,26 +152,6 @@ def cache_hit(engine_path: Path, key: str) -> bool:
         return data.get("key") == key and engine_path.stat().st_size == data.get("engine_bytes")
     except (OSError, json.JSONDecodeError, AttributeError):
         return False
-
-
-def read_onnx_metadata(onnx_path: Path) -> ModelMetadata:
-    """The ModelMetadata stored in an ONNX file's metadata_props (with onnx if installed, else ONNX Runtime)."""
-    try:
-        import onnx
-
-        model = onnx.load(str(onnx_path), load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-    except ImportError:
-        from vlt_perception.engines.onnxruntime_engine import import_onnxruntime
-
-        session = import_onnxruntime().InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        props = dict(session.get_modelmeta().custom_metadata_map)
-    except Exception as exc:  # onnx raises DecodeError and friends for corrupt files
-        raise EngineError(f"{onnx_path}: not a readable ONNX model: {exc}") from exc
-    try:
-        return ModelMetadata.from_onnx_props(props, source=str(onnx_path))
-    except MetadataError as exc:
-        raise EngineError(f"{onnx_path}: {exc}") from exc
 
 
 BuildFn = Callable[[Path, BuildSettings], bytes]

@@ -72,8 +72,10 @@ def test_engine_and_file_type_mismatch(tmp_path, seg_onnx):
         create_engine(seg_onnx, engine="torch")
     with pytest.raises(EngineError, match="build_only builds TensorRT engines"):
         create_engine(seg_onnx, engine="onnxruntime", build_only=True)
-    with pytest.raises(EngineError, match="unknown engine 'openvino'"):
-        create_engine(seg_onnx, engine="openvino")
+    with pytest.raises(EngineError, match="unknown engine 'tflite'"):
+        create_engine(seg_onnx, engine="tflite")
+    with pytest.raises(EngineError, match="OpenVINO runs .onnx files"):
+        create_engine(tmp_path / "ckpt", engine="openvino")
     with pytest.raises(EngineError, match="bf16 is not an ONNX export precision"):
         create_engine(seg_onnx, engine="onnxruntime", precision="bf16")
 
@@ -93,8 +95,9 @@ def test_importing_engines_needs_no_heavy_libraries():
 
     code = ("import sys, vlt_perception.engines, vlt_perception.engines.factory, "
             "vlt_perception.engines.tensorrt_engine, vlt_perception.engines.onnxruntime_engine, "
-            "vlt_perception.engines.torch_engine, vlt_perception.pipeline.preprocess, "
-            "vlt_perception.pipeline.postprocess; "
-            "print(sorted(m for m in ('torch', 'tensorrt', 'onnxruntime', 'vlt_training') if m in sys.modules))")
+            "vlt_perception.engines.torch_engine, vlt_perception.engines.openvino_engine, "
+            "vlt_perception.pipeline.preprocess, vlt_perception.pipeline.postprocess; "
+            "print(sorted(m for m in ('torch', 'tensorrt', 'onnxruntime', 'openvino', 'vlt_training') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
