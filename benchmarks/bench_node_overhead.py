@@ -11,7 +11,7 @@ resizing / normalising, label resize to 1080p and message conversion.
 ``--node-modes`` runs the node once per mode of its ``serialized_messages`` parameter (serialized: CDR bytes
 decoded / encoded with rosbags; typed: rclpy message objects), one after the other in the same run, so the two
 figures are side by side. ``--client`` is how this process publishes frames and takes the labels: serialized
-(like a C++ camera driver, no Python message conversion on the client) or typed (rclpy messages, ~10 ms per
+(like a C++ camera driver, no Python message conversion on the client) or typed (rclpy messages, ~1 ms per
 1080p frame each way on the client, counted in end to end).
 
 DDS must stay on this machine: the script re-executes itself in a private network namespace (``unshare -n``,

@@ -44,6 +44,11 @@ def timeit(fn, iters: int, warmup: int = 3) -> dict[str, float]:
 
 
 def run(height: int, width: int, iters: int) -> dict:
+    from vlt_perception.pipeline.malloc_tuning import keep_large_buffers_in_heap
+
+    # As the perception nodes do at start-up: otherwise the first calls pay fresh pages for every temporary
+    # until glibc's adaptive mmap threshold catches up (measured: preprocess 3.8 ms median instead of 1.5 ms).
+    keep_large_buffers_in_heap()
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (*CAMERA, 3), dtype=np.uint8)
     metadata = ModelMetadata(input_height=height, input_width=width)

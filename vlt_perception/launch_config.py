@@ -81,8 +81,8 @@ _COMMON = (
               "sensor_msgs/CompressedImage (JPEG/PNG) on ~/in/compressed.", choices=INPUT_TYPES),
     ParamSpec("max_pixels", "int", "Frames with more pixels are rejected as malformed.", min=1),
     ParamSpec("serialized_messages", "bool", "Take camera images and publish output images as serialized CDR "
-              "(decoded / encoded with rosbags) instead of rclpy message objects: same wire format, without "
-              "rclpy's per-element conversion (~10 ms each way for a 1080p frame)."),
+              "(decoded / encoded with rosbags) instead of rclpy message objects: same wire format, ~1 ms less "
+              "CPU per 1080p frame each way, malformed payloads counted as bad frames."),
     ParamSpec("diagnostics_period", "double", "Seconds between /diagnostics messages.", min=0.05, max=3600.0),
 )
 
