@@ -179,7 +179,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "compressed": ("false", "Subscribe <camera_topic>/compressed (sensor_msgs/CompressedImage) instead."),
     "namespace": ("", "Namespace of the nodes."),
     "params_file": ("", "ROS 2 parameter file overriding config/<node>.yaml."),
-    "engine": ("", "Inference engine for both nodes (auto, tensorrt, onnxruntime, torch); empty = params."),
+    "engine": ("", "Inference engine for both nodes (auto, tensorrt, onnxruntime, openvino, torch); empty = params."),
 }
 
 

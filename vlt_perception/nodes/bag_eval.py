@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bag_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--bag", action="append", required=True, help="bag to evaluate (repeat for several)")
     p.add_argument("--model", required=True, help=".onnx, TensorRT .engine/.plan or a training checkpoint folder")
-    p.add_argument("--engine", choices=("auto", "onnxruntime", "torch", "tensorrt"), default="auto")
+    p.add_argument("--engine", choices=("auto", "onnxruntime", "openvino", "torch", "tensorrt"), default="auto")
     p.add_argument("--precision", default=None, help="torch: fp32|bf16|fp16; TensorRT: fp32|fp16|int8 "
                    "(default: the engine's own choice; ONNX Runtime runs what the file holds)")
     p.add_argument("--reference", default=None, help="source-domain bag: retention = target / reference score")

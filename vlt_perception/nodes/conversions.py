@@ -14,6 +14,7 @@ import numpy as np
 
 from vlt_perception.pipeline.detection import Detections
 from vlt_perception.pipeline.image_codec import decode_compressed, decode_image
+from vlt_perception.pipeline.serialized import check_output_image
 
 try:
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -65,13 +66,7 @@ def _new(msg_type):
 
 def array_to_image(data: np.ndarray, encoding: str, header) -> Image:
     """(H, W) uint8 ``mono8``, (H, W, 3) uint8 ``rgb8`` or (H, W) float32 ``32FC1`` -> sensor_msgs/Image."""
-    expected = {"mono8": (2, np.uint8), "rgb8": (3, np.uint8), "32FC1": (2, np.float32)}
-    if encoding not in expected:
-        raise ValueError(f"array_to_image: unsupported encoding {encoding!r}")
-    ndim, dtype = expected[encoding]
-    if data.ndim != ndim or data.dtype != dtype or (ndim == 3 and data.shape[2] != 3):
-        raise ValueError(f"array_to_image: {encoding} needs {np.dtype(dtype).name} with {ndim} dims, got "
-                         f"{data.dtype} {data.shape}")
+    check_output_image(data, encoding, "array_to_image")
     msg = _new(Image)
     msg.header = header
     msg.height, msg.width = int(data.shape[0]), int(data.shape[1])

@@ -54,15 +54,21 @@ def header_fields(header) -> tuple[int, int, str]:
     return int(header.stamp.sec), int(header.stamp.nanosec), str(header.frame_id)
 
 
+def check_output_image(data: np.ndarray, encoding: str, who: str) -> None:
+    """Raise ValueError unless ``data`` is (H, W) uint8 ``mono8``, (H, W, 3) uint8 ``rgb8`` or (H, W) float32
+    ``32FC1``: the output images the nodes publish (rclpy messages and serialized alike)."""
+    if encoding not in _PIXEL_LAYOUT:
+        raise ValueError(f"{who}: unsupported encoding {encoding!r}; expected one of {list(_PIXEL_LAYOUT)}")
+    ndim, dtype = _PIXEL_LAYOUT[encoding]
+    if data.ndim != ndim or data.dtype != dtype or (ndim == 3 and data.shape[2] != 3):
+        raise ValueError(f"{who}: {encoding} needs {np.dtype(dtype).name} with {ndim} dims, got "
+                         f"{data.dtype} {data.shape}")
+
+
 def encode_image(data: np.ndarray, encoding: str, header) -> bytes:
     """(H, W) uint8 ``mono8``, (H, W, 3) uint8 ``rgb8`` or (H, W) float32 ``32FC1`` -> serialized
     ``sensor_msgs/Image`` with ``header``'s stamp and frame_id (``header`` from rclpy or rosbags)."""
-    if encoding not in _PIXEL_LAYOUT:
-        raise ValueError(f"encode_image: unsupported encoding {encoding!r}; expected one of {list(_PIXEL_LAYOUT)}")
-    ndim, dtype = _PIXEL_LAYOUT[encoding]
-    if data.ndim != ndim or data.dtype != dtype or (ndim == 3 and data.shape[2] != 3):
-        raise ValueError(f"encode_image: {encoding} needs {np.dtype(dtype).name} with {ndim} dims, got "
-                         f"{data.dtype} {data.shape}")
+    check_output_image(data, encoding, "encode_image")
     types = typestore().types
     sec, nanosec, frame_id = header_fields(header)
     ros_header = types["std_msgs/msg/Header"](
