@@ -86,7 +86,8 @@ class PerceptionNode(LifecycleNode):
         self._timer = None
         self._errors_reported = 0
         self._idle = 0
-        self._serialized = False
+        self._serialized = False  # serialized_messages, read at activate
+        self._serialized_type = serialized.IMAGE
         self.configure_error = ""
         # Validation first, so that values given on the command line / in params files are checked on declare.
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -262,7 +263,7 @@ class PerceptionNode(LifecycleNode):
         msg, received = item
         try:
             if self._serialized:
-                msg = serialized.decode(msg, self._serialized_type)  # rosbags message, data: a view of the bytes
+                msg = serialized.decode(msg, self._serialized_type)  # rosbags message, same field names
             rgb = self._decode(msg, self._max_pixels)  # H, W, 3 uint8
         except ImageDecodeError as exc:
             self.bad_input(exc.kind, str(exc))
