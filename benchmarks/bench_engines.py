@@ -110,7 +110,8 @@ def make_engine(kind: str, precision: str, model, metadata, workdir: Path, threa
         from vlt_perception.engines.torch_engine import TorchEngine
 
         return TorchEngine(model.export_module(), metadata, precision=precision, threads=threads)
-    if (precision == "bf16" and kind in ("onnxruntime", "tensorrt")) or (precision == "int8" and kind != "tensorrt"):
+    no_bf16 = precision == "bf16" and kind in ("onnxruntime", "tensorrt")
+    if no_bf16 or (precision == "int8" and kind != "tensorrt"):
         raise EngineError(f"{kind} has no {precision} path (bf16: torch and openvino; int8: TensorRT)")
     onnx_precision = precision if kind == "onnxruntime" else "fp32"
     if onnx_precision not in onnx_cache:

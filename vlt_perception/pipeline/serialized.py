@@ -31,7 +31,11 @@ _PIXEL_LAYOUT = {"mono8": (2, np.uint8), "rgb8": (3, np.uint8), "32FC1": (2, np.
 
 @lru_cache(maxsize=1)
 def typestore():
-    """rosbags' ROS 2 Kilted type store (``sensor_msgs``, ``std_msgs`` and their dependencies)."""
+    """rosbags' ROS 2 Kilted type store (``sensor_msgs``, ``std_msgs`` and their dependencies).
+
+    Not :func:`vlt_perception.bag.typestore.get_bag_typestore`: images need only the built-in types, and that
+    store also parses the vision_msgs ``.msg`` files at every node start.
+    """
     try:
         from rosbags.typesys import Stores, get_typestore
     except ImportError as exc:  # pragma: no cover - rosbags is a runtime requirement
@@ -45,8 +49,8 @@ def decode(raw: bytes, typename: str) -> Any:
     try:
         return typestore().deserialize_cdr(raw, typename)
     except Exception as exc:  # rosbags raises struct/Index/Value errors for malformed CDR; report one kind
-        raise ImageDecodeError(KIND_SERIALIZATION,
-                               f"{len(raw)} bytes are not a serialized {typename}: {type(exc).__name__}: {exc}") from exc
+        reason = f"{len(raw)} bytes are not a serialized {typename}: {type(exc).__name__}: {exc}"
+        raise ImageDecodeError(KIND_SERIALIZATION, reason) from exc
 
 
 def header_fields(header) -> tuple[int, int, str]:
