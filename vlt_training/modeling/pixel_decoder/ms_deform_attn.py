@@ -32,23 +32,29 @@ def ms_deform_attn_core(
         attention_weights: (B, Q, M, L, P), softmax-normalised over L * P.
     Returns:
         (B, Q, M * D).
+
+    One ``grid_sample`` per (level, point), each weighted and added as it comes, instead of one per level with
+    the P points as an extra axis that is then weighted and summed: no (B*M, D, Q, P) tensor is reduced over a
+    short innermost axis. Measured on a 2-core AVX512-BF16 CPU at 512x1024 (ViT-S/16 VLTSeg): OpenVINO bf16 spent
+    ~28 ms per level in sample + f32->bf16 blocked reorder + reduce with the per-level form, ~21 ms with this
+    one (whole model 1.85 -> 1.64 s); PyTorch fp32 forward + backward of the core at the same size 1.1 -> 0.5 s.
     """
     b, _, m, d = value.shape
     _, q, _, n_levels, n_points, _ = sampling_locations.shape
     value_list = value.split([h * w for h, w in spatial_shapes], dim=1)
-    grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
-    # B, Q, M, L, P -> B*M, 1, Q, L, P
-    weights = attention_weights.transpose(1, 2).reshape(b * m, 1, q, n_levels, n_points)
+    # B, Q, M, L, P, 2 -> L*P, B*M, 1, Q, 2 in [-1, 1] (grid_sample's range): one grid per (level, point)
+    grids = (2 * sampling_locations - 1).permute(3, 4, 0, 2, 1, 5).reshape(n_levels * n_points, b * m, 1, q, 2)
+    # B, Q, M, L, P -> L*P, B*M, 1, 1, Q
+    weights = attention_weights.permute(3, 4, 0, 2, 1).reshape(n_levels * n_points, b * m, 1, 1, q)
     out = None
     for lvl, (h, w) in enumerate(spatial_shapes):
         # B, h*w, M, D -> B*M, D, h, w
         v = value_list[lvl].flatten(2).transpose(1, 2).reshape(b * m, d, h, w)
-        # B, Q, M, P, 2 -> B*M, Q, P, 2
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # B*M, D, Q, P
-        # weight and reduce each level as it comes: no (B*M, D, Q, L*P) stack of every level's samples
-        part = (sampled * weights[..., lvl, :]).sum(-1)  # B*M, D, Q
-        out = part if out is None else out + part
+        for point in range(n_points):
+            k = lvl * n_points + point
+            sampled = F.grid_sample(v, grids[k], mode="bilinear", padding_mode="zeros", align_corners=False)
+            part = sampled * weights[k]  # B*M, D, 1, Q
+            out = part if out is None else out + part
     return out.view(b, m * d, q).transpose(1, 2).contiguous()
 
 

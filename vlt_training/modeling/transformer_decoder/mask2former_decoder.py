@@ -130,7 +130,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         """features [(B, C, h, w)] * 3 (low resolution first), mask_features (B, mask_dim, H/4, W/4).
 
         Returns ``{"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H/4, W/4), "aux_outputs": [...]}`` with one
-        aux entry per decoder layer (the prediction before the layer), for deep supervision.
+        aux entry per decoder layer (the prediction before the layer) for deep supervision in training; at
+        inference (``eval()``) ``aux_outputs`` is empty.
         """
         if len(features) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(features)}")
@@ -144,8 +145,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, b, 1)  # Q, B, C
         output = self.query_feat.weight.unsqueeze(1).repeat(1, b, 1)
 
+        # In training every layer's full-size masks feed the auxiliary losses. At inference only the last layer's
+        # are returned; the others only make the next layer's attention bias at a pyramid level's size. Bilinear
+        # resizing is linear and per channel and the mask projection is linear per pixel, so projecting mask
+        # features resized once per level gives the same low-resolution masks as resizing full-size masks
+        # (up to rounding), without the full-size einsum of every layer (~15 GFLOPs at 512x1024) or its resize.
+        low_res = None if self.training else {size: F.interpolate(mask_features, size=size, mode="bilinear",
+                                                                  align_corners=False) for size in set(sizes)}
         classes, masks = [], []
-        cls, mask, attn_bias = self._predict(output, mask_features, sizes[0])
+        cls, mask, attn_bias = self._predict(output, mask_features, sizes[0], low_res)
         classes.append(cls)
         masks.append(mask)
         for i in range(self.num_layers):
@@ -155,29 +163,41 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.ffn_layers[i](output)
             # the last prediction's attention bias would never be used: skip it
             next_size = sizes[(i + 1) % self.num_feature_levels] if i + 1 < self.num_layers else None
-            cls, mask, attn_bias = self._predict(output, mask_features, next_size)
+            cls, mask, attn_bias = self._predict(output, mask_features, next_size, low_res)
             classes.append(cls)
             masks.append(mask)
         return {
             "pred_logits": classes[-1],
             "pred_masks": masks[-1],
-            "aux_outputs": [{"pred_logits": c, "pred_masks": m} for c, m in zip(classes[:-1], masks[:-1])],
+            "aux_outputs": [{"pred_logits": c, "pred_masks": m} for c, m in zip(classes[:-1], masks[:-1])
+                            if m is not None],
         }
 
-    def _predict(self, output: torch.Tensor, mask_features: torch.Tensor, target_size: Optional[tuple[int, int]]):
+    def _predict(self, output: torch.Tensor, mask_features: torch.Tensor, target_size: Optional[tuple[int, int]],
+                 low_res: Optional[dict] = None):
         """Class logits (B, Q, K+1), mask logits (B, Q, H/4, W/4) and the next layer's additive attention bias
-        (B * heads, Q, h * w) at ``target_size`` (``None``: no next layer, no bias)."""
+        (B * heads, Q, h * w) at ``target_size`` (``None``: no next layer, no bias).
+
+        With ``low_res`` (inference: mask features resized to each level's size) a prediction that has a next
+        layer returns no full-size masks (``None``): its bias comes from masks projected at ``target_size``.
+        """
         decoded = self.decoder_norm(output).transpose(0, 1)  # B, Q, C
         outputs_class = self.class_embed(decoded)
         mask_embed = self.mask_embed(decoded)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         if target_size is None:
-            return outputs_class, outputs_mask, None
+            return outputs_class, torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features), None
+        if low_res is not None:
+            low = torch.einsum("bqc,bchw->bqhw", mask_embed, low_res[target_size])  # B, Q, h, w
+            return outputs_class, None, self._attention_bias(low)
+        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         # B, Q, h, w at the resolution of the level the next layer attends to
         low = F.interpolate(outputs_mask, size=target_size, mode="bilinear", align_corners=False)
+        return outputs_class, outputs_mask, self._attention_bias(low)
+
+    def _attention_bias(self, low: torch.Tensor) -> torch.Tensor:
+        """Mask logits (B, Q, h, w) -> additive attention bias (B * heads, Q, h * w): masked where sigmoid < 0.5."""
         masked = (low.sigmoid().flatten(2) < 0.5).to(low.dtype)  # B, Q, h*w; 1 = background = not attended
         # a query that masks out every pixel would get NaN attention: let it attend everywhere instead
         full = (masked.sum(-1, keepdim=True) >= masked.shape[-1]).to(low.dtype)
         bias = (masked * (1.0 - full) * MASK_BIAS).detach()
-        bias = bias.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)  # B*heads, Q, h*w
-        return outputs_class, outputs_mask, bias
+        return bias.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)  # B*heads, Q, h*w
