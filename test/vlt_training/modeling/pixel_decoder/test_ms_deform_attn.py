@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from vlt_training.modeling.pixel_decoder import MSDeformAttn, MSDeformAttnPixelDecoder, ms_deform_attn_core
@@ -39,7 +40,8 @@ def naive_ms_deform_attn(value, shapes, locations, weights):
     return out.reshape(b, q, m * d)
 
 
-def test_core_matches_naive_bilinear_loop():
+@pytest.mark.parametrize("per_point", [False, True])
+def test_core_matches_naive_bilinear_loop(per_point):
     g = torch.Generator().manual_seed(0)
     shapes = [(3, 5), (2, 3), (4, 2)]
     b, q, m, d, n_p = 2, 3, 2, 4, 3
@@ -48,7 +50,7 @@ def test_core_matches_naive_bilinear_loop():
     locations = torch.rand(b, q, m, len(shapes), n_p, 2, generator=g) * 1.4 - 0.2
     weights = torch.rand(b, q, m, len(shapes), n_p, generator=g)
     weights = weights / weights.flatten(-2).sum(-1)[..., None, None]
-    got = ms_deform_attn_core(value, shapes, locations, weights)
+    got = ms_deform_attn_core(value, shapes, locations, weights, per_point=per_point)
     ref = naive_ms_deform_attn(value, shapes, locations, weights)
     torch.testing.assert_close(got.double(), ref, atol=1e-5, rtol=1e-5)
 
@@ -66,6 +68,25 @@ def test_module_zero_offsets_sample_reference_point():
     ref = torch.tensor([[[[(3 + 0.5) / w, (2 + 0.5) / h]]]])  # 1, 1, L, 2
     out = attn(torch.randn(1, 1, 8), ref, value, [(h, w)])
     torch.testing.assert_close(out[0, 0], value[0, 2 * w + 3])
+
+
+def test_module_uses_per_level_in_training_and_per_point_in_eval(monkeypatch):
+    """Both forms give the same output; which one runs follows the module's mode (see ms_deform_attn_core)."""
+    from vlt_training.modeling.pixel_decoder import ms_deform_attn as module
+
+    calls = []
+    real = module.ms_deform_attn_core
+    monkeypatch.setattr(module, "ms_deform_attn_core", lambda *a, per_point: calls.append(per_point) or
+                        real(*a, per_point=per_point))
+    torch.manual_seed(0)
+    attn = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=3)
+    shapes = [(4, 6), (2, 3)]
+    query, value = torch.randn(2, 5, 8), torch.randn(2, 30, 8)
+    ref = torch.rand(2, 5, 2, 2)
+    trained = attn.train()(query, ref, value, shapes)
+    inferred = attn.eval()(query, ref, value, shapes)
+    assert calls == [False, True]
+    torch.testing.assert_close(inferred, trained)
 
 
 def test_pixel_decoder_shapes():
