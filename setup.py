@@ -21,6 +21,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", TRAINING, f"{TRAINING}.*"]),
+    # Data read through the package itself (open_clip model configs, shipped pretrained towers).
+    package_data={TRAINING: ["modeling/backbone/model_configs/*.json", "pretrained/*/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}", f"resource/{TRAINING}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -28,6 +30,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{TRAINING}/config/train", glob("config/train/*.yaml")),
+        (f"share/{TRAINING}/config/pretrain", glob("config/pretrain/*.yaml")),
         (f"share/{PACKAGE}/interfaces/vision_msgs/msg", glob("interfaces/vision_msgs/msg/*.msg")),
         # `ros2 run vlt_training <verb>` looks in lib/vlt_training.
         (f"lib/{TRAINING}", sorted(glob(f"scripts/{TRAINING}/*"))),

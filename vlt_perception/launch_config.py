@@ -84,6 +84,9 @@ _COMMON = (
               "(decoded / encoded with rosbags) instead of rclpy message objects: same wire format, ~1 ms less "
               "CPU per 1080p frame each way, malformed payloads counted as bad frames."),
     ParamSpec("diagnostics_period", "double", "Seconds between /diagnostics messages.", min=0.05, max=3600.0),
+    ParamSpec("min_inference_ms", "double", "Hold every inference for at least this long; 0 = off. Emulates a "
+              "slower accelerator, to see frame dropping and latency on a fast machine (tests use it).",
+              min=0.0, max=60000.0),
 )
 
 NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
@@ -111,17 +114,13 @@ def specs(node: str) -> dict[str, ParamSpec]:
 
 
 def config_dir() -> Path:
-    """``config/`` of the source tree, else ``share/vlt_perception/config`` of the ament install."""
-    source = Path(__file__).resolve().parents[1] / "config"
-    if (source / f"{SEGMENTATION}.yaml").is_file():
-        return source
-    try:
-        from ament_index_python.packages import get_package_share_directory
+    """``config/`` of the source checkout, else ``share/vlt_perception/config`` of the ament install."""
+    from vlt_perception.resources import ResourceNotFound, data_path
 
-        return Path(get_package_share_directory(PACKAGE)) / "config"
-    except (ImportError, LookupError) as exc:
-        raise ConfigError(f"cannot find the {PACKAGE} config folder (not at {source}, not in the ament index)") \
-            from exc
+    try:
+        return data_path(PACKAGE, "config", f"{SEGMENTATION}.yaml").parent
+    except ResourceNotFound as exc:
+        raise ConfigError(f"cannot find the {PACKAGE} config folder: {exc}") from exc
 
 
 def read_params_file(path: str | Path) -> dict[str, dict[str, Any]]:

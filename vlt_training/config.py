@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from vlt_perception.atomic import atomic_write_text
+from vlt_perception.resources import resolve_config
 
 TASKS = ("segmentation", "detection")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -379,6 +380,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 
     Without a path the dataclass defaults are the starting point.
     """
+    if path is not None:
+        # config/train/tiny_cpu.yaml also works outside the source tree: from the installed share folder
+        path = resolve_config(path)
     # Start from the defaults so overrides can address anything, including list elements the file doesn't set.
     data = merge(Config().to_dict(), load_raw(path) if path is not None else {})
     source = str(path) if path is not None else "config"

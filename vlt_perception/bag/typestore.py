@@ -8,23 +8,17 @@ from pathlib import Path
 
 from vlt_perception.bag import BagError
 
-# interfaces/vision_msgs/msg/*.msg at the repository root (upstream vision_msgs 4.x definitions); an installed
-# package has them under share/vlt_perception/interfaces (setup.py); VLT_INTERFACES_DIR overrides both.
-DEFAULT_INTERFACES_DIR = Path(__file__).resolve().parents[2] / "interfaces"
-
-
 def interfaces_dir() -> Path:
-    """Where the ``.msg`` definitions are: $VLT_INTERFACES_DIR, the source tree, or the installed share folder."""
+    """Where the ``.msg`` definitions are (upstream vision_msgs 4.x): $VLT_INTERFACES_DIR, else ``interfaces/``
+    of the source checkout or of the installed share folder (setup.py data_files)."""
     if os.environ.get("VLT_INTERFACES_DIR"):
         return Path(os.environ["VLT_INTERFACES_DIR"])
-    if any(DEFAULT_INTERFACES_DIR.glob("*/msg/*.msg")):
-        return DEFAULT_INTERFACES_DIR
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    from vlt_perception.resources import ResourceNotFound, data_path
 
-        return Path(get_package_share_directory("vlt_perception")) / "interfaces"
-    except (ImportError, PackageNotFoundError, LookupError, ValueError):
-        return DEFAULT_INTERFACES_DIR
+    try:
+        return data_path("vlt_perception", "interfaces")
+    except ResourceNotFound as exc:
+        raise BagError(f"cannot find the vision_msgs definitions: {exc}; set VLT_INTERFACES_DIR") from exc
 
 
 def _import_rosbags_typesys():

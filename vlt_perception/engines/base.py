@@ -8,6 +8,7 @@ documented on :class:`vlt_perception.metadata.ModelMetadata`.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -53,3 +54,30 @@ class InferenceEngine(ABC):
 
     def close(self) -> None:
         """Free device memory. Safe to call twice."""
+
+
+class PacedEngine(InferenceEngine):
+    """Wraps an engine so that every ``infer`` takes at least ``min_ms``: emulates a slower accelerator.
+
+    For reproducing overload on a fast machine (a camera faster than the model, frames dropped, latency
+    bounded) independent of how fast this CPU happens to be; the nodes' ``min_inference_ms`` parameter, 0 = off.
+    """
+
+    def __init__(self, inner: InferenceEngine, min_ms: float) -> None:
+        if min_ms <= 0:
+            raise ValueError(f"min_ms must be > 0, got {min_ms}")
+        self.inner = inner
+        self.min_s = min_ms / 1e3
+        self.metadata = inner.metadata
+        self.info = inner.info
+
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        started = time.monotonic()
+        outputs = self.inner.infer(images)
+        remaining = self.min_s - (time.monotonic() - started)
+        if remaining > 0:
+            time.sleep(remaining)
+        return outputs
+
+    def close(self) -> None:
+        self.inner.close()

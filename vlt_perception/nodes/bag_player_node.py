@@ -33,6 +33,7 @@ from vlt_perception.bag.reader import Issues
 from vlt_perception.bag.replay import (
     MODES, bag_topics, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, read_playback,
 )
+from vlt_perception.nodes import cli_help, signals
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -172,6 +173,10 @@ class BagPlayerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    if cli_help.maybe_print_help("bag_player_node", __doc__, _parameter_help(), args):
+        return 0
+    # The first signal interrupts play() (KeyboardInterrupt); later ones, during shutdown, do nothing.
+    stop_signals = signals.install(raise_first=True)
     rclpy.init(args=args)
     node, code = None, 0
     executor = SingleThreadedExecutor()
@@ -197,6 +202,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"bag_player_node: {exc}", file=sys.stderr)
         code = 1
     finally:
+        stop_signals.closing()
         stop.set()
         if spinner.is_alive():
             spinner.join(timeout=5)
@@ -204,7 +210,12 @@ def main(args: list[str] | None = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        stop_signals.reinstall()
     return code
+
+
+def _parameter_help() -> list[tuple[str, str, str]]:
+    return [(name, repr(default), text) for name, (default, text) in PARAMS.items()]
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
                       "requirements/ros.txt and `source tools/env.sh`") from exc
 
 from vlt_perception.launch_config import ConfigError, ParamSpec, load_defaults, specs
-from vlt_perception.nodes import conversions
+from vlt_perception.nodes import cli_help, conversions, signals
 from vlt_perception.pipeline import serialized
 from vlt_perception.pipeline.image_codec import ImageDecodeError
 from vlt_perception.pipeline.latest_frame import LatestFrameWorker
@@ -51,6 +51,14 @@ _ROS_TYPES = {
 OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
+
+
+# A log line quotes at most this much of an error text (which may carry strings from the wire).
+_MAX_LOG_TEXT = 400
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_LOG_TEXT else f"{text[:_MAX_LOG_TEXT]}... ({len(text)} characters)"
 
 
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -84,6 +92,7 @@ class PerceptionNode(LifecycleNode):
         self._subscription = None
         self._outputs: dict[str, Any] = {}
         self._timer = None
+        self._throttle_timer = None
         self._errors_reported = 0
         self._idle = 0
         self._serialized = False  # serialized_messages, read at activate
@@ -166,6 +175,7 @@ class PerceptionNode(LifecycleNode):
                                                             "~/out/label_info", LATCHED_QOS)
         self._outputs["diagnostics"] = self.create_publisher(conversions.DiagnosticArray, "/diagnostics", 10)
         self._timer = self.create_timer(self.param("diagnostics_period"), self.publish_diagnostics)
+        self._throttle_timer = self.create_timer(1.0, self.report_suppressed_errors)
 
     def _load_engine(self):
         from vlt_perception.engines import create_engine
@@ -173,9 +183,14 @@ class PerceptionNode(LifecycleNode):
         model_path = self.param("model_path")
         if not model_path:
             raise ConfigError("model_path is empty: pass -p model_path:=/path/to/model.onnx")
-        return create_engine(model_path, self.param("engine"), precision=self.param("precision") or None,
-                             providers=self.param("providers") or None, require_gpu=self.param("require_gpu"),
-                             threads=self.param("threads") or None, spin_wait=self.param("spin_wait"))
+        engine = create_engine(model_path, self.param("engine"), precision=self.param("precision") or None,
+                               providers=self.param("providers") or None, require_gpu=self.param("require_gpu"),
+                               threads=self.param("threads") or None, spin_wait=self.param("spin_wait"))
+        if self.param("min_inference_ms") > 0:
+            from vlt_perception.engines.base import PacedEngine
+
+            engine = PacedEngine(engine, self.param("min_inference_ms"))
+        return engine
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
@@ -232,9 +247,10 @@ class PerceptionNode(LifecycleNode):
             self._worker = None
 
     def _destroy_outputs(self) -> None:
-        if self._timer is not None:
-            self.destroy_timer(self._timer)
-            self._timer = None
+        for timer in (self._timer, self._throttle_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._timer = self._throttle_timer = None
         for pub in self._outputs.values():
             self.destroy_publisher(pub)
         self._outputs.clear()
@@ -283,12 +299,20 @@ class PerceptionNode(LifecycleNode):
         return conversions.array_to_image(data, encoding, header)
 
     def bad_input(self, kind: str, text: str) -> None:
-        """Count a skipped frame; log it at most once per 5 s per kind."""
+        """Count a skipped frame; log it at most once per 5 s per kind (a burst is summed up when the window
+        closes, see :meth:`report_suppressed_errors`)."""
         self.stats.on_error(kind)
-        suppressed = self.throttle.should_log(kind)
+        text = _cut(text)
+        suppressed = self.throttle.should_log(kind, text)
         if suppressed is not None:
             more = f" ({suppressed} more since the last report)" if suppressed else ""
             self.get_logger().error(f"skipping frame: {text}{more}")
+
+    def report_suppressed_errors(self) -> None:
+        """Log the errors the throttle held back in windows that have closed (timer callback)."""
+        for kind, count, latest in self.throttle.flush():
+            self.get_logger().error(f"skipped {count} more frame(s) of kind {kind} in the last "
+                                    f"{self.throttle.period_s:g} s; latest: {latest}")
 
     def _on_error(self, exc: BaseException) -> None:
         self.bad_input("processing_error", f"{type(exc).__name__}: {exc}")
@@ -349,23 +373,31 @@ class PerceptionNode(LifecycleNode):
 
 
 def main(node_class: type[PerceptionNode], args: list[str] | None = None) -> int:
-    """Run a perception node until SIGINT/SIGTERM; returns the exit code (1 when start-up fails)."""
+    """Run a perception node until SIGINT/SIGTERM; returns the exit code (1 when start-up fails).
+
+    Any number of SIGINT / SIGTERM, also during shutdown, ends in a clean exit 0 (see :mod:`.signals`).
+    """
+    if cli_help.maybe_print_help(node_class.NODE, sys.modules[node_class.__module__].__doc__,
+                                 parameter_help(node_class.NODE), args):
+        return 0
     keep_large_buffers_in_heap()  # before the first frame: 1080p buffers without fresh page faults each time
+    stop = signals.install()  # before rclpy.init, so that rclpy's handler chains to it
     rclpy.init(args=args)
     node = None
     code = 0
     try:
         node = node_class()
-        if node.param("autostart"):
+        if node.param("autostart") and not stop.requested.is_set():
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal(f"start-up failed: {node.configure_error}")
                 return 1
             if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal("activate failed")
                 return 1
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        if not stop.requested.is_set():
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ConfigError as exc:
@@ -382,8 +414,16 @@ def main(node_class: type[PerceptionNode], args: list[str] | None = None) -> int
         else:
             raise
     finally:
+        stop.closing()
         if node is not None:
             node.close()
             node.destroy_node()
         rclpy.try_shutdown()
+        stop.reinstall()
     return code
+
+
+def parameter_help(node: str) -> list[tuple[str, str, str]]:
+    """(name, default, description) of every parameter of ``node``, for ``--help``."""
+    defaults = load_defaults(node)
+    return [(name, repr(defaults[name]), spec.description) for name, spec in specs(node).items()]

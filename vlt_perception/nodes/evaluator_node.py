@@ -37,6 +37,7 @@ from vlt_perception.bag.reader import UNKNOWN_CONDITION, Issues
 from vlt_perception.bag.replay import cdr_header_stamp, message_class
 from vlt_perception.bag.report import write_report
 from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES, IGNORE_INDEX
+from vlt_perception.nodes import cli_help, signals
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Deep reliable queues: in realtime replay a burst must queue here, not vanish (drops belong to the graph).
@@ -193,6 +194,9 @@ class EvaluatorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
+    if cli_help.maybe_print_help("evaluator_node", __doc__, _parameter_help(), args):
+        return 0
+    stop = signals.install()  # before rclpy.init: later signals must not interrupt writing the report
     rclpy.init(args=args)
     node, code = None, 0
     try:
@@ -207,12 +211,18 @@ def main(args: list[str] | None = None) -> int:
         print(f"evaluator_node: {exc}", file=sys.stderr)
         code = 1
     finally:
+        stop.closing()
         if node is not None and not node.finished:
             node.finish("shutdown")  # Ctrl-C after `ros2 bag play`: the report is still written
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        stop.reinstall()
     return code
+
+
+def _parameter_help() -> list[tuple[str, str, str]]:
+    return [(name, repr(default), text) for name, (default, text) in PARAMS.items()]
 
 
 if __name__ == "__main__":

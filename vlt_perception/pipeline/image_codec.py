@@ -29,6 +29,18 @@ KIND_EMPTY = "zero_size"
 KIND_TOO_LARGE = "too_large"
 KIND_COMPRESSED = "corrupt_compressed"
 
+# Strings from the wire (encoding, format) are quoted in error messages at most this long: a hostile or corrupt
+# message must not turn one log line into kilobytes.
+WIRE_TEXT_LIMIT = 64
+
+
+def wire_text(value: str, limit: int = WIRE_TEXT_LIMIT) -> str:
+    """``repr`` of a string taken from a message, cut to ``limit`` characters with the original length noted."""
+    value = str(value)
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
 
 class ImageDecodeError(ValueError):
     """An image message cannot be decoded; ``kind`` is one of the ``KIND_*`` strings."""
@@ -127,7 +139,8 @@ def decode_image(
     fmt = _FORMATS.get(encoding)
     if fmt is None:
         raise ImageDecodeError(
-            KIND_ENCODING, f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+            KIND_ENCODING,
+            f"unsupported encoding {wire_text(encoding)}; supported: {', '.join(SUPPORTED_ENCODINGS)}",
         )
     _check_size(height, width, max_pixels, f"{encoding} image")
     itemsize = 2 if fmt.dtype == "u2" else 1
@@ -165,9 +178,9 @@ def _compressed_kind(fmt: str, data: bytes) -> str:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "png"
     if "compressedDepth" in fmt:
-        raise ImageDecodeError(KIND_ENCODING, f"compressed format {fmt!r} (depth images) is not supported")
+        raise ImageDecodeError(KIND_ENCODING, f"compressed format {wire_text(fmt)} (depth images) is not supported")
     raise ImageDecodeError(
-        KIND_COMPRESSED, f"compressed format {fmt!r}: data is neither JPEG nor PNG (starts with {data[:8].hex()})"
+        KIND_COMPRESSED, f"compressed format {wire_text(fmt)}: data is neither JPEG nor PNG (starts with {data[:8].hex()})"
     )
 
 
@@ -191,7 +204,7 @@ def decode_compressed(fmt: str, data, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     """
     raw = bytes(data) if not isinstance(data, bytes) else data
     if not raw:
-        raise ImageDecodeError(KIND_EMPTY, f"compressed image ({fmt!r}) has no data")
+        raise ImageDecodeError(KIND_EMPTY, f"compressed image ({wire_text(fmt)}) has no data")
     kind = _compressed_kind(fmt, raw)
     width, height = _header_size(raw, kind)
     _check_size(height, width, max_pixels, f"{kind} image")

@@ -130,6 +130,8 @@ class ErrorThrottle:
 
     ``should_log(kind)`` returns the number of errors of that kind suppressed since the last log (0 for the first)
     when it is time to log, else None. Kinds are independent: a flood of one kind never hides another.
+    A burst that ends inside a window would otherwise never be reported: :meth:`flush`, called periodically,
+    returns the kinds whose window has closed with errors still suppressed in it (and the latest of their texts).
     """
 
     def __init__(self, period_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -137,14 +139,30 @@ class ErrorThrottle:
         self._clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        self._latest_text: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def should_log(self, kind: str) -> int | None:
+    def should_log(self, kind: str, text: str = "") -> int | None:
         now = self._clock()
         with self._lock:
             last = self._last.get(kind)
             if last is not None and now - last < self.period_s:
                 self._suppressed[kind] += 1
+                self._latest_text[kind] = text
                 return None
             self._last[kind] = now
+            self._latest_text.pop(kind, None)
             return self._suppressed.pop(kind, 0)
+
+    def flush(self) -> list[tuple[str, int, str]]:
+        """(kind, suppressed count, latest suppressed text) for each kind whose window has closed with errors
+        suppressed in it. Reporting them starts a new window, so a kind is still logged at most once a period."""
+        now = self._clock()
+        due = []
+        with self._lock:
+            for kind, count in list(self._suppressed.items()):
+                if now - self._last[kind] >= self.period_s:
+                    due.append((kind, count, self._latest_text.pop(kind, "")))
+                    del self._suppressed[kind]
+                    self._last[kind] = now
+        return due

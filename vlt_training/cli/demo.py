@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vlt_perception.atomic import atomic_write_text
+from vlt_perception.resources import share_dir, source_root
 
-ROOT = Path(__file__).resolve().parents[2]
-SEG_CONFIG = ROOT / "config" / "train" / "tiny_cpu.yaml"
-DET_CONFIG = ROOT / "config" / "train" / "tiny_det_cpu.yaml"
+# Training configs from the package's data: the source checkout's config/train, else share/vlt_training/config.
+TRAIN_CONFIGS = share_dir("vlt_training") / "config" / "train"
+SEG_CONFIG = TRAIN_CONFIGS / "tiny_cpu.yaml"
+DET_CONFIG = TRAIN_CONFIGS / "tiny_det_cpu.yaml"
 CONDITIONS = ("fog", "night", "rain", "snow", "real_style")
 
 
@@ -88,7 +90,7 @@ def run_stage(name: str, args: list[str], log_dir: Path, echo: bool = True) -> f
     print(f"\n=== {name}: {' '.join(args)}", flush=True)
     started = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, env=_child_env())
         for line in proc.stdout:
             log.write(line)
@@ -103,8 +105,11 @@ def run_stage(name: str, args: list[str], log_dir: Path, echo: bool = True) -> f
 
 
 def _child_env() -> dict[str, str]:
+    """The stages import the same packages as this process: from a source checkout, put it on their path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    root = source_root()
+    if root is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -144,7 +149,7 @@ def replay_online(bag: Path, model: Path, out: Path, log_dir: Path, timeout_s: f
     try:
         for node in (seg, evaluator, player):
             log = open(log_dir / f"online_{bag.name}_{node.name}.log", "w")  # noqa: SIM115 - closed below
-            procs.append((subprocess.Popen([sys.executable, *ros_arguments(node)], cwd=ROOT, env=_child_env(),
+            procs.append((subprocess.Popen([sys.executable, *ros_arguments(node)], env=_child_env(),
                                            stdout=log, stderr=subprocess.STDOUT), log))
         deadline = time.monotonic() + timeout_s
         for proc, _ in procs[1:]:  # the player finishes the bag, then the evaluator writes its report and exits

@@ -229,8 +229,14 @@ def test_no_subscriber_no_work(tmp_path):
 
 
 def test_overload_drops_stale_frames_and_keeps_latency_bounded(tmp_path):
-    """Camera at 30 Hz, model at ~10 Hz: frames are dropped (and counted), latency does not pile up."""
-    model = tiny_onnx.segmentation_model(tmp_path / "slow.onnx", height=64, width=128, slow_layers=160)
+    """Camera at 30 Hz, model held at >= 150 ms a frame: frames are dropped (and counted), latency does not pile up.
+
+    The model is slow by construction (``min_inference_ms``), not by the luck of a loaded machine, so the test
+    means the same on a laptop, a GPU box and a busy CI runner.
+    """
+    engine_ms = 150.0
+    seconds, camera_hz = 5.0, 30
+    model = tiny_onnx.segmentation_model(tmp_path / "seg.onnx", height=16, width=32)
     Image, _, _, DiagnosticArray = _image_types()
     name = "seg_overload"
     rgb = stripes(48, 96)
@@ -238,33 +244,67 @@ def test_overload_drops_stale_frames_and_keeps_latency_bounded(tmp_path):
         listener.listen(f"/{name}/out/labels", Image)
         listener.listen("/diagnostics", DiagnosticArray)
         with start_node(NODE, tmp_path / "node.log", name=name, model_path=str(model), threads=1,
-                        diagnostics_period=0.25) as proc:
+                        min_inference_ms=engine_ms, warmup=False, diagnostics_period=0.25) as proc:
             listener.publish_until(f"/{name}/in/image", lambda seq: rgb_image(rgb, seq),
                                    lambda: listener.got(f"/{name}/out/labels"), 60, "first labels", proc)
             sent_at: dict[str, float] = {}
             start = time.monotonic()
             seq = 10_000
-            while time.monotonic() - start < 4.0:  # 30 Hz for 4 s
+            while time.monotonic() - start < seconds:
                 msg = rgb_image(rgb, seq)
                 sent_at[msg.header.frame_id] = time.monotonic()
                 listener.publish(f"/{name}/in/image", msg)
                 seq += 1
-                time.sleep(1 / 30)
-            time.sleep(1.0)
+                time.sleep(1 / camera_hz)
+            elapsed = time.monotonic() - start
+            wait_until(lambda: int(listener.diagnostics(name).get("processed", 0)) > 0 and
+                       time.monotonic() - start > elapsed + 1.0, 30, "diagnostics after the burst", proc)
             values = listener.diagnostics(name)
         arrivals = [(m.header.frame_id, t) for m, t in zip(listener.got(f"/{name}/out/labels"),
                                                            listener.stamps[f"/{name}/out/labels"])]
     e2e_ms = [(t - sent_at[f]) * 1e3 for f, t in arrivals if f in sent_at]
-    engine_p90 = float(values["inference_p90_ms"])
-    assert engine_p90 > 1000 / 30, "the model must be slower than the camera for this test to mean anything"
+    assert float(values["inference_p90_ms"]) >= engine_ms  # the pacing really holds each frame
     assert int(values["dropped"]) > 0
     assert int(values["processed"]) + int(values["dropped"]) <= int(values["received"])
-    assert len(e2e_ms) >= 5
-    # Bounded: a frame waits for at most the frame in progress, so ~2 engine times plus transport and decoding,
-    # never the queue of all frames sent so far (which would be several seconds by the end).
-    bound = 3 * engine_p90 + 250
+    # a paced engine cannot process more than one frame per engine_ms, however fast the machine
+    assert len(e2e_ms) <= (elapsed + 1.0) * 1e3 / engine_ms + 1
+    assert len(e2e_ms) >= 3
+    # Bounded: a frame waits for at most the frame in progress, ~2 engine times (~300 ms) plus transport. A queue
+    # of every frame sent would end near seq * engine_ms - seconds = 17 s. The bound is 10x the expected value.
+    bound = 3000.0
     assert float(values["latency_p90_ms"]) < bound, values
-    assert max(e2e_ms[len(e2e_ms) // 2 :]) < bound, e2e_ms
+    assert max(e2e_ms[len(e2e_ms) // 2:]) < bound, e2e_ms
+
+
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT")] * 3 + [("SIGTERM",), ("SIGINT", "SIGTERM")],
+                         ids=["2xSIGINT-a", "2xSIGINT-b", "2xSIGINT-c", "SIGTERM", "SIGINT+SIGTERM"])
+def test_signals_during_a_frame_end_in_a_clean_exit(tmp_path, signals):
+    """Ctrl-C twice (or ros2 launch's SIGINT on top of the group's), 50 ms apart while a frame is in the engine,
+    or one SIGTERM: exit code 0, no traceback, within a bounded time."""
+    import signal as signal_module
+
+    model = tiny_onnx.segmentation_model(tmp_path / "seg.onnx", height=16, width=32)
+    Image, _, _, _ = _image_types()
+    name = "seg_signals"
+    rgb = stripes(48, 96)
+    log = tmp_path / "node.log"
+    with Listener("seg_signals_listener") as listener:
+        listener.listen(f"/{name}/out/labels", Image)
+        with start_node(NODE, log, name=name, model_path=str(model), min_inference_ms=1500.0,
+                        warmup=False) as proc:
+            listener.publish_until(f"/{name}/in/image", lambda seq: rgb_image(rgb, seq),
+                                   lambda: listener.got(f"/{name}/out/labels"), 60, "first labels", proc, period=0.05)
+            # frames kept coming while the first was in the engine: the worker is on the next one now (1.5 s)
+            listener.publish(f"/{name}/in/image", rgb_image(rgb, 99))
+            time.sleep(0.3)
+            for i, sig in enumerate(signals):
+                if i:
+                    time.sleep(0.05)
+                proc.send_signal(getattr(signal_module, sig))
+            code = proc.wait(timeout=30)
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
 
 
 def test_lifecycle_without_autostart(tmp_path):

@@ -198,3 +198,16 @@ def test_compressed_too_large(rgb):
     with pytest.raises(ImageDecodeError, match="max_pixels") as err:
         decode_compressed("png", _pil_bytes(rgb, "PNG"), max_pixels=H * W - 1)
     assert err.value.kind == codec.KIND_TOO_LARGE
+
+
+def test_strings_from_the_wire_are_cut_in_error_messages():
+    bogus = "x" * 1000
+    with pytest.raises(ImageDecodeError) as raw:
+        decode_image(bogus, 2, 2, 6, bytes(12))
+    with pytest.raises(ImageDecodeError) as compressed:
+        decode_compressed(bogus, b"not an image at all")
+    for err in (raw.value, compressed.value):
+        text = str(err)
+        assert "x" * codec.WIRE_TEXT_LIMIT in text and "x" * (codec.WIRE_TEXT_LIMIT + 1) not in text
+        assert "(1000 characters)" in text
+        assert len(text) < 300

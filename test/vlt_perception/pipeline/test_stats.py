@@ -81,3 +81,23 @@ def test_error_throttle_per_kind():
     clock.now += 5.1
     assert throttle.should_log("bad_step") == 2  # logged again, reporting the two suppressed
     assert throttle.should_log("bad_step") is None
+
+
+def test_error_throttle_flush_reports_a_burst_that_ended_inside_the_window():
+    from vlt_perception.pipeline.stats import ErrorThrottle
+
+    clock = FakeClock()
+    throttle = ErrorThrottle(period_s=5.0, clock=clock)
+    assert throttle.should_log("bad_step", "first") == 0
+    for i in range(3):
+        assert throttle.should_log("bad_step", f"burst {i}") is None
+    assert throttle.flush() == []  # the window is still open
+    clock.now += 5.1
+    assert throttle.flush() == [("bad_step", 3, "burst 2")]  # no later error needed to report the burst
+    assert throttle.flush() == []  # reported once
+    # reporting the burst started a new window: the next error of the kind is suppressed, then flushed
+    assert throttle.should_log("bad_step", "later") is None
+    clock.now += 5.1
+    assert throttle.flush() == [("bad_step", 1, "later")]
+    clock.now += 5.1
+    assert throttle.should_log("bad_step", "after a quiet window") == 0
