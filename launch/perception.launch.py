@@ -1,7 +1,7 @@
 """Start the perception nodes: ``ros2 launch vlt_perception perception.launch.py seg_model:=model.onnx``.
 
 Arguments (see ``vlt_perception.launch_config.LAUNCH_ARGUMENTS``): nodes (segmentation | detection | both),
-seg_model, det_model, camera_topic, compressed, namespace, params_file, engine. What they turn into is decided by
+seg_model, det_model, camera_topic, compressed, namespace, params_file, engine, fastdds_profile. What they turn into is decided by
 :func:`vlt_perception.launch_config.perception_nodes` (plain, tested Python); this file only wraps it in
 ``launch_ros`` actions. ``launch`` is imported inside the functions so that the module loads without it.
 """
@@ -15,7 +15,7 @@ def _nodes(context, *args, **kwargs):
 
     values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     return [Node(package=n.package, executable=n.executable, name=n.name, namespace=n.namespace,
-                 parameters=n.parameters, remappings=n.remappings, output="screen")
+                 parameters=n.parameters, remappings=n.remappings, additional_env=n.env, output="screen")
             for n in perception_nodes(**values)]
 
 

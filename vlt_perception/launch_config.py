@@ -10,6 +10,7 @@ decides is here, where tests can reach it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,41 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "namespace": ("", "Namespace of the nodes."),
     "params_file": ("", "ROS 2 parameter file overriding config/<node>.yaml."),
     "engine": ("", "Inference engine for both nodes (auto, tensorrt, onnxruntime, openvino, torch); empty = params."),
+    "fastdds_profile": ("", "Fast DDS XML profile for the nodes: empty = the packaged large-image profile "
+                        "(config/fastdds_large_images.xml) unless FASTDDS_DEFAULT_PROFILES_FILE is already set; "
+                        "a path = that file; none = leave the middleware settings alone."),
 }
+
+# Fast DDS reads its default XML profile from these (the first is the current name, the second the older one).
+FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+LARGE_IMAGES_PROFILE = "fastdds_large_images.xml"
+
+
+def middleware_env(fastdds_profile: str = "", environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables the node processes need so that camera-sized images arrive.
+
+    With Fast DDS's built-in transports, best-effort frames above ~0.5 MB mostly never arrive between processes
+    (docs/nodes.md, "Large images"); the packaged profile gives a shared-memory segment that holds whole frames.
+    It is set only where the user has not chosen a profile already, and only for Fast DDS (the default RMW).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    choice = fastdds_profile.strip()
+    if choice.lower() == "none":
+        return {}
+    rmw = environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    if not rmw.startswith("rmw_fastrtps"):
+        if choice:
+            raise ConfigError(f"launch argument fastdds_profile: RMW_IMPLEMENTATION is {rmw}, not Fast DDS")
+        return {}
+    if not choice:
+        if any(environ.get(name) for name in FASTDDS_PROFILE_VARIABLES):
+            return {}  # the user's own profile wins
+        profile = config_dir() / LARGE_IMAGES_PROFILE
+    else:
+        profile = Path(choice)
+        if not profile.is_file():
+            raise ConfigError(f"launch argument fastdds_profile: {profile} is not a file")
+    return {FASTDDS_PROFILE_VARIABLES[0]: str(profile)}
 
 
 @dataclass
@@ -192,6 +227,8 @@ class NodeLaunch:
     parameters: list = field(default_factory=list)  # params-file paths and dicts, in order of precedence
     remappings: list[tuple[str, str]] = field(default_factory=list)
     package: str = PACKAGE
+    env: dict[str, str] = field(default_factory=dict)  # additional environment of the process
+    ends_launch: bool = False  # its exit ends the whole launch (an evaluation job), with its outcome
 
 
 def _parse_bool(value: str | bool, name: str) -> bool:
@@ -215,15 +252,17 @@ def perception_nodes(
     namespace: str = "",
     params_file: str = "",
     engine: str = "",
+    fastdds_profile: str = "",
 ) -> list[NodeLaunch]:
     """The nodes to start for the launch arguments (strings as ``ros2 launch`` passes them).
 
     ``nodes``: ``segmentation``, ``detection``, ``both`` or a comma list. The camera topic is remapped onto
     ``~/in/image`` (or ``<camera_topic>/compressed`` onto ``~/in/compressed`` with ``compressed:=true``).
     ``params_file`` (optional, validated here) overrides the packaged defaults; ``engine`` and the model paths,
-    when given, override both.
+    when given, override both. ``fastdds_profile``: see :func:`middleware_env` (every node gets that environment).
     """
     wanted = _which_nodes(nodes)
+    env = middleware_env(fastdds_profile)
     use_compressed = _parse_bool(compressed, "compressed")
     if not camera_topic or camera_topic.endswith("/"):
         raise ConfigError(f"launch argument camera_topic: bad topic name {camera_topic!r}")
@@ -249,7 +288,7 @@ def perception_nodes(
         if params_file:
             parameters.append(str(params_file))
         parameters.append(overrides)
-        launches.append(NodeLaunch(node, node, namespace, parameters, [remap]))
+        launches.append(NodeLaunch(node, node, namespace, parameters, [remap], env=dict(env)))
     return launches
 
 

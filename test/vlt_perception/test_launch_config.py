@@ -168,6 +168,7 @@ def test_launch_file_builds_nodes_from_launch_config(monkeypatch):
         assert node.kwargs["parameters"] == want.parameters
         assert node.kwargs["remappings"] == want.remappings
         assert node.kwargs["namespace"] == "ns" and node.kwargs["package"] == "vlt_perception"
+        assert node.kwargs["additional_env"] == want.env
 
 
 def _has_ros_launch() -> bool:
@@ -191,3 +192,29 @@ def test_docs_list_every_parameter():
     for node in lc.NODES:
         for name in lc.specs(node):
             assert f"| `{name}` |" in docs, f"docs/nodes.md has no row for {node} parameter {name}"
+
+
+@pytest.fixture
+def no_profile_env(monkeypatch):
+    for name in (*lc.FASTDDS_PROFILE_VARIABLES, "RMW_IMPLEMENTATION"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_large_image_profile_reaches_every_node_unless_the_user_chose_one(no_profile_env, monkeypatch, tmp_path):
+    seg, det = perception_nodes(nodes="both", seg_model="s.onnx", det_model="d.onnx")
+    profile = Path(seg.env["FASTDDS_DEFAULT_PROFILES_FILE"])
+    assert profile.name == "fastdds_large_images.xml" and profile.is_file() and det.env == seg.env
+    assert "<segment_size>" in profile.read_text()  # a shared-memory segment that holds whole frames
+    # the user's own profile wins; `none` leaves the middleware alone; another RMW is left alone too
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", "/etc/my_profile.xml")
+    assert perception_nodes(seg_model="s.onnx")[0].env == {}
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE")
+    assert perception_nodes(seg_model="s.onnx", fastdds_profile="none")[0].env == {}
+    own = tmp_path / "own.xml"
+    own.write_text("<dds/>")
+    assert perception_nodes(seg_model="s.onnx", fastdds_profile=str(own))[0].env == {
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(own)}
+    with pytest.raises(ConfigError, match="fastdds_profile: .* is not a file"):
+        perception_nodes(seg_model="s.onnx", fastdds_profile=str(tmp_path / "missing.xml"))
+    monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_cyclonedds_cpp")
+    assert perception_nodes(seg_model="s.onnx")[0].env == {}

@@ -167,7 +167,7 @@ def playback_offset_s(log_time_ns: int, first_log_time_ns: int, rate: float) -> 
 # --- launch ---------------------------------------------------------------------------------------------------
 def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode: str = "lockstep",
                       rate: str | float = 1.0, compressed: str | bool = False, namespace: str = "",
-                      topics: BagTopics = BagTopics(), engine: str = "") -> list:
+                      topics: BagTopics = BagTopics(), engine: str = "", fastdds_profile: str = "") -> list:
     """Player + segmentation node + evaluator for ``ros2 launch vlt_perception replay_eval.launch.py bag:=B
     model:=M`` (launch arguments arrive as strings). Returns ``launch_config.NodeLaunch`` entries."""
     from vlt_perception.launch_config import ConfigError, NodeLaunch, perception_nodes
@@ -185,16 +185,20 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
     if rate <= 0:
         raise ConfigError(f"launch argument rate: must be > 0, got {rate}")
     (seg,) = perception_nodes(nodes="segmentation", seg_model=model, camera_topic=topics.image,
-                              compressed=compressed, namespace=namespace, engine=engine)
+                              compressed=compressed, namespace=namespace, engine=engine,
+                              fastdds_profile=fastdds_profile)
     use_compressed = seg.remappings[0][0] == "~/in/compressed"  # as perception_nodes decided it
     prefix = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
     labels = f"{prefix}/{seg.name}/out/labels"
-    player = NodeLaunch("bag_player_node", "bag_player", namespace, [{
+    # the player is the camera: it needs the same large-image middleware settings as the node
+    player = NodeLaunch("bag_player_node", "bag_player", namespace, env=dict(seg.env), parameters=[{
         "bag": str(bag), "mode": mode, "rate": rate, "result_topic": labels,
         # The evaluator must hear the node's labels from the first frame (the node skips unsubscribed outputs).
         "wait_topics": [topics.image, topics.labels, topics.condition, labels], "done_topic": "/bag_player/done",
     }])
-    evaluator = NodeLaunch("evaluator_node", "evaluator", namespace, [{
+    # An evaluation job: the evaluator's exit (report written) ends the launch, with its outcome.
+    evaluator = NodeLaunch("evaluator_node", "evaluator", namespace, env=dict(seg.env), ends_launch=True,
+                           parameters=[{
         "labels_topic": labels, "gt_labels_topic": topics.labels, "gt_detections_topic": "",
         "condition_topic": topics.condition, "out_dir": str(out), "bag_name": Path(bag).name,
         "camera_topic": topics.compressed_image if use_compressed else topics.image,
@@ -202,3 +206,17 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
         "done_topic": "/bag_player/done",
     }])
     return [seg, evaluator, player]
+
+
+class EvaluationFailed(RuntimeError):
+    """The evaluator of a replay launch exited non-zero: raised inside the launch so that it fails too."""
+
+
+def evaluation_finished(returncode: int | None) -> str:
+    """What ends a replay launch when the evaluator exits: the shutdown reason for exit 0, else an error.
+
+    ``ros2 launch`` cannot return a process's exit code as its own; an exception raised in an event handler is
+    what makes it end with a non-zero status, so a failed evaluation fails the launch."""
+    if returncode == 0:
+        return "evaluator_node finished: report written"
+    raise EvaluationFailed(f"evaluator_node exited with {returncode}: the evaluation failed (see its log)")

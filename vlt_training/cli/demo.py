@@ -149,7 +149,8 @@ def replay_online(bag: Path, model: Path, out: Path, log_dir: Path, timeout_s: f
     try:
         for node in (seg, evaluator, player):
             log = open(log_dir / f"online_{bag.name}_{node.name}.log", "w")  # noqa: SIM115 - closed below
-            procs.append((subprocess.Popen([sys.executable, *ros_arguments(node)], env=_child_env(),
+            env = {**_child_env(), **node.env}  # what the launch file gives the node (large-image profile)
+            procs.append((subprocess.Popen([sys.executable, *ros_arguments(node)], env=env,
                                            stdout=log, stderr=subprocess.STDOUT), log))
         deadline = time.monotonic() + timeout_s
         for proc, _ in procs[1:]:  # the player finishes the bag, then the evaluator writes its report and exits

@@ -125,3 +125,71 @@ def test_message_class():
     assert message_class("std_msgs/msg/String").__name__ == "String"
     with pytest.raises(BagError, match="no_such_msgs/msg/Thing is not available"):
         message_class("no_such_msgs/msg/Thing")
+
+
+def test_replay_launch_is_an_evaluation_job(tmp_path, monkeypatch):
+    """The evaluator's exit ends the launch; all three processes get the large-image middleware settings."""
+    from vlt_perception.bag.replay import EvaluationFailed, evaluation_finished
+
+    for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION"):
+        monkeypatch.delenv(name, raising=False)
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    seg, evaluator, player = replay_eval_nodes(bag=str(bag), model="m.onnx")
+    assert [n.ends_launch for n in (seg, evaluator, player)] == [False, True, False]
+    profile = seg.env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    assert Path(profile).is_file() and player.env == seg.env == evaluator.env
+    assert "finished" in evaluation_finished(0)
+    with pytest.raises(EvaluationFailed, match="exited with 3"):
+        evaluation_finished(3)
+
+
+def test_replay_launch_file_ends_the_launch_when_the_evaluator_exits(tmp_path, monkeypatch):
+    """launch / launch_ros are not installable here: stand-ins record what the launch file builds."""
+    import importlib.util
+    import sys
+    import types
+
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    fakes = {
+        "launch": types.SimpleNamespace(LaunchDescription=lambda entities: list(entities)),
+        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=Recorder, EmitEvent=Recorder,
+                                                OpaqueFunction=Recorder, RegisterEventHandler=Recorder),
+        "launch.event_handlers": types.SimpleNamespace(OnProcessExit=Recorder),
+        "launch.events": types.SimpleNamespace(Shutdown=Recorder),
+        "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
+        "launch_ros": types.SimpleNamespace(),
+        "launch_ros.actions": types.SimpleNamespace(Node=Recorder),
+    }
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("replay_launch", ROOT / "launch" / "replay_eval.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    bag = tmp_path / "bag"
+    bag.mkdir()
+    context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
+    context.update(bag=str(bag), model="m.onnx")
+    actions = description[-1].kwargs["function"](context)
+    nodes = [a for a in actions if "executable" in a.kwargs]
+    handlers = [a for a in actions if "executable" not in a.kwargs]
+    assert [n.kwargs["executable"] for n in nodes] == ["segmentation_node", "evaluator_node", "bag_player_node"]
+    assert all(n.kwargs["additional_env"] == replay_eval_nodes(bag=str(bag), model="m.onnx")[0].env for n in nodes)
+    (handler,) = handlers
+    on_exit = handler.args[0]
+    assert on_exit.kwargs["target_action"] is nodes[1]
+    (emit,) = on_exit.kwargs["on_exit"](types.SimpleNamespace(returncode=0), None)
+    assert "report written" in emit.kwargs["event"].kwargs["reason"]
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        on_exit.kwargs["on_exit"](types.SimpleNamespace(returncode=2), None)

@@ -130,8 +130,9 @@ class Listener(RosParticipant):
 
 
 @contextlib.contextmanager
-def start_node(node: str, log_path: Path, name: str | None = None, **params):
-    """Context manager: ``python -m vlt_perception.nodes.<node> --ros-args [-r __node:=name] -p k:=v ...``."""
+def start_node(node: str, log_path: Path, name: str | None = None, env: dict[str, str] | None = None, **params):
+    """Context manager: ``python -m vlt_perception.nodes.<node> --ros-args [-r __node:=name] -p k:=v ...``,
+    with ``env`` added to the process environment."""
     args = ["-m", f"vlt_perception.nodes.{node}", "--ros-args"]
     if name:
         args += ["-r", f"__node:={name}"]
@@ -141,6 +142,6 @@ def start_node(node: str, log_path: Path, name: str | None = None, **params):
         elif isinstance(value, (list, tuple)):
             value = "[" + ",".join(str(v) for v in value) + "]"
         args += ["-p", f"{key}:={value}"]
-    with start_process(args, log_path=log_path) as proc:
+    with start_process(args, log_path=log_path, **(env or {})) as proc:
         proc.log_path = log_path  # for failure messages
         yield proc
