@@ -52,6 +52,8 @@ class VLTSeg(nn.Module):
         concat_score_maps: concatenate the score maps to the stride-32 pyramid input.
         ignore_index: label of ignored pixels.
         pixel_mean, pixel_std: input normalisation (RGB in [0, 1]); default: the open_clip tower's.
+        quick_gelu: QuickGELU tower; ``None`` decides from the pretrained tag (OpenAI weights need it), see
+            :func:`~vlt_training.modeling.backbone.clip_vit.resolve_quick_gelu`; recorded in ``init_kwargs``.
 
     ``init_kwargs`` rebuilds the architecture with ``pretrained=None`` (weights come from the checkpoint,
     including the text embeddings buffer); ``pretrained_source`` remembers where the initial weights came from.
@@ -95,6 +97,7 @@ class VLTSeg(nn.Module):
         ignore_index: int = IGNORE_INDEX,
         pixel_mean: Optional[Sequence[float]] = None,
         pixel_std: Optional[Sequence[float]] = None,
+        quick_gelu: Optional[bool] = None,
     ):
         super().__init__()
         class_names = list(class_names) if class_names is not None else list(CITYSCAPES_CLASSES)
@@ -115,7 +118,10 @@ class VLTSeg(nn.Module):
             clip_model, pretrained=pretrained, out_indices=out_indices, drop_path_rate=drop_path_rate,
             grad_checkpointing=grad_checkpointing, keep_projection=text_guidance,
             vision_cfg_overrides=vision_cfg_overrides, text_cfg_overrides=text_cfg_overrides,
+            quick_gelu=quick_gelu,
         )
+        # a rebuild from init_kwargs (pretrained=None) must get the activation the weights were trained with
+        self.init_kwargs["quick_gelu"] = self.backbone.quick_gelu
         self.pixel_mean = tuple(float(v) for v in (pixel_mean or self.backbone.pixel_mean))
         self.pixel_std = tuple(float(v) for v in (pixel_std or self.backbone.pixel_std))
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
