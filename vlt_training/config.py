@@ -55,6 +55,8 @@ class DatasetConfig:
     ``root`` relative paths are resolved against ``data.root``. ``conditions`` keeps only records whose
     ``condition`` is listed (ACDC: fog, night, rain, snow). ``limit`` keeps the first N records (sorted by
     ``image_id``), for overfitting tests. ``label`` names the dataset in reports (default ``name``).
+    ``resize`` (evaluation datasets only): replaces ``eval.resize`` for this dataset, as the reference evaluates
+    each target domain at its own scale.
     """
 
     name: str = "cityscapes"
@@ -63,6 +65,7 @@ class DatasetConfig:
     conditions: list[str] | None = None
     limit: int | None = None
     label: str | None = None
+    resize: list[int] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,12 +78,14 @@ class AugmentConfig:
     """mmseg / VLTSeg training augmentation.
 
     ``scale`` [H, W]: the image is first resized to fit this scale keeping its aspect ratio (``None``: keep the
-    image size), then by a random ratio in ``resize_ratio``; then a random crop of ``data.crop_size`` where no
+    image size; ``keep_ratio: false``: resized to exactly H x W, like mmseg's ``Resize(scale, keep_ratio=False)``),
+    then by a random ratio in ``resize_ratio``; then a random crop of ``data.crop_size`` where no
     single class covers more than ``cat_max_ratio`` of the labelled pixels (10 tries), a horizontal flip with
     probability ``flip_prob`` and mmseg's photometric distortion.
     """
 
     scale: list[int] | None = None
+    keep_ratio: bool = True
     resize_ratio: list[float] = field(default_factory=lambda: [0.5, 2.0])
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
