@@ -180,6 +180,8 @@ class EvalConfig:
     ``source`` is the label of the source-domain dataset for retention (default: the first dataset).
     ``min_box_area`` (detection): ground-truth objects smaller than this many pixels (original image) are ignored,
     as COCO ignores objects outside an area range (see ``vlt_perception.metrics.detection``).
+    ``tta`` (segmentation): test-time augmentation, the inference above run at each of ``tta_scales`` (ratios of
+    the test scale) and, with ``tta_flip``, mirrored; class scores averaged (``vlt_training.evaluation.tta``).
     """
 
     datasets: list[DatasetConfig] = field(default_factory=list)
@@ -191,6 +193,9 @@ class EvalConfig:
     batch_size: int = 1
     source: str | None = None
     min_box_area: float = 0.0
+    tta: bool = False
+    tta_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    tta_flip: bool = True
 
 
 @dataclass
@@ -358,6 +363,8 @@ def validate(cfg: Config, source: str) -> Config:
         (len(cfg.data.crop_size) == 2 and min(cfg.data.crop_size) > 0, "data.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.crop_size) == 2 and min(cfg.eval.crop_size) > 0, "eval.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.stride) == 2 and min(cfg.eval.stride) > 0, "eval.stride", "must be [H, W] > 0"),
+        (bool(cfg.eval.tta_scales) and min(cfg.eval.tta_scales) > 0, "eval.tta_scales", "must be ratios > 0"),
+        (not cfg.eval.tta or cfg.task == "segmentation", "eval.tta", "is available for segmentation only"),
         (len(cfg.data.augment.resize_ratio) == 2, "data.augment.resize_ratio", "must be [min, max]"),
         (cfg.train.max_iters > 0, "train.max_iters", "must be > 0"),
         (cfg.train.batch_size > 0, "train.batch_size", "must be > 0"),
