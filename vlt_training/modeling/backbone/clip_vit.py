@@ -9,9 +9,9 @@ loop here rather than through the tower's own forward, so that
 * stochastic depth, activation checkpointing and a per-block adapter hook (Rein, FAMix) apply to every tower,
 * the patch tokens of four intermediate blocks come out as NCHW maps.
 
-The text tower of the same open_clip model can embed class-name prompts once at build time
-(:meth:`CLIPVisionBackbone.encode_prompts`); afterwards it is dropped, so training, inference and export never
-need it.
+The text tower of the same open_clip model is available at build time only: it embeds fixed prompts
+(:meth:`CLIPVisionBackbone.encode_prompts`) or is handed, frozen, to DenseCLIP's guidance
+(:meth:`CLIPVisionBackbone.open_clip_model`, :mod:`vlt_training.modeling.text_guidance`); then the backbone drops it.
 """
 
 from __future__ import annotations
@@ -325,6 +325,15 @@ class CLIPVisionBackbone(nn.Module):
         emb = clip.encode_text(tokenizer(list(prompts)), normalize=True)  # K, D
         clip.train(was_training)
         return emb.float()
+
+    def open_clip_model(self) -> nn.Module:
+        """The whole open_clip model this tower was cut from (its text tower feeds the DenseCLIP guidance), and its
+        tokenizer as ``.tokenizer``. Only available until :meth:`release_text_tower`."""
+        clip = self.__dict__.get("_clip")
+        if clip is None:
+            raise RuntimeError("the open_clip text tower was already released; take it at build time")
+        clip.__dict__["tokenizer"] = _import_open_clip().get_tokenizer(self.model_name)
+        return clip
 
     def release_text_tower(self) -> None:
         """Drop the open_clip model (text tower) kept for :meth:`encode_prompts`."""
