@@ -59,7 +59,7 @@ class VLTSeg(nn.Module):
             :func:`~vlt_training.modeling.backbone.clip_vit.resolve_quick_gelu`; recorded in ``init_kwargs``.
 
     ``init_kwargs`` rebuilds the architecture with ``pretrained=None`` (weights come from the checkpoint,
-    including the text embeddings buffer); ``pretrained_source`` remembers where the initial weights came from.
+    including the guidance's frozen text tower); ``pretrained_source`` remembers where the initial weights came from.
     """
 
     def __init__(
