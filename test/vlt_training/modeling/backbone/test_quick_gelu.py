@@ -15,7 +15,8 @@ from vlt_training.modeling import create_model
 from vlt_training.modeling.backbone import CLIPVisionBackbone, build_open_clip, resolve_quick_gelu
 
 # narrow, shallow towers: the activation, not the size, is under test (4 blocks: the backbone's 4 outputs)
-SMALL = dict(vision_cfg_overrides={"layers": 4, "width": 128}, text_cfg_overrides={"layers": 1, "width": 64, "heads": 2})
+SMALL = dict(vision_cfg_overrides={"layers": 4, "width": 128},
+             text_cfg_overrides={"layers": 1, "width": 64, "heads": 2})
 
 
 def _activations(module: torch.nn.Module) -> set[str]:
