@@ -189,7 +189,9 @@ class DenseCLIPGuidance(nn.Module):
         if self.training:
             return self.prompts()
         if self._cached_text is None:
-            with torch.no_grad():
+            # a normal tensor even when first asked under inference_mode (the torch engine), so a later traced
+            # export or a grad-enabled eval forward can still use it
+            with torch.inference_mode(False), torch.no_grad():
                 self._cached_text = self.prompts().detach()
         return self._cached_text
 

@@ -81,6 +81,12 @@ def test_text_embeddings_cached_outside_training(clip):
     assert not torch.allclose(guidance.text_embeddings(), first)  # a new state is never served stale
     guidance.train()
     assert guidance.text_embeddings() is not guidance.text_embeddings()  # training: recomputed with gradients
+    guidance.eval()
+    with torch.inference_mode():  # the torch engine's first call fills the cache
+        guidance(torch.randn(1, 64, 2, 3))
+    dense = torch.randn(1, 64, 2, 3, requires_grad=True)
+    guidance(dense).sum().backward()  # the cached embeddings are no inference tensor
+    assert dense.grad is not None
 
 
 def test_vltseg_guidance_settings(tiny):
