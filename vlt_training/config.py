@@ -56,6 +56,8 @@ class DatasetConfig:
     ``root`` relative paths are resolved against ``data.root``. ``conditions`` keeps only records whose
     ``condition`` is listed (ACDC: fog, night, rain, snow). ``limit`` keeps the first N records (sorted by
     ``image_id``), for overfitting tests. ``label`` names the dataset in reports (default ``name``).
+    ``resize`` (evaluation datasets only): replaces ``eval.resize`` for this dataset, as the reference evaluates
+    each target domain at its own scale.
     """
 
     name: str = "cityscapes"
@@ -64,6 +66,7 @@ class DatasetConfig:
     conditions: list[str] | None = None
     limit: int | None = None
     label: str | None = None
+    resize: list[int] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,12 +79,14 @@ class AugmentConfig:
     """mmseg / VLTSeg training augmentation.
 
     ``scale`` [H, W]: the image is first resized to fit this scale keeping its aspect ratio (``None``: keep the
-    image size), then by a random ratio in ``resize_ratio``; then a random crop of ``data.crop_size`` where no
+    image size; ``keep_ratio: false``: resized to exactly H x W, like mmseg's ``Resize(scale, keep_ratio=False)``),
+    then by a random ratio in ``resize_ratio``; then a random crop of ``data.crop_size`` where no
     single class covers more than ``cat_max_ratio`` of the labelled pixels (10 tries), a horizontal flip with
     probability ``flip_prob`` and mmseg's photometric distortion.
     """
 
     scale: list[int] | None = None
+    keep_ratio: bool = True
     resize_ratio: list[float] = field(default_factory=lambda: [0.5, 2.0])
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
@@ -176,6 +181,8 @@ class EvalConfig:
     ``source`` is the label of the source-domain dataset for retention (default: the first dataset).
     ``min_box_area`` (detection): ground-truth objects smaller than this many pixels (original image) are ignored,
     as COCO ignores objects outside an area range (see ``vlt_perception.metrics.detection``).
+    ``tta`` (segmentation): test-time augmentation, the inference above run at each of ``tta_scales`` (ratios of
+    the test scale) and, with ``tta_flip``, mirrored; class scores averaged (``vlt_training.evaluation.tta``).
     """
 
     datasets: list[DatasetConfig] = field(default_factory=list)
@@ -187,6 +194,9 @@ class EvalConfig:
     batch_size: int = 1
     source: str | None = None
     min_box_area: float = 0.0
+    tta: bool = False
+    tta_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    tta_flip: bool = True
 
 
 @dataclass
@@ -354,6 +364,8 @@ def validate(cfg: Config, source: str) -> Config:
         (len(cfg.data.crop_size) == 2 and min(cfg.data.crop_size) > 0, "data.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.crop_size) == 2 and min(cfg.eval.crop_size) > 0, "eval.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.stride) == 2 and min(cfg.eval.stride) > 0, "eval.stride", "must be [H, W] > 0"),
+        (bool(cfg.eval.tta_scales) and min(cfg.eval.tta_scales) > 0, "eval.tta_scales", "must be ratios > 0"),
+        (not cfg.eval.tta or cfg.task == "segmentation", "eval.tta", "is available for segmentation only"),
         (len(cfg.data.augment.resize_ratio) == 2, "data.augment.resize_ratio", "must be [min, max]"),
         (cfg.train.max_iters > 0, "train.max_iters", "must be > 0"),
         (cfg.train.batch_size > 0, "train.batch_size", "must be > 0"),

@@ -99,6 +99,6 @@ def test_shipped_configs_load():
     acdc = load_config(REPO / "config/train/cityscapes_acdc_eva02_l14.yaml")
     assert (acdc.train.batch_size, acdc.train.max_iters) == (8, 20000)
     assert acdc.eval.datasets[1].conditions == ["fog", "night", "rain", "snow"]
-    assert acdc.optim.backbone_lr_mult == 0.1 and acdc.eval.stride == [426, 426]  # inherited from the base
+    assert acdc.optim.backbone_lr_mult == 0.1 and acdc.optim.lr == 1e-4  # inherited from the base
     tiny = load_config(REPO / "config/train/tiny_cpu.yaml")
     assert tiny.model.name == "vltseg_tiny_mask2former" and tiny.data.synthetic.enabled

@@ -82,13 +82,16 @@ def evaluate_bags(
     samples_per_condition: int = 2,
     figures: bool = True,
     engine_factory: Callable | None = None,
+    tta: bool = False,
 ) -> dict:
     """Evaluate ``bags`` (and the ``reference`` source-domain bag) with ``model``; writes the report to
     ``out_dir`` and returns it. ``precision`` goes to ``create_engine`` (torch: fp32 / bf16 / fp16, TensorRT:
-    fp32 / fp16 / int8). ``engine_factory(model, engine=, precision=)`` replaces ``create_engine`` (tools)."""
+    fp32 / fp16 / int8). ``engine_factory(model, engine=, precision=)`` replaces ``create_engine`` (tools).
+    ``tta``: multi-scale + flip test-time augmentation (segmentation, torch engine); recorded in the report."""
     if engine_factory is None:
         from vlt_perception.engines.factory import create_engine as engine_factory
-    runtime = engine_factory(model, engine=engine, precision=precision)
+    # only passed when asked for, so factories that know nothing of TTA keep working
+    runtime = engine_factory(model, engine=engine, precision=precision, **({"tta": True} if tta else {}))
     meta = runtime.metadata
     predictor = _Predictor(runtime, score_threshold)
     seg = meta.task == TASK_SEGMENTATION
@@ -113,7 +116,8 @@ def evaluate_bags(
     extra = {
         "mode": "offline",
         "model": {"path": str(model), "task": meta.task, "model_name": meta.model_name, "engine": info.engine,
-                  "precision": info.precision, "device": info.device, "providers": info.providers},
+                  "precision": info.precision, "device": info.device, "providers": info.providers,
+                  "tta": bool(getattr(runtime, "tta", False))},
         "bag_paths": {name: str(p) for name, p in zip(names, paths)},
     }
     return write_report(acc, out_dir, extra, palette=meta.palette, figures=figures)

@@ -53,7 +53,8 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
     model = report.get("model") or {}
     if model:
         lines += [f"Model: `{model.get('path', '')}` ({model.get('task', '')}), engine: "
-                  f"{model.get('engine', '')} {model.get('precision', '')} on {model.get('device', '')}", ""]
+                  f"{model.get('engine', '')} {model.get('precision', '')} on {model.get('device', '')}"
+                  + (", test-time augmentation (multi-scale 0.5-1.75 + flip)" if model.get("tta") else ""), ""]
     if report.get("mode"):
         lines += [f"Mode: {report['mode']}", ""]
     ref = report.get("reference")

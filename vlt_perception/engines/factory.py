@@ -54,7 +54,8 @@ def tensorrt_usable() -> bool:
 def create_engine(path: str | Path, engine: str = "auto", *, precision: str | None = None,
                   providers: Sequence[str] | None = None, require_gpu: bool = False, threads: int | None = None,
                   cache_dir: str | Path | None = None, max_batch: int = 1,
-                  build_only: bool = False, spin_wait: bool | None = None) -> InferenceEngine | Path:
+                  build_only: bool = False, spin_wait: bool | None = None,
+                  tta: bool = False) -> InferenceEngine | Path:
     """Load ``path`` with the requested engine (see the module docstring for what "auto" picks).
 
     ``precision``: TensorRT fp32/fp16/int8 (default fp16), torch fp32/bf16/fp16 (default: bf16 on CPUs that have
@@ -63,6 +64,7 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
     Runtime (threads also to torch). ``cache_dir``: where TensorRT engines built from ONNX are kept (default:
     beside the ONNX). ``build_only``: build (or find) the TensorRT engine and return its path without loading it.
     ``spin_wait``: ONNX Runtime's idle threads busy-wait (None: ONNX Runtime's default, which does).
+    ``tta``: test-time augmentation (multi-scale + flip, segmentation), torch engine only.
     """
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose one of {ENGINES}")
@@ -72,6 +74,8 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
         engine = {"checkpoint": "torch", "tensorrt": "tensorrt"}.get(kind) or (
             "tensorrt" if tensorrt_usable() and not providers else "onnxruntime")
         log.info("engine auto -> %s for %s", engine, path)
+    if tta and engine != "torch":
+        raise EngineError(f"test-time augmentation runs in the torch engine only (a training checkpoint), not {engine}")
     if build_only and engine != "tensorrt":
         raise EngineError("build_only builds TensorRT engines: pass engine='tensorrt' and an .onnx model")
     if engine == "onnxruntime":
@@ -103,7 +107,7 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
         raise EngineError(f"{path}: the torch engine loads training checkpoints (a folder), not {path.suffix} files")
     from vlt_perception.engines.torch_engine import TorchEngine
 
-    torch_engine = TorchEngine.from_checkpoint(path, precision=precision, threads=threads)
+    torch_engine = TorchEngine.from_checkpoint(path, tta=tta, precision=precision, threads=threads)
     if require_gpu and not torch_engine.info.device.startswith("cuda"):
         raise EngineUnavailableError(f"{path}: a GPU was required but torch runs on {torch_engine.info.device}")
     return torch_engine

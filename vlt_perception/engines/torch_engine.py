@@ -63,10 +63,15 @@ class TorchEngine(InferenceEngine):
         self.metadata = metadata
         self.precision = precision
         self.info = EngineInfo("torch", precision, str(self.device), model_path=model_path)
+        self.tta = False  # set by from_checkpoint(tta=True)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "TorchEngine":
-        """Load a checkpoint folder or run folder with ``vlt_training.engine.checkpoint.load_model``."""
+    def from_checkpoint(cls, path: str | Path, tta: bool = False, **kwargs) -> "TorchEngine":
+        """Load a checkpoint folder or run folder with ``vlt_training.engine.checkpoint.load_model``.
+
+        ``tta``: segmentation labels from multi-scale (0.5-1.75) + flip averaged scores
+        (``vlt_training.evaluation.tta``), about 12 times the cost of one pass; for offline evaluation.
+        """
         import_torch()
         path = Path(path)
         if not path.exists():
@@ -80,7 +85,18 @@ class TorchEngine(InferenceEngine):
             model, metadata = load_model(path)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
             raise EngineError(f"{path}: cannot load checkpoint: {exc}") from exc
-        return cls(model.export_module(), metadata, model_path=str(path), **kwargs)
+        if tta:
+            from vlt_training.evaluation.tta import tta_export_module
+
+            try:
+                module = tta_export_module(model)
+            except ValueError as exc:
+                raise EngineError(f"{path}: {exc}") from exc
+        else:
+            module = model.export_module()
+        engine = cls(module, metadata, model_path=str(path), **kwargs)
+        engine.tta = tta
+        return engine
 
     def _autocast(self):
         if self.precision == "fp32":

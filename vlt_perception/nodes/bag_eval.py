@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("auto", "onnxruntime", "openvino", "torch", "tensorrt"), default="auto")
     p.add_argument("--precision", default=None, help="torch: fp32|bf16|fp16; TensorRT: fp32|fp16|int8 "
                    "(default: the engine's own choice; ONNX Runtime runs what the file holds)")
+    p.add_argument("--tta", action="store_true", help="segmentation, torch engine: multi-scale (0.5-1.75) + flip "
+                   "test-time augmentation, as leaderboard figures use (about 12x slower)")
     p.add_argument("--reference", default=None, help="source-domain bag: retention = target / reference score")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--max-frames", type=int, default=None, help="per bag")
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate_bags(args.bag, args.model, args.out, engine=args.engine, precision=args.precision,
                                reference=args.reference, topics=topics, max_frames=args.max_frames,
                                score_threshold=args.score_threshold,
-                               samples_per_condition=args.samples, figures=not args.no_figures)
+                               samples_per_condition=args.samples, figures=not args.no_figures, tta=args.tta)
     except (BagError, EngineError, OSError, ValueError) as exc:
         print(f"bag_eval: error: {exc}", file=sys.stderr)
         return 1

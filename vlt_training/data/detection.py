@@ -81,7 +81,7 @@ def augment(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.ra
     high inside the crop (clipped to it). ``aug.cat_max_ratio`` is a segmentation setting and is not used.
     """
     h0, w0 = image.shape[:2]
-    image, _ = T.random_resize(image, None, rng, aug.scale, aug.resize_ratio)
+    image, _ = T.random_resize(image, None, rng, aug.scale, aug.resize_ratio, aug.keep_ratio)
     boxes = _scaled(boxes, (h0, w0), image.shape[:2])
     h, w = image.shape[:2]
     # The crop draws its offsets exactly as the segmentation crop does (cat_max_ratio off: no labels to look at).

@@ -48,7 +48,7 @@ class SegmentationTrainDataset(Dataset):
         rng = np.random.default_rng(seed)
         image, seg = _read(self.records[index])
         aug = self.augment
-        image, seg = T.random_resize(image, seg, rng, aug.scale, aug.resize_ratio)
+        image, seg = T.random_resize(image, seg, rng, aug.scale, aug.resize_ratio, aug.keep_ratio)
         image, seg = T.random_crop(image, seg, rng, self.crop_size, aug.cat_max_ratio, self.ignore_index)
         image, seg = T.random_flip(image, seg, rng, aug.flip_prob)
         if aug.photometric:

@@ -29,12 +29,18 @@ def resize(image: np.ndarray, seg: np.ndarray | None, size: tuple[int, int]):
     return image, seg
 
 
-def random_resize(image, seg, rng: np.random.Generator, scale: Sequence[int] | None, ratio_range: Sequence[float]):
-    """Fit ``scale`` keeping the aspect ratio (if given), then resize by a ratio drawn from ``ratio_range``."""
+def random_resize(image, seg, rng: np.random.Generator, scale: Sequence[int] | None, ratio_range: Sequence[float],
+                  keep_ratio: bool = True):
+    """Fit ``scale`` (H, W) keeping the aspect ratio (if given; ``keep_ratio=False``: resize to exactly ``scale``),
+    then resize by a ratio drawn from ``ratio_range``."""
     h, w = image.shape[:2]
-    base = rescale_factor(h, w, scale) if scale else 1.0
+    if scale and not keep_ratio:
+        base_h, base_w = float(scale[0]), float(scale[1])
+    else:
+        factor = rescale_factor(h, w, scale) if scale else 1.0
+        base_h, base_w = h * factor, w * factor
     ratio = rng.uniform(ratio_range[0], ratio_range[1]) if ratio_range[1] > ratio_range[0] else ratio_range[0]
-    new = (max(1, int(round(h * base * ratio))), max(1, int(round(w * base * ratio))))
+    new = (max(1, int(round(base_h * ratio))), max(1, int(round(base_w * ratio))))
     if new == (h, w):
         return image, seg
     return resize(image, seg, new)

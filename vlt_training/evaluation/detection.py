@@ -30,6 +30,8 @@ def predict_boxes(model: nn.Module, image: np.ndarray, eval_cfg: EvalConfig, mea
     labels (N,) int64. The model must be in eval mode."""
     if eval_cfg.mode != "whole":
         raise ValueError(f"detection evaluation supports eval.mode=whole only, got {eval_cfg.mode!r}")
+    if getattr(eval_cfg, "tta", False):
+        raise ValueError("eval.tta (multi-scale + flip score averaging) is for segmentation; detection has no box TTA")
     h, w = image.shape[:2]
     images = preprocess(image, mean, std, eval_cfg.resize).to(device)  # 1, 3, h', w'
     rh, rw = images.shape[-2:]

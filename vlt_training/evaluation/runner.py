@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,7 +39,9 @@ def evaluate(model: nn.Module, cfg: Config, device="cpu", amp: str = "none", mod
     datasets: dict[str, Any] = {}
     for ds in cfg.eval.datasets:
         records = load_records(ds, cfg.data, hooks.record_filter)
-        datasets[ds.display_name] = hooks.evaluate(model, records, cfg, device, amp)
+        ds_cfg = cfg if ds.resize is None else dataclasses.replace(
+            cfg, eval=dataclasses.replace(cfg.eval, resize=list(ds.resize)))  # this dataset's own test scale
+        datasets[ds.display_name] = hooks.evaluate(model, records, ds_cfg, device, amp)
     metric = hooks.primary_metric
     source_score = datasets[source]["overall"][metric]
     ret = {}

@@ -17,6 +17,7 @@ from vlt_perception.metrics.segmentation import ConfusionMatrix
 from vlt_training.config import Config, EvalConfig
 from vlt_training.data import transforms as T
 from vlt_training.engine.amp import autocast
+from vlt_training.evaluation.tta import tta_scores
 
 
 def _forward_scores(model: nn.Module, images: torch.Tensor, amp: str) -> torch.Tensor:
@@ -77,15 +78,21 @@ def preprocess(image: np.ndarray, mean, std, resize: Sequence[int] | None) -> to
 @torch.no_grad()
 def predict(model: nn.Module, image: np.ndarray, eval_cfg: EvalConfig, mean, std, device="cpu",
             amp: str = "none", mode: str | None = None) -> np.ndarray:
-    """Label map (H, W) uint8 at the image's own resolution."""
+    """Label map (H, W) uint8 at the image's own resolution (with ``eval_cfg.tta``: from TTA-averaged scores)."""
     images = preprocess(image, mean, std, eval_cfg.resize).to(device)
     mode = mode or eval_cfg.mode
     if mode == "slide":
-        scores = slide_inference(model, images, eval_cfg.crop_size, eval_cfg.stride, amp)
+        def infer(x):
+            return slide_inference(model, x, eval_cfg.crop_size, eval_cfg.stride, amp)
     elif mode == "whole":
-        scores = whole_inference(model, images, eval_cfg.size_divisor, amp)
+        def infer(x):
+            return whole_inference(model, x, eval_cfg.size_divisor, amp)
     else:
         raise ValueError(f"unknown eval mode {mode!r}; expected whole or slide")
+    if getattr(eval_cfg, "tta", False):
+        scores = tta_scores(infer, images, eval_cfg.tta_scales, eval_cfg.tta_flip)  # 1, K, H', W'
+    else:
+        scores = infer(images)
     if scores.shape[-2:] != image.shape[:2]:
         scores = F.interpolate(scores, size=image.shape[:2], mode="bilinear", align_corners=False)
     return scores.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()  # H, W

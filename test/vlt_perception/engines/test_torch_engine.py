@@ -78,3 +78,27 @@ def test_tuple_outputs_follow_the_contract_order():
     assert list(out) == ["boxes", "scores", "labels"] and out["labels"].dtype == np.int64
     seg = outputs_to_numpy((torch.zeros(1, 2, 2, dtype=torch.int64),), METADATA)
     assert list(seg) == ["labels"] and seg["labels"].dtype == np.uint8
+
+
+def test_checkpoint_with_tta(tmp_path):
+    """--tta in the bag evaluation: the engine's labels come from the multi-scale + flip averaged scores."""
+    from vlt_perception.engines.factory import create_engine
+    from vlt_training.engine.checkpoint import save_checkpoint
+    from vlt_training.evaluation.tta import TTASemantic
+    from vlt_training.export.model_metadata import metadata_for_model
+    from vlt_training.modeling import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vltseg_tiny_mask2former", class_names=["a", "b", "c"]).eval()
+    checkpoint = save_checkpoint(tmp_path / "run", 1, model, metadata_for_model(model, 64, 128), "task: segmentation\n")
+    engine = create_engine(checkpoint, "torch", precision="fp32", tta=True)
+    plain = TorchEngine.from_checkpoint(checkpoint, precision="fp32", device="cpu")
+    assert engine.tta and not plain.tta
+    images = np.random.default_rng(0).standard_normal((1, 3, 64, 128)).astype(np.float32)
+    out = engine.infer(images)
+    with torch.no_grad():
+        want = TTASemantic(model).semantic_inference(torch.from_numpy(images)).argmax(1)
+    np.testing.assert_array_equal(out["labels"], want.numpy().astype(np.uint8))
+    (tmp_path / "model.onnx").write_bytes(b"")  # never opened: refused before loading
+    with pytest.raises(EngineError, match="torch engine only"):
+        create_engine(tmp_path / "model.onnx", "onnxruntime", tta=True)

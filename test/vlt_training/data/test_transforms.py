@@ -33,6 +33,16 @@ def test_random_resize_range_and_nearest_labels():
         assert set(np.unique(out_seg)) <= {0, 1, 255}  # nearest: no blended label values
 
 
+def test_fixed_resize_without_keep_ratio():
+    # GTA5 recipe: mmseg Resize(scale=(1280, 720)) with keep_ratio=False gives exactly 720x1280 for 1052x1914 frames
+    image = np.zeros((1052, 1914, 3), np.uint8)
+    seg = np.zeros((1052, 1914), np.uint8)
+    out, out_seg = T.random_resize(image, seg, np.random.default_rng(0), [720, 1280], [1.0, 1.0], keep_ratio=False)
+    assert out.shape[:2] == out_seg.shape == (720, 1280)
+    kept, _ = T.random_resize(image, None, np.random.default_rng(0), [720, 1280], [1.0, 1.0])
+    assert kept.shape[:2] == (704, 1280)  # keep-ratio fit: the long edge limits
+
+
 def test_random_crop_respects_cat_max_ratio():
     h, w = 64, 64
     seg = np.zeros((h, w), np.uint8)

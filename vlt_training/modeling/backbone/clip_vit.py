@@ -9,9 +9,9 @@ loop here rather than through the tower's own forward, so that
 * stochastic depth, activation checkpointing and a per-block adapter hook (Rein, FAMix) apply to every tower,
 * the patch tokens of four intermediate blocks come out as NCHW maps.
 
-The text tower of the same open_clip model can embed class-name prompts once at build time
-(:meth:`CLIPVisionBackbone.encode_prompts`); afterwards it is dropped, so training, inference and export never
-need it.
+The text tower of the same open_clip model is available at build time only: it embeds fixed prompts
+(:meth:`CLIPVisionBackbone.encode_prompts`) or is handed, frozen, to DenseCLIP's guidance
+(:meth:`CLIPVisionBackbone.open_clip_model`, :mod:`vlt_training.modeling.text_guidance`); then the backbone drops it.
 """
 
 from __future__ import annotations
@@ -95,16 +95,49 @@ def timm_variant(base_name: str, timm_kwargs: dict) -> str:
     return name
 
 
+def _is_checkpoint_path(pretrained: str) -> bool:
+    return os.path.isfile(pretrained) or os.sep in pretrained or pretrained.endswith(
+        (".pt", ".pth", ".bin", ".safetensors"))
+
+
+def resolve_quick_gelu(model_name: str, pretrained: Optional[str] = None,
+                       quick_gelu: Optional[bool] = None) -> bool:
+    """Whether the tower of ``model_name`` must use QuickGELU (``x * sigmoid(1.702 x)``) instead of GELU.
+
+    OpenAI's CLIP weights (tag ``openai``) and a few others were trained with QuickGELU, but open_clip's plain
+    ``ViT-B-16`` / ``ViT-L-14`` configs build GELU towers and only warn when such weights are loaded into them:
+    the model then runs with the wrong activation. The decision, in order:
+
+    * ``quick_gelu`` given (True / False): that (a checkpoint's recorded choice, or a local file of OpenAI weights);
+    * the model config asks for it (the ``-quickgelu`` configs);
+    * ``pretrained`` is an open_clip tag whose pretrained config says QuickGELU, or the tag is ``openai``.
+
+    A local checkpoint file says nothing about its activation: pass ``quick_gelu=True`` for OpenAI weights.
+    """
+    if quick_gelu is not None:
+        return bool(quick_gelu)
+    open_clip = _import_open_clip()
+    register_open_clip_configs()
+    if (open_clip.get_model_config(model_name) or {}).get("quick_gelu", False):
+        return True
+    if not pretrained or _is_checkpoint_path(pretrained):
+        return False
+    if pretrained.lower() == "openai":
+        return True
+    return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
+
+
 def build_open_clip(
     model_name: str,
     pretrained: Optional[str] = None,
     vision_cfg_overrides: Optional[dict] = None,
     text_cfg_overrides: Optional[dict] = None,
+    quick_gelu: Optional[bool] = None,
 ) -> nn.Module:
     """Build an open_clip CLIP model by config name, with optional config overrides (tests shrink towers).
 
     ``pretrained`` is an open_clip tag (downloads; needs network) or a local checkpoint file in open_clip's own
-    format (loaded with ``weights_only=True``).
+    format (loaded with ``weights_only=True``). The activation follows :func:`resolve_quick_gelu`.
     """
     open_clip = _import_open_clip()
     register_open_clip_configs()
@@ -114,6 +147,7 @@ def build_open_clip(
             f"unknown open_clip model {model_name!r}; see open_clip.list_models() (e.g. ViT-B-16, EVA02-L-14, "
             "vlt-tiny-vit)"
         )
+    quick_gelu = resolve_quick_gelu(model_name, pretrained, quick_gelu)
     cfg = copy.deepcopy(cfg)
     vision_cfg_overrides = dict(vision_cfg_overrides or {})
     timm_kwargs = vision_cfg_overrides.pop("timm_kwargs", None)
@@ -123,13 +157,13 @@ def build_open_clip(
             raise ValueError(f"timm_kwargs given but {model_name!r} is not a timm tower; override open_clip keys")
         cfg["vision_cfg"]["timm_model_name"] = timm_variant(cfg["vision_cfg"]["timm_model_name"], timm_kwargs)
     cfg["text_cfg"].update(text_cfg_overrides or {})
-    if pretrained and not os.path.isfile(pretrained) and (os.sep in pretrained or pretrained.endswith(
-            (".pt", ".pth", ".bin", ".safetensors"))):
+    if pretrained and not os.path.isfile(pretrained) and _is_checkpoint_path(pretrained):
         raise FileNotFoundError(f"{pretrained}: open_clip checkpoint file not found")
     try:
+        # force_quick_gelu sets it before open_clip's tag check (no false warning); the keyword also turns it off
         return open_clip.create_model(
             model_name, pretrained=pretrained or None, vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"],
-            weights_only=True,
+            weights_only=True, force_quick_gelu=quick_gelu, quick_gelu=quick_gelu,
         )
     except RuntimeError as exc:
         raise RuntimeError(f"could not build open_clip {model_name!r} with pretrained={pretrained!r}: {exc}") from exc
@@ -182,6 +216,8 @@ class CLIPVisionBackbone(nn.Module):
             ``{"timm_kwargs": {"depth": 4}}`` passes constructor arguments to a timm tower (EVA02).
         block_hook: optional adapter run after every block (``nn.ModuleList`` with one module per block, or a
             callable), see :data:`BlockHook`.
+        quick_gelu: QuickGELU instead of GELU; ``None`` decides from the config and the pretrained tag
+            (:func:`resolve_quick_gelu`); the decision is kept in ``self.quick_gelu``.
     """
 
     def __init__(
@@ -195,6 +231,7 @@ class CLIPVisionBackbone(nn.Module):
         vision_cfg_overrides: Optional[dict] = None,
         text_cfg_overrides: Optional[dict] = None,
         block_hook: Optional[Union[nn.ModuleList, BlockHook]] = None,
+        quick_gelu: Optional[bool] = None,
     ):
         super().__init__()
         vision_cfg_overrides = dict(vision_cfg_overrides or {})
@@ -202,7 +239,8 @@ class CLIPVisionBackbone(nn.Module):
         is_timm = self._is_timm(model_name)
         if is_timm and drop_path_rate > 0:
             vision_cfg_overrides.setdefault("timm_drop_path", drop_path_rate)
-        clip = build_open_clip(model_name, pretrained, vision_cfg_overrides, text_cfg_overrides)
+        self.quick_gelu = resolve_quick_gelu(model_name, pretrained, quick_gelu)
+        clip = build_open_clip(model_name, pretrained, vision_cfg_overrides, text_cfg_overrides, self.quick_gelu)
         visual = clip.visual
         self.pixel_mean = tuple(float(v) for v in visual.preprocess_cfg["mean"])
         self.pixel_std = tuple(float(v) for v in visual.preprocess_cfg["std"])
@@ -287,6 +325,15 @@ class CLIPVisionBackbone(nn.Module):
         emb = clip.encode_text(tokenizer(list(prompts)), normalize=True)  # K, D
         clip.train(was_training)
         return emb.float()
+
+    def open_clip_model(self) -> nn.Module:
+        """The whole open_clip model this tower was cut from (its text tower feeds the DenseCLIP guidance), and its
+        tokenizer as ``.tokenizer``. Only available until :meth:`release_text_tower`."""
+        clip = self.__dict__.get("_clip")
+        if clip is None:
+            raise RuntimeError("the open_clip text tower was already released; take it at build time")
+        clip.__dict__["tokenizer"] = _import_open_clip().get_tokenizer(self.model_name)
+        return clip
 
     def release_text_tower(self) -> None:
         """Drop the open_clip model (text tower) kept for :meth:`encode_prompts`."""

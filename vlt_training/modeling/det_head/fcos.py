@@ -26,6 +26,8 @@ from torchvision.models.detection import fcos as tv_fcos
 from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.ops import clip_boxes_to_image, nms
 
+from vlt_training.engine.distributed import all_reduce_num_positives
+
 
 def _norm_groups(channels: int, groups: int) -> int:
     """The largest divisor of ``channels`` that is <= ``groups`` (GroupNorm(32) needs channels % 32 == 0)."""
@@ -50,6 +52,15 @@ class _TorchvisionFCOSHead(tv_fcos.FCOSHead):
         # torchvision's zero bias starts from zero-size boxes behind a ReLU: half the outputs get no gradient and
         # every untrained detection is degenerate (no IoU to compare exports by).
         nn.init.constant_(self.regression_head.bbox_reg.bias, 1.0)
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, torch.Tensor]:
+        """torchvision's losses, renormalised from this process's positives to the positives averaged over DDP
+        ranks (:func:`~vlt_training.engine.distributed.all_reduce_num_positives`); unchanged in one process."""
+        losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+        device = head_outputs["cls_logits"].device
+        local = torch.stack([(m >= 0).sum() for m in matched_idxs]).sum().float().to(device)  # torchvision's count
+        scale = local.clamp_min(1.0) / all_reduce_num_positives(local, device)
+        return {name: value * scale for name, value in losses.items()}
 
 
 class FCOSDetHead(nn.Module):

@@ -51,6 +51,8 @@ class VLTDet(nn.Module):
         nms_thresh: IoU above which a lower-scored box of the same class is suppressed.
         pre_nms_topk: candidates (over all levels and classes) kept before NMS.
         max_detections: K, the fixed number of output slots per image (``ModelMetadata.max_detections``).
+        quick_gelu: QuickGELU tower; ``None`` decides from the pretrained tag (OpenAI weights need it), see
+            :func:`~vlt_training.modeling.backbone.clip_vit.resolve_quick_gelu`; recorded in ``init_kwargs``.
     """
 
     task = "detection"
@@ -80,6 +82,7 @@ class VLTDet(nn.Module):
         nms_thresh: float = 0.6,
         pre_nms_topk: int = 1000,
         max_detections: int = 100,
+        quick_gelu: Optional[bool] = None,
     ):
         super().__init__()
         class_names = list(class_names) if class_names is not None else list(CITYSCAPES_THING_CLASSES)
@@ -110,7 +113,10 @@ class VLTDet(nn.Module):
             clip_model, pretrained=pretrained, out_indices=out_indices, drop_path_rate=drop_path_rate,
             grad_checkpointing=grad_checkpointing, keep_projection=False,
             vision_cfg_overrides=vision_cfg_overrides, text_cfg_overrides=text_cfg_overrides,
+            quick_gelu=quick_gelu,
         )
+        # a rebuild from init_kwargs (pretrained=None) must get the activation the weights were trained with
+        self.init_kwargs["quick_gelu"] = self.backbone.quick_gelu
         self.backbone.release_text_tower()
         self.pixel_mean = self.backbone.pixel_mean
         self.pixel_std = self.backbone.pixel_std

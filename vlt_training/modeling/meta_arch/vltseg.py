@@ -5,7 +5,7 @@ Learning", ACCV 2024), with optional DenseCLIP-style vision-language guidance.
 Data flow (patch 16, input H x W):
 
     images (B, 3, H, W) -> backbone: 4 block outputs (B, C, H/16, W/16)
-        [text guidance: score maps (B, K, H/16, W/16) concatenated to the last one]
+        [text guidance (DenseCLIP): score maps (B, K, H/16, W/16) concatenated to the stride-16 level's input]
     -> simple feature pyramid: res2..res5 (B, 256, H/4 .. H/32)
     -> MSDeformAttn pixel decoder: mask features (B, 256, H/4, W/4) + 3 levels (strides 32, 16, 8)
     -> masked-attention decoder: class logits (B, Q, K+1), mask logits (B, Q, H/4, W/4) per layer
@@ -26,7 +26,7 @@ from vlt_training.modeling.criterion import HungarianMatcher, SetCriterion, batc
 from vlt_training.modeling.neck import SimpleFeaturePyramid
 from vlt_training.modeling.pixel_decoder import MSDeformAttnPixelDecoder
 from vlt_training.modeling.registry import register_model
-from vlt_training.modeling.text_guidance import DEFAULT_PROMPT, PixelTextScore, class_prompts
+from vlt_training.modeling.text_guidance import DEFAULT_PROMPT, DenseCLIPGuidance
 from vlt_training.modeling.transformer_decoder import MultiScaleMaskedTransformerDecoder
 
 
@@ -45,16 +45,21 @@ class VLTSeg(nn.Module):
         hidden_dim, num_queries, nheads, dim_feedforward, dec_layers: transformer decoder.
         class_weight, mask_weight, dice_weight, no_object_weight: Mask2Former loss weights.
         train_num_points, oversample_ratio, importance_sample_ratio: point-sampled mask losses and matching.
-        text_guidance: DenseCLIP-style pixel-text score maps + auxiliary loss.
-        prompt_template: class prompt, ``{}`` = class name.
-        pixel_text_weight: weight of the auxiliary pixel-text loss.
+        text_guidance: DenseCLIP's pixel-text score maps + auxiliary loss (:mod:`~vlt_training.modeling.text_guidance`);
+            False turns the whole guidance off (no text tower, no score maps, no auxiliary loss).
+        prompt_template: class prompt, ``{}`` = class name; used only with ``text_context_length=0``.
+        pixel_text_weight: weight of the auxiliary pixel-text loss (DenseCLIP: 0.4).
         text_temperature: temperature of the pixel-text logits.
-        concat_score_maps: concatenate the score maps to the stride-32 pyramid input.
+        concat_score_maps: concatenate the score maps to the stride-16 pyramid input (DenseCLIP's ViT setting).
+        text_context_length: learnable CoOp context vectors (DenseCLIP: 8); 0 = fixed prompts.
+        context_decoder_width, context_decoder_heads, context_decoder_layers: DenseCLIP's context decoder.
         ignore_index: label of ignored pixels.
         pixel_mean, pixel_std: input normalisation (RGB in [0, 1]); default: the open_clip tower's.
+        quick_gelu: QuickGELU tower; ``None`` decides from the pretrained tag (OpenAI weights need it), see
+            :func:`~vlt_training.modeling.backbone.clip_vit.resolve_quick_gelu`; recorded in ``init_kwargs``.
 
     ``init_kwargs`` rebuilds the architecture with ``pretrained=None`` (weights come from the checkpoint,
-    including the text embeddings buffer); ``pretrained_source`` remembers where the initial weights came from.
+    including the guidance's frozen text tower); ``pretrained_source`` remembers where the initial weights came from.
     """
 
     def __init__(
@@ -89,12 +94,17 @@ class VLTSeg(nn.Module):
         importance_sample_ratio: float = 0.75,
         text_guidance: bool = True,
         prompt_template: str = DEFAULT_PROMPT,
-        pixel_text_weight: float = 1.0,
+        pixel_text_weight: float = 0.4,
         text_temperature: float = 0.07,
         concat_score_maps: bool = True,
+        text_context_length: int = 8,
+        context_decoder_width: int = 256,
+        context_decoder_heads: int = 4,
+        context_decoder_layers: int = 3,
         ignore_index: int = IGNORE_INDEX,
         pixel_mean: Optional[Sequence[float]] = None,
         pixel_std: Optional[Sequence[float]] = None,
+        quick_gelu: Optional[bool] = None,
     ):
         super().__init__()
         class_names = list(class_names) if class_names is not None else list(CITYSCAPES_CLASSES)
@@ -115,7 +125,10 @@ class VLTSeg(nn.Module):
             clip_model, pretrained=pretrained, out_indices=out_indices, drop_path_rate=drop_path_rate,
             grad_checkpointing=grad_checkpointing, keep_projection=text_guidance,
             vision_cfg_overrides=vision_cfg_overrides, text_cfg_overrides=text_cfg_overrides,
+            quick_gelu=quick_gelu,
         )
+        # a rebuild from init_kwargs (pretrained=None) must get the activation the weights were trained with
+        self.init_kwargs["quick_gelu"] = self.backbone.quick_gelu
         self.pixel_mean = tuple(float(v) for v in (pixel_mean or self.backbone.pixel_mean))
         self.pixel_std = tuple(float(v) for v in (pixel_std or self.backbone.pixel_std))
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
@@ -126,17 +139,24 @@ class VLTSeg(nn.Module):
         self.text_guidance = text_guidance
         self.concat_score_maps = text_guidance and concat_score_maps
         self.pixel_text_weight = pixel_text_weight
+        self.pixel_text = None
         if text_guidance:
-            text_emb = self.backbone.encode_prompts(class_prompts(class_names, prompt_template))  # K, D
-            self.pixel_text = PixelTextScore(text_emb, temperature=text_temperature)
-        else:
-            self.pixel_text = None
+            clip = self.backbone.open_clip_model()
+            self.pixel_text = DenseCLIPGuidance(
+                clip, clip.tokenizer, class_names, self.backbone.embed_dim, num_context=text_context_length,
+                prompt_template=prompt_template, decoder_width=context_decoder_width,
+                decoder_heads=context_decoder_heads, decoder_layers=context_decoder_layers,
+                temperature=text_temperature,
+            )
         self.backbone.release_text_tower()
 
         extra = self.num_classes if self.concat_score_maps else 0
+        # which backbone map gets the score maps: the one feeding the stride-16 level (all levels share one map
+        # in the single-level pyramid)
+        self.score_map_index = 2 if multi_level_pyramid else 3
         self.neck = SimpleFeaturePyramid(
             self.backbone.width, pyramid_channels, multi_level=multi_level_pyramid,
-            extra_in_channels=(0, 0, 0, extra) if multi_level_pyramid else (extra,) * 4,
+            extra_in_channels=(0, 0, extra, 0) if multi_level_pyramid else (extra,) * 4,
         )
         self.pixel_decoder = MSDeformAttnPixelDecoder(
             [pyramid_channels] * 4, conv_dim=conv_dim, mask_dim=mask_dim, encoder_layers=encoder_layers,
@@ -161,7 +181,9 @@ class VLTSeg(nn.Module):
         if self.pixel_text is not None:
             scores = self.pixel_text(self.backbone.project_dense(feats[-1]))  # B, K, h, w
             if self.concat_score_maps:
-                feats = list(feats[:-1]) + [torch.cat([feats[-1], scores], dim=1)]
+                i = self.score_map_index
+                feats = list(feats)
+                feats[i] = torch.cat([feats[i], scores], dim=1)  # B, C + K, h, w
         return self.neck(feats), scores
 
     def forward_outputs(self, images: torch.Tensor) -> tuple[dict, Optional[torch.Tensor]]:
@@ -262,7 +284,7 @@ def vltseg_tiny_mask2former(**kwargs) -> VLTSeg:
     return _vltseg(dict(
         clip_model="vlt-tiny-vit", pyramid_channels=64, conv_dim=64, mask_dim=64, encoder_layers=2,
         encoder_ffn_dim=128, encoder_heads=4, hidden_dim=64, num_queries=20, nheads=4, dim_feedforward=128,
-        dec_layers=3, train_num_points=784,
+        dec_layers=3, train_num_points=784, context_decoder_width=64, context_decoder_heads=2, context_decoder_layers=1,
     ), kwargs)
 
 
