@@ -23,6 +23,7 @@ from torch import nn
 from vlt_perception.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
 from vlt_training.modeling.backbone import CLIPVisionBackbone
 from vlt_training.modeling.criterion import HungarianMatcher, SetCriterion, batch_sem_seg_to_instances
+from vlt_training.modeling.modes import apply_mode
 from vlt_training.modeling.neck import SimpleFeaturePyramid
 from vlt_training.modeling.pixel_decoder import MSDeformAttnPixelDecoder
 from vlt_training.modeling.registry import register_model
@@ -52,6 +53,8 @@ class VLTSeg(nn.Module):
         concat_score_maps: concatenate the score maps to the stride-32 pyramid input.
         ignore_index: label of ignored pixels.
         pixel_mean, pixel_std: input normalisation (RGB in [0, 1]); default: the open_clip tower's.
+        mode: training mode ``full`` / ``frozen`` / ``rein`` / ``famix``, with ``mode_options`` (see
+            :mod:`vlt_training.modeling.modes`).
 
     ``init_kwargs`` rebuilds the architecture with ``pretrained=None`` (weights come from the checkpoint,
     including the text embeddings buffer); ``pretrained_source`` remembers where the initial weights came from.
@@ -95,6 +98,8 @@ class VLTSeg(nn.Module):
         ignore_index: int = IGNORE_INDEX,
         pixel_mean: Optional[Sequence[float]] = None,
         pixel_std: Optional[Sequence[float]] = None,
+        mode: str = "full",
+        mode_options: Optional[dict] = None,
     ):
         super().__init__()
         class_names = list(class_names) if class_names is not None else list(CITYSCAPES_CLASSES)
@@ -131,7 +136,8 @@ class VLTSeg(nn.Module):
             self.pixel_text = PixelTextScore(text_emb, temperature=text_temperature)
         else:
             self.pixel_text = None
-        self.backbone.release_text_tower()
+        if mode != "famix":  # FAMix's style mining needs the text tower; the trainer releases it after mining
+            self.backbone.release_text_tower()
 
         extra = self.num_classes if self.concat_score_maps else 0
         self.neck = SimpleFeaturePyramid(
@@ -152,6 +158,15 @@ class VLTSeg(nn.Module):
             no_object_weight=no_object_weight, num_points=train_num_points, oversample_ratio=oversample_ratio,
             importance_sample_ratio=importance_sample_ratio,
         )
+        self.mode = mode
+        self.frozen_modules = apply_mode(self, mode, mode_options)
+
+    def train(self, mode: bool = True) -> "VLTSeg":
+        """Train / eval mode; the training mode's frozen parts always stay in eval (no dropout, no drop path)."""
+        super().train(mode)
+        for name in self.frozen_modules:
+            self.get_submodule(name).eval()
+        return self
 
     # ------------------------------------------------------------------ forward
     def _features(self, images: torch.Tensor) -> tuple[dict, Optional[torch.Tensor]]:
@@ -170,7 +185,8 @@ class VLTSeg(nn.Module):
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         pyramid, scores = self._features(images)
         mask_features, multi_scale = self.pixel_decoder(pyramid)
-        return self.predictor(multi_scale, mask_features), scores
+        queries = getattr(self.backbone.block_hook, "decoder_queries", dict)()  # Rein's tokens as queries
+        return self.predictor(multi_scale, mask_features, **queries), scores
 
     def forward(self, images: torch.Tensor, targets=None):
         """Train mode: dict of weighted losses (their sum is the loss). Eval mode: ``{"sem_seg": (B, K, H, W)}``.
@@ -183,10 +199,12 @@ class VLTSeg(nn.Module):
         if targets is None:
             raise ValueError("VLTSeg in train mode needs targets with 'sem_seg'")
         sem_seg = self._stack_targets(targets, images)
-        outputs, scores = self.forward_outputs(images)
         # pad labels like the images (backbone pads to a multiple of the patch size); padding is ignored
         ph, pw = self.backbone.padded_size(*images.shape[-2:])
         padded = F.pad(sem_seg, (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=self.ignore_index)
+        if hasattr(self.backbone.block_hook, "set_labels"):  # FAMix mixes styles per labelled patch
+            self.backbone.block_hook.set_labels(padded)
+        outputs, scores = self.forward_outputs(images)
         instances = batch_sem_seg_to_instances(padded, self.num_classes, self.ignore_index)
         losses = self.criterion(outputs, instances)
         if scores is not None and self.pixel_text_weight > 0:
