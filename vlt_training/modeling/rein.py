@@ -94,3 +94,21 @@ def rein_parameter_count(num_blocks: int, width: int, num_tokens: int, rank: int
     if query_dim is not None:
         n += (width * query_dim + query_dim) + (3 * query_dim * query_dim + query_dim) + (query_dim ** 2 + query_dim)
     return n
+
+
+def tower_rein_fraction(tower: str, num_tokens: int = 100, rank: int = 16, query_dim: Optional[int] = 256) -> dict:
+    """Rein's parameters against an open_clip vision tower's (built on the meta device: no memory, no weights)."""
+    from vlt_training.modeling.backbone.clip_vit import _import_open_clip, register_open_clip_configs
+
+    open_clip = _import_open_clip()
+    register_open_clip_configs()
+    with torch.device("meta"):
+        visual = open_clip.create_model(tower, device="meta").visual
+    if hasattr(visual, "trunk"):
+        depth, width = len(visual.trunk.blocks), visual.trunk.embed_dim
+    else:
+        depth, width = len(visual.transformer.resblocks), visual.transformer.width
+    tower_params = sum(p.numel() for p in visual.parameters())
+    rein = rein_parameter_count(depth, width, num_tokens, rank, query_dim)
+    return {"tower": tower, "blocks": depth, "width": width, "tower_params": tower_params, "rein_params": rein,
+            "fraction": rein / tower_params}
