@@ -57,7 +57,7 @@ class FAMixOptions:
     features after block ``style_block`` are AdaIN-mixed with class-wise styles mined offline by PIN.
 
     Mining: each crop is split into ``grid`` x ``grid`` patches; ``mine_images`` source crops; PIN runs
-    ``pin_steps`` SGD steps (``pin_lr``, momentum 0.9); ``style_words`` (empty: the built-in list) and
+    ``pin_steps`` Adam steps (``pin_lr``); ``style_words`` (empty: the built-in list) and
     ``templates`` (empty: the built-in list) make the prompts. ``beta`` is the Beta(beta, beta) concentration of
     the mixing weights; ``label_smoothing`` applies to the Mask2Former classification loss; ``cache`` is the
     safetensors style bank (relative paths: under the run folder).
@@ -68,7 +68,7 @@ class FAMixOptions:
     grid: int = 3
     mine_images: int = 16
     pin_steps: int = 50
-    pin_lr: float = 1.0
+    pin_lr: float = 0.1
     style_words: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     beta: float = 0.1
