@@ -156,3 +156,43 @@ def test_mining_fills_class_banks(famix_model):
     key = cache_key(backbone, ["a"], {"grid": 3})
     assert key == cache_key(backbone, ["a"], {"grid": 3})
     assert key != cache_key(backbone, ["b"], {"grid": 3}) != cache_key(backbone, ["a"], {"grid": 2})
+
+
+@pytest.mark.parametrize("tower, size, out_indices", [("vlt-tiny-vit", 128, (0, 1, 2, 2)),
+                                                      ("vlt-tiny-eva02", 224, (1, 3, 5, 7))])
+def test_pooled_embedding_path_matches_open_clip(tower, size, out_indices):
+    """The miner's path (tokens after block k -> remaining blocks of the whole tower -> pooling / norm / projection)
+    is open_clip's own image embedding, also with blocks after out_indices dropped from the dense backbone."""
+    from vlt_training.modeling.backbone import CLIPVisionBackbone
+    from vlt_training.modeling.backbone.clip_vit import build_open_clip
+
+    torch.manual_seed(0)
+    ref = build_open_clip(tower).eval()
+    torch.manual_seed(0)
+    backbone = CLIPVisionBackbone(tower, out_indices=out_indices).eval()
+    assert backbone.depth < backbone.tower_depth  # some blocks only live in the pooled path
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        tokens, grid = backbone.forward_tokens(x, 0)
+        ours = backbone.pooled_embedding(tokens, 1, grid)
+        theirs = ref.encode_image(x)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    backbone.release_text_tower()
+    with pytest.raises(RuntimeError, match="released"):
+        backbone.pooled_embedding(tokens, 1, grid)
+
+
+def test_famix_and_rein_on_the_eva_tower():
+    """RoPE tower: the hooks see prefix + patch tokens the same way; frozen blocks get no gradient."""
+    for mode in ("famix", "rein"):
+        torch.manual_seed(0)
+        model = create_model("vltseg_tiny_mask2former", clip_model="vlt-tiny-eva02", class_names=CLASSES[:3],
+                             out_indices=[0, 1, 2, 3], mode=mode, train_num_points=64, num_queries=8)
+        if mode == "famix":
+            model.backbone.block_hook.set_bank(_bank(model.backbone.width, classes=(0, 1, 2)))
+        model.train()
+        targets = [{"sem_seg": s} for s in torch.randint(0, 3, (2, 28, 56))]
+        sum(model(torch.randn(2, 3, 28, 56), targets).values()).backward()
+        frozen_with_grad = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+        assert not frozen_with_grad
+        assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("backbone.block_hook."))
