@@ -353,7 +353,7 @@ def tower_fingerprint(backbone) -> str:
             t = state[name].detach().cpu().contiguous()
             h.update(name.encode())
             h.update(str(tuple(t.shape)).encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # buffer: no copy
     return h.hexdigest()
 
 

@@ -98,17 +98,15 @@ def test_style_bank_round_trip_and_invalidation(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="styles.safetensors"):
         StyleBank.load(path, "abc")
+
     # a class with an empty bank falls back to the ignore bank
-    mean, std, found = loaded_bank_sample(bank)
-    assert found.all()
-
-
-def loaded_bank_sample(bank):
-    classes = torch.tensor([[0, 1], [255, 2]])  # class 1 has no bank -> ignore bank
+    classes = torch.tensor([[0, 1], [255, 2]])  # class 1 has no bank
     mean, std, found = bank.sample(classes, ignore_index=255, generator=torch.Generator().manual_seed(0))
-    assert mean.shape == (2, 2, 5)
+    assert mean.shape == std.shape == (2, 2, 5) and found.all()
     assert any(torch.equal(mean[0, 1], row) for row in bank.mean["ignore"])
-    return mean, std, found
+    assert any(torch.equal(std[1, 1], row) for row in bank.std[2])
+    nothing = StyleBank({0: bank.mean[0]}, {0: bank.std[0]}, 5)  # no ignore bank either: that patch keeps its own
+    assert nothing.sample(classes, ignore_index=255)[2].tolist() == [[True, False], [False, False]]
 
 
 def test_pretrained_tower_is_aligned(famix_model):
