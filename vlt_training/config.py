@@ -57,8 +57,8 @@ class FAMixOptions:
     features after block ``style_block`` are AdaIN-mixed with class-wise styles mined offline by PIN.
 
     Mining: each crop is split into ``grid`` x ``grid`` patches; ``mine_images`` source crops; PIN runs
-    ``pin_steps`` Adam steps (``pin_lr``); ``style_words`` (empty: the built-in list) and
-    ``templates`` (empty: the built-in list) make the prompts. ``beta`` is the Beta(beta, beta) concentration of
+    ``pin_steps`` Adam steps (``pin_lr``) on up to ``pin_batch`` patches at a time; ``style_words`` and
+    ``templates`` (empty: the built-in lists) make the prompts. ``beta`` is the Beta(beta, beta) concentration of
     the mixing weights; ``label_smoothing`` applies to the Mask2Former classification loss; ``cache`` is the
     safetensors style bank (relative paths: under the run folder).
     """
@@ -69,6 +69,7 @@ class FAMixOptions:
     mine_images: int = 16
     pin_steps: int = 50
     pin_lr: float = 0.1
+    pin_batch: int = 64
     style_words: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     beta: float = 0.1

@@ -30,7 +30,8 @@ def test_ablation_miniature(tmp_path, capsys):
     sets = [f"data.root={data}", "data.synthetic.enabled=false", "data.crop_size=[32,64]", "train.batch_size=2",
             "train.checkpoint_interval=1", "train.num_workers=0", "schedule.warmup_iters=1",
             "model.overrides={train_num_points: 64}", "eval.crop_size=[32,64]",
-            "model.mode_options.famix.mine_images=1", "model.mode_options.famix.pin_steps=1"]
+            "model.mode_options.famix.mine_images=1", "model.mode_options.famix.pin_steps=1",
+            "model.mode_options.famix.grid=2"]
     out = tmp_path / "out"
     argv = ["--out", str(out), "--seeds", "0,1", "--max-iters", "1"] + [a for s in sets for a in ("--set", s)]
     assert _bench().main(argv) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def prepare_mode(model: nn.Module, cfg: Config, dataset, run_dir: Path, is_main:
     words = list(opts.style_words) or list(famix.STYLE_WORDS)
     templates = list(opts.templates) or list(famix.TEMPLATES)
     settings = {"style_block": backbone.block_hook.block, "grid": backbone.block_hook.cells,
-                "pin_steps": opts.pin_steps, "pin_lr": opts.pin_lr, "words": words, "templates": templates,
+                "pin_steps": opts.pin_steps, "pin_lr": opts.pin_lr, "pin_batch": opts.pin_batch, "words": words, "templates": templates,
                 "seed": opts.seed, "crop_size": list(cfg.data.crop_size),
                 "augment": dataclasses.asdict(cfg.data.augment), "class_names": list(model.class_names),
                 "seeds": [int(s) for s in seeds]}
@@ -77,12 +78,15 @@ def prepare_mode(model: nn.Module, cfg: Config, dataset, run_dir: Path, is_main:
     bank = famix.StyleBank.load(path, key) if is_main else None
     if bank is None and is_main:
         print(f"FAMix: mining styles from {count} crops into {path}", flush=True)
+        start = time.perf_counter()
         samples = ((img, tgt["sem_seg"]) for img, tgt in (dataset[(i, int(s))] for i, s in zip(indices, seeds)))
         bank = famix.mine_styles(model, samples, model.class_names, style_block=settings["style_block"],
                                  grid=settings["grid"], style_words=words, templates=templates,
-                                 pin_steps=opts.pin_steps, pin_lr=opts.pin_lr, seed=opts.seed,
+                                 pin_steps=opts.pin_steps, pin_lr=opts.pin_lr, pin_batch=opts.pin_batch,
+                                 seed=opts.seed,
                                  ignore_index=model.ignore_index)
         bank.save(path, key)
+        print(f"FAMix: mined {len(bank)} styles in {time.perf_counter() - start:.1f} s ({bank.sizes()})", flush=True)
     elif is_main:
         print(f"FAMix: style bank {path} is up to date ({len(bank)} styles)", flush=True)
     barrier()

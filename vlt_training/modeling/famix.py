@@ -278,11 +278,13 @@ def pin_optimise(backbone, tokens: torch.Tensor, grid: tuple[int, int], start_bl
 
 def mine_styles(model, samples, class_names: Sequence[str], *, style_block: int, grid: int = 3,
                 style_words: Sequence[str] = STYLE_WORDS, templates: Sequence[str] = TEMPLATES, pin_steps: int = 50,
-                pin_lr: float = 0.1, seed: int = 0, ignore_index: int = 255) -> StyleBank:
+                pin_lr: float = 0.1, pin_batch: int = 64, seed: int = 0, ignore_index: int = 255) -> StyleBank:
     """Mine class-wise style banks from ``samples`` (an iterable of (image (3, H, W) normalised, sem_seg (H, W))).
 
     Uses ``model.backbone`` (its frozen early blocks, pooled-embedding path and text tower, which must not be
-    released yet). The backbone's parameters are not changed.
+    released yet); its parameters are not changed. Every grid patch of every crop is one PIN problem; they are
+    independent (Adam's steps are per parameter), so up to ``pin_batch`` patches are optimised together. A patch is
+    the top-left (gh // grid, gw // grid) tokens of its grid cell, so that all patches of a crop size share a shape.
     """
     backbone = model.backbone
     if not backbone.has_text_tower:
@@ -294,49 +296,54 @@ def mine_styles(model, samples, class_names: Sequence[str], *, style_block: int,
     requires = [p.requires_grad for p in backbone.parameters()]
     for p in backbone.parameters():
         p.requires_grad_(False)  # PIN optimises statistics only
-    num_classes = len(class_names)
     means: dict = {}
     stds: dict = {}
     try:
-        for image, sem_seg in samples:
-            with torch.no_grad():
-                tokens, tgrid = backbone.forward_tokens(image[None], style_block)  # 1, N, C
-            npre = backbone.num_prefix_tokens
-            ph, pw = backbone.padded_size(*sem_seg.shape[-2:])
-            labels = F.pad(sem_seg[None], (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=ignore_index)
-            classes = dominant_classes(labels, tgrid, backbone.patch_size, grid, num_classes, ignore_index)[0]  # G
-            ids = cell_ids(tgrid, grid)
-            # patches of one token-grid shape are optimised together
-            by_shape: dict = {}
-            for cell in range(grid * grid):
-                idx = (ids == cell).nonzero().flatten()
-                if len(idx) == 0:
-                    continue
-                rows, cols = idx // tgrid[1], idx % tgrid[1]
-                shape = (int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
-                by_shape.setdefault(shape, []).append((cell, idx))
-            for shape, members in by_shape.items():
-                prompts, batch, keys = [], [], []
-                for cell, idx in members:
-                    k = int(classes[cell])
-                    name = None if k == ignore_index else class_names[k]
-                    prompts.append(prompt_for(name, style_words, rng))
-                    batch.append(torch.cat([tokens[0, :npre], tokens[0, npre + idx]], 0))
-                    keys.append("ignore" if k == ignore_index else k)
-                targets = text_targets(backbone, prompts, templates)
-                result = pin_optimise(backbone, torch.stack(batch), shape, style_block + 1, targets, pin_steps, pin_lr)
-                for key, m, s in zip(keys, result["mean"], result["std"]):
+        by_shape = _collect_patches(backbone, samples, class_names, style_block, grid, style_words, rng, ignore_index)
+        for shape, patches in by_shape.items():
+            for i in range(0, len(patches), pin_batch):
+                chunk = patches[i:i + pin_batch]
+                targets = text_targets(backbone, [p[2] for p in chunk], templates)  # P, D
+                result = pin_optimise(backbone, torch.stack([p[0] for p in chunk]), shape, style_block + 1, targets,
+                                      pin_steps, pin_lr)
+                for (_, key, _), m, sd in zip(chunk, result["mean"], result["std"]):
                     means.setdefault(key, []).append(m)
-                    stds.setdefault(key, []).append(s)
+                    stds.setdefault(key, []).append(sd)
     finally:
         for p, r in zip(backbone.parameters(), requires):
             p.requires_grad_(r)
         backbone.train(was_training)
-    width = backbone.width
     bank = StyleBank({k: torch.stack(v) for k, v in means.items()}, {k: torch.stack(v) for k, v in stds.items()},
-                     width)
+                     backbone.width)
     log.info("FAMix: mined %d styles (%s)", len(bank), bank.sizes())
     return bank
+
+
+def _collect_patches(backbone, samples, class_names, style_block, grid, style_words, rng, ignore_index) -> dict:
+    """``{(ch, cw): [(prefix + patch tokens (np + ch*cw, C), bank key, prompt), ...]}`` over all samples."""
+    npre = backbone.num_prefix_tokens
+    by_shape: dict = {}
+    for image, sem_seg in samples:
+        with torch.no_grad():
+            tokens, (gh, gw) = backbone.forward_tokens(image[None], style_block)  # 1, N, C
+        if gh < grid or gw < grid:
+            raise ValueError(f"FAMix mining: a {gh}x{gw} patch grid cannot be split into {grid}x{grid} patches")
+        ph, pw = backbone.padded_size(*sem_seg.shape[-2:])
+        labels = F.pad(sem_seg[None], (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=ignore_index)
+        classes = dominant_classes(labels, (gh, gw), backbone.patch_size, grid, len(class_names), ignore_index)[0]
+        spatial = tokens[0, npre:].view(gh, gw, -1)  # gh, gw, C
+        ids = cell_ids((gh, gw), grid).view(gh, gw)
+        ch, cw = gh // grid, gw // grid
+        for cell in range(grid * grid):
+            rows, cols = (ids == cell).nonzero(as_tuple=True)
+            r0, c0 = int(rows.min()), int(cols.min())
+            patch = spatial[r0:r0 + ch, c0:c0 + cw].reshape(ch * cw, -1)  # ch*cw, C
+            k = int(classes[cell])
+            name = None if k == ignore_index else class_names[k]
+            by_shape.setdefault((ch, cw), []).append((torch.cat([tokens[0, :npre], patch], 0),
+                                                      "ignore" if k == ignore_index else k,
+                                                      prompt_for(name, style_words, rng)))
+    return by_shape
 
 
 def tower_fingerprint(backbone) -> str:

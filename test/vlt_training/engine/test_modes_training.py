@@ -35,6 +35,7 @@ def mode_cfg(bench: Path, mode: str, *overrides: str):
         "model.overrides={train_num_points: 64}", "train.max_iters=2", "train.batch_size=2",
         "train.checkpoint_interval=2", "train.log_interval=1", "schedule.warmup_iters=1", "optim.lr=1e-2",
         "train.num_workers=0", "model.mode_options.famix.mine_images=2", "model.mode_options.famix.pin_steps=2",
+        "model.mode_options.famix.grid=2",  # 32x64 crops: a 2x4 token grid
         *overrides])
 
 
