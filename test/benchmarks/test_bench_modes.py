@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,8 +32,14 @@ def test_ablation_miniature(tmp_path, capsys):
             "model.overrides={train_num_points: 64}", "eval.crop_size=[32,64]",
             "model.mode_options.famix.mine_images=1", "model.mode_options.famix.pin_steps=1",
             "model.mode_options.famix.grid=2"]
+    # one tower for every run, as with the pretrained tiny CLIP (random weights: this checks the mechanics)
+    from vlt_training.modeling.backbone.clip_vit import build_open_clip
+
+    tower = tmp_path / "tower.pt"
+    torch.save(build_open_clip("vlt-tiny-vit").state_dict(), tower)
     out = tmp_path / "out"
-    argv = ["--out", str(out), "--seeds", "0,1", "--max-iters", "1"] + [a for s in sets for a in ("--set", s)]
+    argv = ["--out", str(out), "--seeds", "0,1", "--max-iters", "1", "--pretrained", str(tower)] + [
+        a for s in sets for a in ("--set", s)]
     assert _bench().main(argv) == 0
     report = json.loads((out / "bench_modes.json").read_text())
     assert [(r["mode"], r["seed"]) for r in report["runs"]] == [
@@ -47,4 +53,6 @@ def test_ablation_miniature(tmp_path, capsys):
     table = (out / "bench_modes.md").read_text()
     assert table.count("\n| ") == 5 and "±" in table and "Ranking by mean acdc/mIoU" in table
     assert (out / "bench_modes.png").stat().st_size > 1000
-    assert "famix seed 1:" in capsys.readouterr().out
+    assert (out / "famix_styles.safetensors").is_file()  # mined once, shared by the seeds
+    printed = capsys.readouterr().out
+    assert "famix seed 1:" in printed and printed.count("FAMix: mining styles") == 1
