@@ -49,10 +49,17 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     """``create_model(cfg.name, **cfg.overrides, pretrained=cfg.pretrained)`` (pretrained only when set)."""
     from vlt_training.modeling import create_model
 
-    kwargs = {**cfg.overrides, **model_mode_kwargs(cfg)}
+    mode = model_mode_kwargs(cfg)
+    kwargs = {**cfg.overrides, **mode}
     if cfg.pretrained is not None:
         kwargs["pretrained"] = cfg.pretrained
-    return create_model(cfg.name, **kwargs)
+    try:
+        return create_model(cfg.name, **kwargs)
+    except TypeError as exc:
+        if mode and "mode" in str(exc):
+            raise ValueError(f"model {cfg.name!r} has no training modes: model.mode={cfg.mode!r} needs a VLTSeg "
+                             f"model ({exc})") from exc
+        raise
 
 
 def seed_everything(seed: int) -> None:

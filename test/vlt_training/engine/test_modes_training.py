@@ -87,3 +87,9 @@ def test_famix_style_bank_is_cached_and_invalidated(bench, tmp_path, capsys):
 def test_unknown_mode_is_a_config_error(bench):
     with pytest.raises(ConfigError, match="model.mode"):
         mode_cfg(bench, "lora")
+
+
+def test_mode_on_a_model_without_modes_names_the_problem():
+    cfg = load_config(REPO / "config/train/tiny_det_cpu.yaml", ["model.mode=rein"])
+    with pytest.raises(ValueError, match="has no training modes"):
+        build_model(cfg.model)
