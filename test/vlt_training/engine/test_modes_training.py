@@ -52,7 +52,7 @@ def test_train_then_load_gives_the_same_model(bench, tmp_path, mode, capsys):
     trained = result.model
     assert counts == (sum(p.numel() for p in trained.parameters() if p.requires_grad),
                       sum(p.numel() for p in trained.parameters()))
-    assert (counts[0] == counts[1]) == (mode == "full")
+    assert counts[0] <= counts[1] and (counts[0] < counts[1] or mode == "full")
     assert read_meta(resolve_checkpoint(tmp_path / "run"))["model_kwargs"]["mode"] == mode
     # rebuilt from the checkpoint alone (strict loading inside load_model): same outputs
     trained.eval()

@@ -61,7 +61,8 @@ def test_only_rein_and_heads_get_gradients():
     assert rein <= with_grad, f"Rein parameters without gradient: {rein - with_grad}"
     backbone_other = {n for n in with_grad if n.startswith("backbone.") and n not in rein}
     assert not backbone_other
-    heads = {n for n in with_grad if n.startswith(("neck.", "pixel_decoder.", "predictor."))}
+    # the heads: pyramid, pixel decoder, Mask2Former decoder and the text guidance's trainable parts (if any)
+    heads = {n for n in with_grad if n.startswith(("neck.", "pixel_decoder.", "predictor.", "pixel_text."))}
     assert with_grad == rein | heads
     assert "predictor.class_embed.weight" in heads
     # the decoder's own query tables are gone: its queries come from the tokens
