@@ -30,10 +30,61 @@ TASKS = ("segmentation", "detection")
 AMP_MODES = ("none", "bf16", "fp16")
 EVAL_MODES = ("whole", "slide")
 OPTIMIZERS = ("adamw", "lamb")
+MODEL_MODES = ("full", "frozen", "rein", "famix")
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file (or override) and the key."""
+
+
+@dataclass
+class ReinOptions:
+    """Rein (Wei et al., CVPR 2024): learnable low-rank tokens refine every block of the frozen tower.
+
+    ``num_tokens`` per block (``None``: the decoder's ``num_queries``, 100 for the full-size models, as the reference
+    links one token to each query), factorised as (num_tokens x rank) @ (rank x width); ``scale_init`` multiplies
+    the refinement at start; ``link_queries`` turns the tokens into the Mask2Former queries.
+    """
+
+    num_tokens: int | None = None
+    rank: int = 16
+    scale_init: float = 1.0e-3
+    link_queries: bool = True
+
+
+@dataclass
+class FAMixOptions:
+    """FAMix (Fahes et al.): the first ``freeze_blocks`` blocks are frozen (``None``: 3/4 of the tower), patch
+    features after block ``style_block`` are AdaIN-mixed with class-wise styles mined offline by PIN.
+
+    Mining: each crop is split into ``grid`` x ``grid`` patches; ``mine_images`` source crops; PIN runs
+    ``pin_steps`` Adam steps (``pin_lr``) on up to ``pin_batch`` patches at a time; ``style_words`` and
+    ``templates`` (empty: the built-in lists) make the prompts. ``beta`` is the Beta(beta, beta) concentration of
+    the mixing weights; ``label_smoothing`` applies to the Mask2Former classification loss; ``cache`` is the
+    safetensors style bank (relative paths: under the run folder).
+    """
+
+    freeze_blocks: int | None = None
+    style_block: int = 0
+    grid: int = 3
+    mine_images: int = 16
+    pin_steps: int = 50
+    pin_lr: float = 0.1
+    pin_batch: int = 64
+    style_words: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    beta: float = 0.1
+    label_smoothing: float = 0.1
+    cache: str = "famix_styles.safetensors"
+    seed: int = 0
+
+
+@dataclass
+class ModeOptions:
+    """Options of the training modes; only the selected mode's section is used."""
+
+    rein: ReinOptions = field(default_factory=ReinOptions)
+    famix: FAMixOptions = field(default_factory=FAMixOptions)
 
 
 @dataclass
@@ -42,11 +93,15 @@ class ModelConfig:
 
     ``pretrained`` (an open_clip tag such as ``merged2b_s4b_b131k`` or a local checkpoint path) is passed to the
     factory as ``pretrained=``; ``None`` leaves the factory's own default (random init for the tiny model).
+    ``mode`` is the training recipe (``full`` fine-tuning, ``frozen`` backbone, ``rein``, ``famix``), passed as
+    the model's ``mode=`` with the model-side options of ``mode_options.<mode>`` as ``mode_options=``.
     """
 
     name: str = "vltseg_tiny_mask2former"
     pretrained: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    mode: str = "full"
+    mode_options: ModeOptions = field(default_factory=ModeOptions)
 
 
 @dataclass
@@ -361,6 +416,8 @@ def validate(cfg: Config, source: str) -> Config:
         (cfg.train.amp in AMP_MODES, "train.amp", f"must be one of {AMP_MODES}"),
         (cfg.eval.mode in EVAL_MODES, "eval.mode", f"must be one of {EVAL_MODES}"),
         (cfg.optim.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}"),
+        (cfg.model.mode in MODEL_MODES, "model.mode", f"must be one of {MODEL_MODES}"),
+        (cfg.model.mode_options.famix.grid > 0, "model.mode_options.famix.grid", "must be > 0"),
         (len(cfg.data.crop_size) == 2 and min(cfg.data.crop_size) > 0, "data.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.crop_size) == 2 and min(cfg.eval.crop_size) > 0, "eval.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.stride) == 2 and min(cfg.eval.stride) > 0, "eval.stride", "must be [H, W] > 0"),

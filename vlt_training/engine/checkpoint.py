@@ -301,6 +301,9 @@ def load_model(
             f"{ckpt / META_FILE}: cannot rebuild model {meta['model_name']!r} with {meta['model_kwargs']}: {exc}"
         ) from exc
     load_weights(model, ckpt, device="cpu")
+    release = getattr(getattr(model, "backbone", None), "release_text_tower", None)
+    if release is not None:  # kept only for FAMix's style mining, which a trained model never redoes
+        release()
     model.to(device)
     if eval_mode:
         model.eval()

@@ -30,6 +30,7 @@ from vlt_training.data.sampler import StepSampler
 from vlt_training.engine import checkpoint as ckpt
 from vlt_training.engine import distributed
 from vlt_training.engine.amp import autocast, grad_scaler
+from vlt_training.engine.modes import mode_summary, model_mode_kwargs, prepare_mode
 from vlt_training.engine.optim import build_optimizer
 from vlt_training.engine.schedule import build_scheduler
 from vlt_training.engine.tasks import TaskHooks, get_task
@@ -48,10 +49,17 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     """``create_model(cfg.name, **cfg.overrides, pretrained=cfg.pretrained)`` (pretrained only when set)."""
     from vlt_training.modeling import create_model
 
-    kwargs = dict(cfg.overrides)
+    mode = model_mode_kwargs(cfg)
+    kwargs = {**cfg.overrides, **mode}
     if cfg.pretrained is not None:
         kwargs["pretrained"] = cfg.pretrained
-    return create_model(cfg.name, **kwargs)
+    try:
+        return create_model(cfg.name, **kwargs)
+    except TypeError as exc:
+        if mode and "mode" in str(exc):
+            raise ValueError(f"model {cfg.name!r} has no training modes: model.mode={cfg.mode!r} needs a VLTSeg "
+                             f"model ({exc})") from exc
+        raise
 
 
 def seed_everything(seed: int) -> None:
@@ -75,7 +83,7 @@ def model_metadata(model: nn.Module, cfg: Config, hooks: TaskHooks, step: int) -
         mean=mean, std=std, input_height=cfg.data.crop_size[0], input_width=cfg.data.crop_size[1],
         max_detections=int(getattr(model, "max_detections", 100)),  # detection: K output slots of the graph
         extra={"config_name": cfg.name, "step": step,
-               "train_datasets": [f"{d.name}:{d.split}" for d in cfg.data.train]},
+               "train_datasets": [f"{d.name}:{d.split}" for d in cfg.data.train], **mode_summary(model)},
     )
 
 
@@ -180,6 +188,12 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
 
     mean, std = model_norm(model)
     dataset = hooks.build_train_dataset(records, cfg, mean, std)
+    # FAMix mines (or loads) its style bank from the pretrained tower, before any resumed weights are loaded
+    prepare_mode(model, cfg, dataset, run_dir, info.is_main, lambda: distributed.barrier(info))
+    if info.is_main:
+        summary = mode_summary(model)
+        print(f"mode {summary['mode']}: {summary['trainable_params']:,} trainable of {summary['total_params']:,} "
+              f"parameters ({100 * summary['trainable_params'] / max(summary['total_params'], 1):.2f}%)", flush=True)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, tc.max_iters)
     scaler = grad_scaler(device, tc.amp)

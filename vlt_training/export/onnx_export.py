@@ -186,11 +186,17 @@ def export_onnx(model: nn.Module, metadata: ModelMetadata, out_path: str | Path,
     wrapper = _NamedOutputs(module, names).eval()
     with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as tmp:
         raw = Path(tmp) / "raw.onnx"
+        # nn.MultiheadAttention's fused fast path (taken when no parameter needs a gradient, e.g. a frozen
+        # tower of the frozen / Rein / FAMix modes) is an op ONNX has no symbolic for
+        fastpath = torch.backends.mha.get_fastpath_enabled()
         try:
+            torch.backends.mha.set_fastpath_enabled(False)
             _torch_export(wrapper, example, raw, names, opset, dynamic_batch, exporter)
         except Exception as exc:  # the exporters raise many types; the cause is what the user needs
             raise ExportError(f"{out_path}: torch.onnx.export ({exporter}) failed for {metadata.model_name or 'model'}"
                               f": {type(exc).__name__}: {str(exc)[:2000]}") from exc
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
         graph = onnx.load(str(raw))
     check_graph(graph, metadata, str(out_path), dynamic_batch)
     if precision == "fp16":

@@ -12,6 +12,8 @@ loop here rather than through the tower's own forward, so that
 The text tower of the same open_clip model is available at build time only: it embeds fixed prompts
 (:meth:`CLIPVisionBackbone.encode_prompts`) or is handed, frozen, to DenseCLIP's guidance
 (:meth:`CLIPVisionBackbone.open_clip_model`, :mod:`vlt_training.modeling.text_guidance`); then the backbone drops it.
+Until then the tower's pooled image-embedding path (all blocks, pooling, projection) is kept too
+(:meth:`CLIPVisionBackbone.pooled_embedding`), for FAMix's style mining, which needs both.
 """
 
 from __future__ import annotations
@@ -252,6 +254,9 @@ class CLIPVisionBackbone(nn.Module):
         self.is_timm = is_timm
         if is_timm:
             trunk = visual.trunk
+            # the pooled image-embedding path, kept with the text tower until release_text_tower()
+            self.__dict__["_pool_tail"] = {"norm": trunk.norm, "fc_norm": trunk.fc_norm, "head": trunk.head,
+                                           "proj": visual.head}
             trunk.patch_embed.strict_img_size = False  # sizes are handled here
             self.trunk = trunk  # its blocks are reached through the `blocks` property (no aliasing in the state dict)
             self.width = trunk.embed_dim
@@ -269,6 +274,7 @@ class CLIPVisionBackbone(nn.Module):
                 trunk.attn_pool = None
             self.dp_rates = [0.0] * len(self.blocks)  # timm blocks apply their own drop path
         else:
+            self.__dict__["_pool_tail"] = {}
             self.conv1 = visual.conv1
             self.class_embedding = visual.class_embedding
             self.positional_embedding = visual.positional_embedding
@@ -295,6 +301,7 @@ class CLIPVisionBackbone(nn.Module):
         # blocks after the last output are never run: drop them so they do not sit idle in the optimiser
         self.tower_depth = self.depth
         if out_indices[-1] < self.depth - 1:
+            self._pool_tail["blocks"] = list(self.blocks[out_indices[-1] + 1:])
             del self.blocks[out_indices[-1] + 1:]
             self.depth = len(self.blocks)
 
@@ -336,8 +343,49 @@ class CLIPVisionBackbone(nn.Module):
         return clip
 
     def release_text_tower(self) -> None:
-        """Drop the open_clip model (text tower) kept for :meth:`encode_prompts`."""
+        """Drop the open_clip model (text tower) kept for :meth:`encode_prompts` and the pooled-embedding path."""
         self.__dict__.pop("_clip", None)
+        self.__dict__.pop("_pool_tail", None)
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.__dict__.get("_clip") is not None
+
+    def forward_tokens(self, images: torch.Tensor, last_block: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens (B, N, C) after block ``last_block`` (prefix tokens first) and the patch grid (gh, gw)."""
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        ph, pw = self.padded_size(h, w)
+        if (ph, pw) != (h, w):
+            images = F.pad(images, (0, pw - w, 0, ph - h))
+        x, grid, rope = self._embed(images)
+        for i in range(last_block + 1):
+            x = self._apply_hook(self._run_block(i, x, rope), i, grid)
+        return x, grid
+
+    def pooled_embedding(self, tokens: torch.Tensor, start_block: int, grid: tuple[int, int]) -> torch.Tensor:
+        """The tower's image embedding (B, D), not normalised, of tokens (B, N, C) entering block ``start_block``.
+
+        Runs the remaining blocks of the whole tower (also those after ``out_indices``), then the tower's own
+        pooling, final norm and projection. ``grid`` is the patch grid of the tokens (rotary tables follow it).
+        Available until :meth:`release_text_tower`.
+        """
+        tail = self.__dict__.get("_pool_tail")
+        clip = self.__dict__.get("_clip")
+        if tail is None or clip is None:
+            raise RuntimeError("the pooled-embedding path was released with the text tower (release_text_tower)")
+        blocks = list(self.blocks) + list(tail.get("blocks", []))
+        rope = self._rope(tuple(grid)) if self.is_timm else None
+        x = tokens
+        for blk in blocks[start_block:]:
+            x = blk(x, rope=rope) if self.is_timm else blk(x)
+        if self.is_timm:
+            t = self.trunk
+            x = tail["norm"](x)
+            x = x[:, self.num_prefix_tokens:].mean(1) if t.global_pool == "avg" else x[:, 0]  # B, C
+            return tail["proj"](tail["head"](tail["fc_norm"](x)))
+        visual = clip.visual
+        pooled, _ = visual._pool(x)  # the tower's own pooling and final norm: B, C
+        return pooled @ visual.proj if visual.proj is not None else pooled
 
     # ------------------------------------------------------------------ forward
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], Optional[torch.Tensor]]:
@@ -363,16 +411,8 @@ class CLIPVisionBackbone(nn.Module):
             else:
                 x = torch.cat(prefix + [x], dim=1)
             x = t.pos_drop(x)
-            rope = None
-            if t.rope is not None:
-                # rebuilds the cached rotary table only when the grid changes
-                t.rope.update_feat_shape(list(grid))
-                rope = t.rope.get_embed()
-                if rope.is_inference() and not torch.is_inference_mode_enabled():
-                    # the table was rebuilt under inference_mode (evaluation): autograd cannot save it
-                    rope = rope.clone()
             x = t.norm_pre(x)
-            return x, grid, rope
+            return x, grid, self._rope(grid)
         x = self.conv1(x)  # B, C, gh, gw
         grid = (int(x.shape[2]), int(x.shape[3]))
         x = x.flatten(2).transpose(1, 2)  # B, gh*gw, C
@@ -381,13 +421,26 @@ class CLIPVisionBackbone(nn.Module):
         x = x + interpolate_pos_embed(self.positional_embedding, self.pretrain_grid, grid, 1).to(x.dtype)
         return self.ln_pre(x), grid, None
 
+    def _rope(self, grid: tuple[int, int]) -> Optional[torch.Tensor]:
+        """The timm tower's rotary table for a patch grid (None without RoPE)."""
+        t = self.trunk
+        if t.rope is None:
+            return None
+        # rebuilds the cached rotary table only when the grid changes
+        t.rope.update_feat_shape(list(grid))
+        rope = t.rope.get_embed()
+        if rope.is_inference() and not torch.is_inference_mode_enabled():
+            # the table was rebuilt under inference_mode (evaluation): autograd cannot save it
+            rope = rope.clone()
+        return rope
+
     def _run_block(self, i: int, x: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
         blk = self.blocks[i]
         if self.is_timm:
             return blk(x, rope=rope)
         y = blk(x)
         rate = self.dp_rates[i]
-        if self.training and rate > 0:
+        if blk.training and rate > 0:  # the block's own flag: frozen blocks stay in eval (no drop path)
             y = x + drop_path(y - x, rate, True)
         return y
 

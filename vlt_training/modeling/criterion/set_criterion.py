@@ -83,6 +83,7 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
         self.register_buffer("empty_weight", empty_weight, persistent=False)
+        self.label_smoothing = 0.0  # of the class loss (FAMix sets 0.1)
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
@@ -92,7 +93,8 @@ class SetCriterion(nn.Module):
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         for b, ((src, tgt), target) in enumerate(zip(indices, targets)):
             target_classes[b, src.to(logits.device)] = target["labels"][tgt.to(logits.device)]
-        return F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.dtype))
+        return F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.dtype),
+                               label_smoothing=self.label_smoothing)
 
     def loss_masks(self, outputs: dict, targets: list[dict], indices, num_masks: float):
         pred = outputs["pred_masks"]  # B, Q, h, w

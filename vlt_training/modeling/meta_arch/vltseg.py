@@ -23,6 +23,7 @@ from torch import nn
 from vlt_perception.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
 from vlt_training.modeling.backbone import CLIPVisionBackbone
 from vlt_training.modeling.criterion import HungarianMatcher, SetCriterion, batch_sem_seg_to_instances
+from vlt_training.modeling.modes import apply_mode
 from vlt_training.modeling.neck import SimpleFeaturePyramid
 from vlt_training.modeling.pixel_decoder import MSDeformAttnPixelDecoder
 from vlt_training.modeling.registry import register_model
@@ -57,6 +58,8 @@ class VLTSeg(nn.Module):
         pixel_mean, pixel_std: input normalisation (RGB in [0, 1]); default: the open_clip tower's.
         quick_gelu: QuickGELU tower; ``None`` decides from the pretrained tag (OpenAI weights need it), see
             :func:`~vlt_training.modeling.backbone.clip_vit.resolve_quick_gelu`; recorded in ``init_kwargs``.
+        mode: training mode ``full`` / ``frozen`` / ``rein`` / ``famix``, with ``mode_options`` (see
+            :mod:`vlt_training.modeling.modes`).
 
     ``init_kwargs`` rebuilds the architecture with ``pretrained=None`` (weights come from the checkpoint,
     including the guidance's frozen text tower); ``pretrained_source`` remembers where the initial weights came from.
@@ -105,6 +108,8 @@ class VLTSeg(nn.Module):
         pixel_mean: Optional[Sequence[float]] = None,
         pixel_std: Optional[Sequence[float]] = None,
         quick_gelu: Optional[bool] = None,
+        mode: str = "full",
+        mode_options: Optional[dict] = None,
     ):
         super().__init__()
         class_names = list(class_names) if class_names is not None else list(CITYSCAPES_CLASSES)
@@ -148,7 +153,8 @@ class VLTSeg(nn.Module):
                 decoder_heads=context_decoder_heads, decoder_layers=context_decoder_layers,
                 temperature=text_temperature,
             )
-        self.backbone.release_text_tower()
+        if mode != "famix":  # FAMix's style mining needs the text tower; the trainer releases it after mining
+            self.backbone.release_text_tower()
 
         extra = self.num_classes if self.concat_score_maps else 0
         # which backbone map gets the score maps: the one feeding the stride-16 level (all levels share one map
@@ -172,6 +178,15 @@ class VLTSeg(nn.Module):
             no_object_weight=no_object_weight, num_points=train_num_points, oversample_ratio=oversample_ratio,
             importance_sample_ratio=importance_sample_ratio,
         )
+        self.mode = mode
+        self.frozen_modules = apply_mode(self, mode, mode_options)
+
+    def train(self, mode: bool = True) -> "VLTSeg":
+        """Train / eval mode; the training mode's frozen parts always stay in eval (no dropout, no drop path)."""
+        super().train(mode)
+        for name in self.frozen_modules:
+            self.get_submodule(name).eval()
+        return self
 
     # ------------------------------------------------------------------ forward
     def _features(self, images: torch.Tensor) -> tuple[dict, Optional[torch.Tensor]]:
@@ -192,7 +207,8 @@ class VLTSeg(nn.Module):
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         pyramid, scores = self._features(images)
         mask_features, multi_scale = self.pixel_decoder(pyramid)
-        return self.predictor(multi_scale, mask_features), scores
+        queries = getattr(self.backbone.block_hook, "decoder_queries", dict)()  # Rein's tokens as queries
+        return self.predictor(multi_scale, mask_features, **queries), scores
 
     def forward(self, images: torch.Tensor, targets=None):
         """Train mode: dict of weighted losses (their sum is the loss). Eval mode: ``{"sem_seg": (B, K, H, W)}``.
@@ -205,10 +221,12 @@ class VLTSeg(nn.Module):
         if targets is None:
             raise ValueError("VLTSeg in train mode needs targets with 'sem_seg'")
         sem_seg = self._stack_targets(targets, images)
-        outputs, scores = self.forward_outputs(images)
         # pad labels like the images (backbone pads to a multiple of the patch size); padding is ignored
         ph, pw = self.backbone.padded_size(*images.shape[-2:])
         padded = F.pad(sem_seg, (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=self.ignore_index)
+        if hasattr(self.backbone.block_hook, "set_labels"):  # FAMix mixes styles per labelled patch
+            self.backbone.block_hook.set_labels(padded)
+        outputs, scores = self.forward_outputs(images)
         instances = batch_sem_seg_to_instances(padded, self.num_classes, self.ignore_index)
         losses = self.criterion(outputs, instances)
         if scores is not None and self.pixel_text_weight > 0:

@@ -126,8 +126,12 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
-    def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor) -> dict:
+    def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor,
+                query_embed: Optional[torch.Tensor] = None, query_feat: Optional[torch.Tensor] = None) -> dict:
         """features [(B, C, h, w)] * 3 (low resolution first), mask_features (B, mask_dim, H/4, W/4).
+
+        ``query_embed`` / ``query_feat``: externally supplied query positions / features, (Q, C) or (B, Q, C),
+        replacing the learned tables (Rein links its tokens to the queries this way).
 
         Returns ``{"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H/4, W/4), "aux_outputs": [...]}`` with one
         aux entry per decoder layer (the prediction before the layer) for deep supervision in training; at
@@ -142,8 +146,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             pos.append(sine_position_encoding(x, self.hidden_dim // 2).flatten(2).permute(2, 0, 1))  # HW, B, C
             y = self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]
             src.append(y.permute(2, 0, 1))  # HW, B, C
-        query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, b, 1)  # Q, B, C
-        output = self.query_feat.weight.unsqueeze(1).repeat(1, b, 1)
+        query_embed = self._queries(query_embed, self.query_embed, b, "query_embed")  # Q, B, C
+        output = self._queries(query_feat, self.query_feat, b, "query_feat")  # Q, B, C
 
         # In training every layer's full-size masks feed the auxiliary losses. At inference only the last layer's
         # are returned; the others only make the next layer's attention bias at a pyramid level's size. Bilinear
@@ -172,6 +176,17 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "aux_outputs": [{"pred_logits": c, "pred_masks": m} for c, m in zip(classes[:-1], masks[:-1])
                             if m is not None],
         }
+
+    @staticmethod
+    def _queries(given: Optional[torch.Tensor], table: Optional[nn.Embedding], b: int, name: str) -> torch.Tensor:
+        """Sequence-first queries (Q, B, C) from an external (Q, C) / (B, Q, C) tensor or the learned table."""
+        if given is None:
+            if table is None:
+                raise ValueError(f"this decoder has no learned {name} table: pass {name}= (e.g. Rein's queries)")
+            given = table.weight
+        if given.dim() == 2:
+            return given.unsqueeze(1).repeat(1, b, 1)
+        return given.transpose(0, 1)
 
     def _predict(self, output: torch.Tensor, mask_features: torch.Tensor, target_size: Optional[tuple[int, int]],
                  low_res: Optional[dict] = None):
