@@ -38,6 +38,7 @@ def read_log(path: Path) -> list[dict]:
 
 
 @pytest.mark.cli
+@pytest.mark.timeout(2400)  # ~2-3 min on an idle 2-core machine; the bound only catches a hang, even under load
 def test_tiny_config_overfits_four_synthetic_images(tmp_path):
     start = time.perf_counter()
     train = run("vlt_training.cli.train", "--config", "config/train/tiny_cpu.yaml", "--out", str(tmp_path / "run"),
