@@ -284,3 +284,23 @@ def test_max_detections_reaches_outputs_and_metadata():
     assert checkpoint_meta.max_detections == 20 and checkpoint_meta.task == "detection"
     with pytest.raises(ValueError, match="max_detections"):
         create_model("vltdet_tiny_fcos", max_detections=500, pre_nms_topk=300)
+
+
+def test_vitdet_layer_decay_reaches_the_clip_tower():
+    """ViTDet's lr factor (detectron2 get_vit_lr_decay_rate): decay ** (L + 1 - id), id 0 for the patch and
+    position embeddings, i + 1 for block i; pyramid and head undecayed."""
+    from vlt_training.config import OptimConfig
+    from vlt_training.engine.optim import param_groups
+
+    model = create_model(
+        "vltdet_vit_b16_fasterrcnn", vision_cfg_overrides={"width": 64, "layers": 4, "head_width": 32},
+        text_cfg_overrides={"width": 64, "layers": 1, "heads": 2}, pyramid_channels=32, box_convs=1,
+        box_conv_dim=32, box_fc_dim=64,
+    )
+    groups = param_groups(model, OptimConfig(lr=1.0, backbone_lr_mult=1.0, layer_decay=0.7))
+    lr = {name: g["lr"] for g in groups for name in g["names"]}
+    assert lr["backbone.conv1.weight"] == pytest.approx(0.7 ** 5)
+    assert lr["backbone.positional_embedding"] == pytest.approx(0.7 ** 5)
+    assert lr["backbone.resblocks.0.attn.in_proj_weight"] == pytest.approx(0.7 ** 4)
+    assert lr["backbone.resblocks.3.mlp.c_fc.weight"] == pytest.approx(0.7)
+    assert all(v == 1.0 for n, v in lr.items() if n.startswith(("neck.", "head.")))
