@@ -48,9 +48,12 @@ class StrideAnchorGenerator(AnchorGenerator):
     top-left corner as in detectron2, offset 0) on levels of the given, possibly fractional, strides."""
 
     def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float], strides: Sequence[float]):
-        super().__init__(tuple(tuple(s) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
         if len(strides) != len(sizes):
             raise ValueError(f"{len(sizes)} anchor size lists for {len(strides)} pyramid levels")
+        if len({len(s) for s in sizes}) != 1:
+            raise ValueError(f"every level needs the same number of anchor sizes (one RPN head serves all levels), "
+                             f"got {[list(s) for s in sizes]}")
+        super().__init__(tuple(tuple(s) for s in sizes), (tuple(aspect_ratios),) * len(sizes))
         self.strides = tuple(float(s) for s in strides)
 
     def grid(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -170,6 +173,7 @@ class FasterRCNNHead(nn.Module):
         self.strides = tuple(float(s) for s in strides)
         self.max_detections = max_detections
         self.pre_nms_topk = pre_nms_topk
+        self.rpn_test_topk = (int(rpn_pre_nms_topk[1]), int(rpn_post_nms_topk[1]))  # per level, per image
         roi_levels = len(self.strides) if roi_levels is None else roi_levels
         anchors = StrideAnchorGenerator(anchor_sizes, aspect_ratios, self.strides)
         rpn_head = RPNHead(in_channels, anchors.num_anchors_per_location()[0], conv_depth=rpn_convs)
@@ -225,7 +229,7 @@ class FasterRCNNHead(nn.Module):
         # torchvision's filter_proposals, with masks: top-k per level, clip, drop tiny boxes, NMS per level.
         top_scores, top_boxes, top_levels, start = [], [], [], 0
         for level, n in enumerate(per_level):
-            k = min(rpn._pre_nms_top_n["testing"], n)
+            k = min(self.rpn_test_topk[0], n)
             s, i = scores[:, start:start + n].topk(k, dim=1)  # B, k
             top_scores.append(s)
             top_boxes.append(torch.gather(boxes[:, start:start + n], 1, i[..., None].expand(-1, -1, 4)))
@@ -238,7 +242,7 @@ class FasterRCNNHead(nn.Module):
         valid = (_min_side(cand) >= _MIN_PROPOSAL_SIDE) & (prob >= rpn.score_thresh)
         valid = valid & batched_nms_mask(cand, prob, levels, len(per_level), rpn.nms_thresh)
         ranked = torch.where(valid, prob, torch.full_like(prob, -1.0))  # invalid ones sort last
-        ranked, order = ranked.topk(min(rpn._post_nms_top_n["testing"], ranked.shape[1]), dim=1)  # B, P
+        ranked, order = ranked.topk(min(self.rpn_test_topk[1], ranked.shape[1]), dim=1)  # B, P
         return torch.gather(cand, 1, order[..., None].expand(-1, -1, 4)), ranked >= 0
 
     def predict(self, features: Sequence[torch.Tensor], image_size: tuple[int, int]) -> tuple[

@@ -114,3 +114,12 @@ def test_batched_nms_keeps_images_and_groups_apart():
     out_boxes, out_scores, out_labels = top_detections(boxes, scores * keep, groups, max_detections=4)
     torch.testing.assert_close(out_scores, torch.tensor([[0.9, 0.7, 0, 0], [0.95, 0, 0, 0]]))
     assert out_labels.tolist() == [[0, 1, 0, 0], [0, 0, 0, 0]] and out_boxes[1, 1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("sizes, strides, match", [
+    ([[16.0], [32.0]], [8.0], "2 anchor size lists for 1 pyramid levels"),
+    ([[16.0, 24.0], [32.0]], [8.0, 16.0], "same number of anchor sizes"),
+])
+def test_anchor_settings_are_checked(sizes, strides, match):
+    with pytest.raises(ValueError, match=match):
+        StrideAnchorGenerator(sizes, [1.0], strides)
