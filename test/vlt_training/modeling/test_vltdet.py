@@ -304,3 +304,29 @@ def test_vitdet_layer_decay_reaches_the_clip_tower():
     assert lr["backbone.resblocks.0.attn.in_proj_weight"] == pytest.approx(0.7 ** 4)
     assert lr["backbone.resblocks.3.mlp.c_fc.weight"] == pytest.approx(0.7)
     assert all(v == 1.0 for n, v in lr.items() if n.startswith(("neck.", "head.")))
+
+
+def test_fasterrcnn_graph_runs_in_the_detection_pipeline(tmp_path):
+    """The exported Faster R-CNN graph through the detection node's pipeline (ONNX Runtime, no ROS): the
+    detections of an image twice the network size are PyTorch's on the preprocessed image, scaled by 2."""
+    from vlt_perception.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vlt_perception.pipeline.detection import DetectionPipeline
+    from vlt_training.export import export_onnx
+    from vlt_training.export.model_metadata import metadata_for_model
+    from vlt_training.export.verify import detection_agreement
+
+    torch.manual_seed(0)
+    model = create_model("vltdet_tiny_fasterrcnn", class_names=["car", "person", "bus"]).eval()
+    path, _ = export_onnx(model, metadata_for_model(model, 64, 128), tmp_path / "det.onnx")
+    pipeline = DetectionPipeline(OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]), score_threshold=0.2)
+    rgb = np.random.default_rng(0).integers(0, 256, (128, 256, 3), dtype=np.uint8)
+    dets = pipeline.process(rgb)
+    with torch.no_grad():
+        boxes, scores, labels = model.predict(torch.from_numpy(pipeline.preprocess(rgb)))
+    keep = scores[0] >= 0.2
+    assert len(dets) == int(keep.sum()) > 5
+    ref = {"boxes": boxes[0][keep].numpy()[None] * 2, "scores": scores[0][keep].numpy()[None],
+           "labels": labels[0][keep].numpy()[None]}
+    out = {"boxes": dets.boxes[None], "scores": dets.scores[None], "labels": dets.class_ids[None]}
+    assert detection_agreement(ref, out, score_threshold=0.2) == 1.0
+    assert dets.class_names == [model.class_names[i] for i in dets.class_ids]

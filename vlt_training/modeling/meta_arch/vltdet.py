@@ -34,6 +34,12 @@ def _kwargs(local_vars: dict) -> dict:
             if k not in ("self", "__class__", "head_kwargs")}
 
 
+def _image_size(images: torch.Tensor) -> tuple[int, int]:
+    """(H, W) as Python ints: the exported graph has a static H and W, and torchvision's box clipping copies
+    traced sizes into new tensors (a warning per call) where it gets tensors."""
+    return int(images.shape[-2]), int(images.shape[-1])
+
+
 class VLTDet(nn.Module):
     """The detection family: backbone + simple feature pyramid + a head (a subclass builds ``self.head``).
 
@@ -143,7 +149,7 @@ class VLTDet(nn.Module):
             return {"detections": [{"boxes": b[k], "scores": s[k], "labels": l[k]}
                                    for b, s, l, k in zip(boxes, scores, labels, keep)]}
         targets = self._check_targets(targets, images)
-        return self.losses(self.features(images), targets, tuple(images.shape[-2:]))
+        return self.losses(self.features(images), targets, _image_size(images))
 
     def losses(self, features: list[torch.Tensor], targets: list[dict], image_size: tuple[int, int]) -> dict:
         """The head's weighted training losses."""
@@ -221,7 +227,7 @@ class VLTDetFCOS(VLTDet):
     def predict(self, images):
         head_outputs, anchors = self.head(self.features(images))
         return self.head.decode(
-            head_outputs, anchors, tuple(images.shape[-2:]), self.score_thresh, self.nms_thresh,
+            head_outputs, anchors, _image_size(images), self.score_thresh, self.nms_thresh,
             self.pre_nms_topk, self.max_detections,
         )
 
@@ -286,7 +292,7 @@ class VLTDetFasterRCNN(VLTDet):
         return {name: value * self.loss_weights[name] for name, value in raw.items()}
 
     def predict(self, images):
-        return self.head.predict(self.features(images), tuple(images.shape[-2:]))
+        return self.head.predict(self.features(images), _image_size(images))
 
 
 class DetectionExport(nn.Module):
