@@ -28,7 +28,7 @@ def _run(*args, timeout=600):
 def test_tiny_detector_overfits_to_ap50(tiny_detector, tmp_path):
     out, checkpoint = tiny_detector
     meta = json.loads((checkpoint / "meta.json").read_text())
-    assert meta["model_name"] == "vltdet_tiny_fcos" and meta["metadata"]["task"] == "detection"
+    assert meta["model_name"] == "vltdet_tiny_fasterrcnn" and meta["metadata"]["task"] == "detection"
     assert meta["step"] == MAX_ITERS
     report_path = tmp_path / "report.json"
     # Evaluate with the checkpoint's own resolved config (its eval section: the 4 training images).

@@ -53,6 +53,30 @@ def test_boxes_follow_resize_crop_and_flip(seed):
     assert not (red & ~covered).any()
 
 
+def test_large_scale_jitter_recipe():
+    """ViTDet's LSJ (detectron2 ResizeScale(0.1, 2.0) to a square target + FixedSizeCrop) is this augmentation
+    with ``scale: [S, S]``, ``resize_ratio: [0.1, 2.0]`` and ``crop_size: [S, S]``: the long side lands uniformly
+    in [0.1 S, 2 S], then a random S x S crop (padded where smaller), boxes following."""
+    from vlt_training.data import transforms as T
+
+    image, boxes, labels = _scene()  # 96 x 160: fitting S = 64 scales by 0.4
+    long_sides = [max(T.random_resize(image, None, np.random.default_rng(s), [64, 64], [0.1, 2.0])[0].shape[:2])
+                  for s in range(60)]
+    assert 6 <= min(long_sides) < 0.3 * 64 and 1.7 * 64 < max(long_sides) <= 128
+    aug = AugmentConfig(scale=[64, 64], resize_ratio=[0.1, 2.0], flip_prob=0.5, photometric=False)
+    kept = 0
+    for seed in range(12):
+        out, out_boxes, _ = augment(image, boxes, labels, np.random.default_rng(seed), (64, 64), aug)
+        assert out.shape == (64, 64, 3)
+        for box in out_boxes:
+            x1, y1, x2, y2 = np.round(box).astype(int)
+            window = np.zeros_like(out)
+            window[y1:y2, x1:x2] = out[y1:y2, x1:x2]
+            np.testing.assert_allclose(_red_box(window), box, atol=1.5)
+            kept += 1
+    assert kept >= 6
+
+
 def test_crop_clips_and_drops_boxes_outside():
     image, boxes, labels = _scene()
     aug = AugmentConfig(scale=None, resize_ratio=[1.0, 1.0], flip_prob=0.0, photometric=False)

@@ -1,4 +1,5 @@
-"""VLTDet: tiny forward/backward, the static-shape decode on hand-made head outputs, the ONNX export graph."""
+"""VLTDet (Faster R-CNN and FCOS heads): tiny forward/backward, the FCOS static-shape decode on hand-made head
+outputs, the ONNX export graph of both heads."""
 
 import warnings
 
@@ -19,6 +20,17 @@ def tiny():
     return create_model("vltdet_tiny_fcos", class_names=["car", "person", "bus"])
 
 
+HEADS = ["vltdet_tiny_fasterrcnn", "vltdet_tiny_fcos"]
+LOSSES = {"vltdet_tiny_fasterrcnn": {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"},
+          "vltdet_tiny_fcos": {"loss_cls", "loss_box", "loss_ctrness"}}
+
+
+@pytest.fixture(scope="module", params=HEADS)
+def tiny_any(request):
+    torch.manual_seed(0)
+    return create_model(request.param, class_names=["car", "person", "bus"])
+
+
 def _targets():
     return [
         {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0], [40.0, 10.0, 90.0, 60.0]]), "labels": torch.tensor([0, 2])},
@@ -28,15 +40,17 @@ def _targets():
 
 def test_registry_names_the_heads():
     names = list_models("vltdet")
-    for name in ("vltdet_tiny_fcos", "vltdet_vit_b16_fcos", "vltdet_eva02_l14_fcos"):
-        assert name in names
+    for tower in ("tiny", "vit_s16", "vit_b16", "vit_l14", "eva02_b16", "eva02_l14"):
+        assert f"vltdet_{tower}_fasterrcnn" in names and f"vltdet_{tower}_fcos" in names
+    assert type(create_model("vltdet_tiny_fasterrcnn")).__name__ == "VLTDetFasterRCNN"
 
 
-def test_train_losses_and_every_parameter_gets_gradient(tiny):
+def test_train_losses_and_every_parameter_gets_gradient(tiny_any):
+    tiny = tiny_any
     tiny.train()
     tiny.zero_grad(set_to_none=True)
     losses = tiny(torch.randn(2, 3, H, W), _targets())
-    assert set(losses) == {"loss_cls", "loss_box", "loss_ctrness"}
+    assert set(losses) == LOSSES[tiny.model_name]
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
     missing = [n for n, p in tiny.named_parameters() if p.requires_grad and p.grad is None]
@@ -58,7 +72,8 @@ def test_loss_weights_scale_the_terms(tiny):
     assert out["loss_cls"].item() == pytest.approx(base["loss_cls"].item(), rel=1e-5)
 
 
-def test_eval_detections_follow_the_contract(tiny):
+def test_eval_detections_follow_the_contract(tiny_any):
+    tiny = tiny_any
     tiny.eval()
     with torch.no_grad():
         out = tiny(torch.randn(2, 3, H, W))["detections"]
@@ -74,8 +89,9 @@ def test_eval_detections_follow_the_contract(tiny):
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= W).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= H).all()
 
 
-def test_default_classes_and_rebuild_from_init_kwargs(tiny):
-    default = create_model("vltdet_tiny_fcos")
+def test_default_classes_and_rebuild_from_init_kwargs(tiny_any):
+    tiny = tiny_any
+    default = create_model(tiny.model_name)
     assert default.class_names == list(CITYSCAPES_THING_CLASSES)
     rebuilt = create_model(tiny.model_name, **tiny.init_kwargs)
     rebuilt.load_state_dict(tiny.state_dict())  # strict: same architecture
@@ -97,10 +113,25 @@ def test_default_classes_and_rebuild_from_init_kwargs(tiny):
         ([{"boxes": torch.ones(0, 4)}] * 2, "expected a dict with 'boxes'"),
     ],
 )
-def test_bad_targets_name_the_problem(tiny, targets, match):
-    tiny.train()
+def test_bad_targets_name_the_problem(tiny_any, targets, match):
+    tiny_any.train()
     with pytest.raises(ValueError, match=match):
-        tiny(torch.randn(2, 3, H, W), targets)
+        tiny_any(torch.randn(2, 3, H, W), targets)
+
+
+def test_fasterrcnn_loss_weights_scale_the_stages():
+    torch.manual_seed(0)
+    base_model = create_model("vltdet_tiny_fasterrcnn", class_names=["car", "person", "bus"])
+    weighted = create_model("vltdet_tiny_fasterrcnn", class_names=["car", "person", "bus"], rpn_weight=2.0)
+    weighted.load_state_dict(base_model.state_dict())
+    images = torch.randn(2, 3, H, W)
+    base_model.train(), weighted.train()
+    torch.manual_seed(5)  # the anchor / RoI samplers draw at random: same draws for both
+    base = base_model(images, _targets())
+    torch.manual_seed(5)
+    out = weighted(images, _targets())
+    assert out["loss_objectness"].item() == pytest.approx(2 * base["loss_objectness"].item(), rel=1e-5)
+    assert out["loss_classifier"].item() == pytest.approx(base["loss_classifier"].item(), rel=1e-5)
 
 
 def test_patch14_pyramid_strides_and_shrunk_registry_factory():
@@ -111,6 +142,28 @@ def test_patch14_pyramid_strides_and_shrunk_registry_factory():
         text_cfg_overrides={"width": 64, "layers": 1, "heads": 2}, pyramid_channels=32, head_convs=1,
     )
     assert model.head.strides == (3.5, 7.0, 14.0, 28.0, 56.0)
+    model.train()
+    losses = model(torch.randn(1, 3, 70, 98), [{"boxes": torch.tensor([[3.0, 4.0, 60.0, 50.0]]),
+                                              "labels": torch.tensor([2])}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        boxes, scores, labels = model.predict(torch.randn(1, 3, 70, 98))
+    assert boxes.shape == (1, 100, 4) and boxes[..., 2].max() <= 98 and boxes[..., 3].max() <= 70
+
+
+def test_patch14_fasterrcnn_anchors_and_roi_levels():
+    """ViT-L/14 Faster R-CNN (shrunk tower): anchors 8 x stride on strides 3.5 .. 56, RoIs pooled from p2-p5."""
+    torch.manual_seed(0)
+    model = create_model(
+        "vltdet_vit_l14_fasterrcnn", vision_cfg_overrides={"width": 64, "layers": 4, "head_width": 32},
+        text_cfg_overrides={"width": 64, "layers": 1, "heads": 2}, pyramid_channels=32, box_convs=1,
+        box_conv_dim=32, box_fc_dim=64,
+    )
+    anchors = model.head.rpn.anchor_generator
+    assert anchors.strides == (3.5, 7.0, 14.0, 28.0, 56.0)
+    assert [s[0] for s in anchors.sizes] == [28.0, 56.0, 112.0, 224.0, 448.0]
+    assert model.head.roi_heads.box_roi_pool.strides == (3.5, 7.0, 14.0, 28.0)
     model.train()
     losses = model(torch.randn(1, 3, 70, 98), [{"boxes": torch.tensor([[3.0, 4.0, 60.0, 50.0]]),
                                               "labels": torch.tensor([2])}])
@@ -184,8 +237,9 @@ def _match_fraction(ref_boxes, ref_scores, ref_labels, boxes, scores, labels, th
     return matched / max(total, 1)
 
 
-def test_export_graph_matches_pytorch_in_onnxruntime(tiny, tmp_path):
+def test_export_graph_matches_pytorch_in_onnxruntime(tiny_any, tmp_path):
     ort = pytest.importorskip("onnxruntime")
+    tiny = tiny_any
     torch.manual_seed(3)
     module = tiny.eval().export_module()
     example = torch.randn(2, 3, H, W)
@@ -200,6 +254,8 @@ def test_export_graph_matches_pytorch_in_onnxruntime(tiny, tmp_path):
     graph = onnx.load(str(path))
     ops = {node.op_type for node in graph.graph.node}
     assert "NonMaxSuppression" in ops and "TopK" in ops  # post-processing is inside the one graph
+    if tiny.model_name.endswith("fasterrcnn"):
+        assert "RoiAlign" in ops  # the second stage too
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (2, 3):  # the traced batch and another one through the dynamic axis
         images = torch.randn(batch, 3, H, W)
@@ -228,3 +284,49 @@ def test_max_detections_reaches_outputs_and_metadata():
     assert checkpoint_meta.max_detections == 20 and checkpoint_meta.task == "detection"
     with pytest.raises(ValueError, match="max_detections"):
         create_model("vltdet_tiny_fcos", max_detections=500, pre_nms_topk=300)
+
+
+def test_vitdet_layer_decay_reaches_the_clip_tower():
+    """ViTDet's lr factor (detectron2 get_vit_lr_decay_rate): decay ** (L + 1 - id), id 0 for the patch and
+    position embeddings, i + 1 for block i; pyramid and head undecayed."""
+    from vlt_training.config import OptimConfig
+    from vlt_training.engine.optim import param_groups
+
+    model = create_model(
+        "vltdet_vit_b16_fasterrcnn", vision_cfg_overrides={"width": 64, "layers": 4, "head_width": 32},
+        text_cfg_overrides={"width": 64, "layers": 1, "heads": 2}, pyramid_channels=32, box_convs=1,
+        box_conv_dim=32, box_fc_dim=64,
+    )
+    groups = param_groups(model, OptimConfig(lr=1.0, backbone_lr_mult=1.0, layer_decay=0.7))
+    lr = {name: g["lr"] for g in groups for name in g["names"]}
+    assert lr["backbone.conv1.weight"] == pytest.approx(0.7 ** 5)
+    assert lr["backbone.positional_embedding"] == pytest.approx(0.7 ** 5)
+    assert lr["backbone.resblocks.0.attn.in_proj_weight"] == pytest.approx(0.7 ** 4)
+    assert lr["backbone.resblocks.3.mlp.c_fc.weight"] == pytest.approx(0.7)
+    assert all(v == 1.0 for n, v in lr.items() if n.startswith(("neck.", "head.")))
+
+
+def test_fasterrcnn_graph_runs_in_the_detection_pipeline(tmp_path):
+    """The exported Faster R-CNN graph through the detection node's pipeline (ONNX Runtime, no ROS): the
+    detections of an image twice the network size are PyTorch's on the preprocessed image, scaled by 2."""
+    from vlt_perception.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vlt_perception.pipeline.detection import DetectionPipeline
+    from vlt_training.export import export_onnx
+    from vlt_training.export.model_metadata import metadata_for_model
+    from vlt_training.export.verify import detection_agreement
+
+    torch.manual_seed(0)
+    model = create_model("vltdet_tiny_fasterrcnn", class_names=["car", "person", "bus"]).eval()
+    path, _ = export_onnx(model, metadata_for_model(model, 64, 128), tmp_path / "det.onnx")
+    pipeline = DetectionPipeline(OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]), score_threshold=0.2)
+    rgb = np.random.default_rng(0).integers(0, 256, (128, 256, 3), dtype=np.uint8)
+    dets = pipeline.process(rgb)
+    with torch.no_grad():
+        boxes, scores, labels = model.predict(torch.from_numpy(pipeline.preprocess(rgb)))
+    keep = scores[0] >= 0.2
+    assert len(dets) == int(keep.sum()) > 5
+    ref = {"boxes": boxes[0][keep].numpy()[None] * 2, "scores": scores[0][keep].numpy()[None],
+           "labels": labels[0][keep].numpy()[None]}
+    out = {"boxes": dets.boxes[None], "scores": dets.scores[None], "labels": dets.class_ids[None]}
+    assert detection_agreement(ref, out, score_threshold=0.2) == 1.0
+    assert dets.class_names == [model.class_names[i] for i in dets.class_ids]

@@ -12,7 +12,8 @@ the fixed ``(B, K)`` outputs of the graph contract. :meth:`FCOSDetHead.decode` d
 shapes: one top-k over all levels and classes, box decode, clip, a single NMS call over every image
 and class at once (image and class folded into the NMS group id; exported as ONNX ``NonMaxSuppression``), then
 a top-``max_detections`` per image whose suppressed / below-threshold entries carry score 0.
-The same function serves PyTorch evaluation and the exported graph, so evaluated mAP is the deployed model's.
+The same function serves PyTorch evaluation and the exported graph, so evaluated mAP is the deployed model's
+(the NMS and top-K steps are shared with the Faster R-CNN head: ``_postprocess.py``).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import fcos as tv_fcos
 from torchvision.models.detection._utils import BoxLinearCoder
-from torchvision.ops import clip_boxes_to_image, nms
+from torchvision.ops import clip_boxes_to_image
+
+from vlt_training.modeling.det_head._postprocess import batched_nms_mask, top_detections
 
 from vlt_training.engine.distributed import all_reduce_num_positives
 
@@ -144,7 +146,7 @@ class FCOSDetHead(nn.Module):
         cls_logits = head_outputs["cls_logits"].float()  # B, N, C
         regression = head_outputs["bbox_regression"].float()  # B, N, 4
         ctrness = head_outputs["bbox_ctrness"].float()  # B, N, 1
-        batch, num_anchors, num_classes = cls_logits.shape
+        _, num_anchors, num_classes = cls_logits.shape
         # FCOS score: geometric mean of class probability and centre-ness.
         scores = torch.sqrt(torch.sigmoid(cls_logits) * torch.sigmoid(ctrness)).flatten(1)  # B, N*C
         k = min(pre_nms_topk, num_anchors * num_classes)
@@ -155,27 +157,6 @@ class FCOSDetHead(nn.Module):
         boxes = self.box_coder.decode(rel, anchors[anchor_index])  # B, k, 4
         boxes = clip_boxes_to_image(boxes, image_size)
 
-        # One NMS over the whole batch: group = image * C + class keeps images and classes apart, by shifting
-        # each group's boxes to their own region (torchvision's "coordinate trick", written out because
-        # ``batched_nms`` switches algorithm on the number of boxes, which becomes a shape guard in torch.export).
-        image_index = torch.arange(batch, device=boxes.device)[:, None].expand(-1, k)  # B, k
-        groups = (image_index * num_classes + labels).reshape(-1).to(boxes.dtype)  # B*k
-        flat_boxes = boxes.reshape(-1, 4)  # B*k, 4
-        offsets = groups * (flat_boxes.max() + 1.0)  # B*k
-        keep = nms(flat_boxes + offsets[:, None], top_scores.reshape(-1), nms_thresh)
-        kept = torch.zeros(batch * k, dtype=top_scores.dtype, device=top_scores.device)
-        kept[keep] = 1.0
-        final = top_scores * kept.reshape(batch, k) * (top_scores > score_thresh).to(top_scores.dtype)  # B, k
-
-        if k < max_detections:  # tiny inputs: fewer candidates than output slots
-            pad = max_detections - k
-            final = F.pad(final, (0, pad))
-            boxes = F.pad(boxes, (0, 0, 0, pad))
-            labels = F.pad(labels, (0, pad))
-        out_scores, order = final.topk(max_detections, dim=1)  # B, K
-        out_boxes = torch.gather(boxes, 1, order[..., None].expand(-1, -1, 4))  # B, K, 4
-        out_labels = torch.gather(labels, 1, order)  # B, K
-        valid = out_scores > 0
-        out_boxes = out_boxes * valid[..., None].to(out_boxes.dtype)
-        out_labels = out_labels * valid.to(out_labels.dtype)
-        return out_boxes, out_scores, out_labels.to(torch.int64)
+        keep = batched_nms_mask(boxes, top_scores, labels, num_classes, nms_thresh)  # B, k
+        final = top_scores * (keep & (top_scores > score_thresh)).to(top_scores.dtype)  # B, k
+        return top_detections(boxes, final, labels, max_detections)

@@ -1,11 +1,13 @@
-"""VLTDet: the VLTSeg backbone (open_clip / EVA-CLIP ViT) + ViTDet simple feature pyramid + an FCOS detection head.
+"""VLTDet: the VLTSeg backbone (open_clip / EVA-CLIP ViT) + ViTDet simple feature pyramid + a detection head.
 
 Data flow (patch 16, input H x W; the backbone pads H, W up to a multiple of the patch size):
 
     images (B, 3, H, W) -> backbone: 4 block outputs (B, C, H/16, W/16)
     -> simple feature pyramid: 4 levels (B, D, H/4 .. H/32) [+ ``extra_levels`` stride-2 max-pools: H/64 ...]
-    -> FCOS head (torchvision): class logits (B, N, K), box distances (B, N, 4), centre-ness (B, N, 1)
-    -> train: FCOS matching + focal / GIoU / centre-ness losses
+    -> head, one of
+       Faster R-CNN (ViTDet's detector, the default): RPN -> proposals -> RoIAlign -> box head -> class boxes
+       FCOS (one-stage, anchor-free): class logits, box distances, centre-ness per cell
+    -> train: the head's torchvision losses (a dict; their sum is the loss)
     -> eval / export: static-shape decode + batched NMS -> (B, max_detections) boxes, scores, labels
 
 The backbone and pyramid are the very modules VLTSeg uses (imported, not copied). See docs/detection.md.
@@ -21,13 +23,25 @@ from torch import nn
 
 from vlt_perception.labels import CITYSCAPES_THING_CLASSES
 from vlt_training.modeling.backbone import CLIPVisionBackbone
-from vlt_training.modeling.det_head import FCOSDetHead
+from vlt_training.modeling.det_head import FasterRCNNHead, FCOSDetHead
 from vlt_training.modeling.neck import SimpleFeaturePyramid
 from vlt_training.modeling.registry import register_model
 
 
+def _kwargs(local_vars: dict) -> dict:
+    """Constructor arguments from ``locals()`` (tuples as lists, as they come back from a checkpoint's JSON)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in local_vars.items()
+            if k not in ("self", "__class__", "head_kwargs")}
+
+
+def _image_size(images: torch.Tensor) -> tuple[int, int]:
+    """(H, W) as Python ints: the exported graph has a static H and W, and torchvision's box clipping copies
+    traced sizes into new tensors (a warning per call) where it gets tensors."""
+    return int(images.shape[-2]), int(images.shape[-1])
+
+
 class VLTDet(nn.Module):
-    """FCOS object detection on an open_clip vision tower.
+    """The detection family: backbone + simple feature pyramid + a head (a subclass builds ``self.head``).
 
     Args:
         clip_model: open_clip model config name (``ViT-B-16``, ``EVA02-L-14``, ``vlt-tiny-vit`` ...).
@@ -35,27 +49,23 @@ class VLTDet(nn.Module):
         class_names: detection classes, index = label (default: the 8 Cityscapes thing classes).
         out_indices, drop_path_rate, grad_checkpointing, vision_cfg_overrides, text_cfg_overrides:
             backbone settings, see :class:`CLIPVisionBackbone`.
-        pyramid_channels: channels of every pyramid level (and of the head's conv towers).
+        pyramid_channels: channels of every pyramid level (and of the head).
         multi_level_pyramid: each intermediate block feeds one level (VLTSeg) instead of all from the last (ViTDet).
         pyramid_scales: resampling of each level relative to the patch grid (stride = patch / scale); with fewer
             than four levels the deepest block outputs feed them (``(2.0, 1.0, 0.5)``: strides 8 / 16 / 32 for
             patch 16, no stride-4 level: a quarter of the head's cost, for objects of 8 px and more).
         extra_levels: coarser levels added on top of the stride-2p level by stride-2 max-pooling (ViTDet's P6),
             for objects larger than the input's quarter.
-        head_convs: depth of FCOS's classification and regression conv towers.
-        norm_groups: GroupNorm groups in the towers (reduced to a divisor of ``pyramid_channels``).
-        prior_probability: initial foreground probability of the classifier (focal-loss prior).
-        center_sampling_radius: FCOS centre sampling, in strides.
-        cls_weight, box_weight, ctrness_weight: weights of the focal, GIoU and centre-ness losses.
         score_thresh: detections below this score are dropped (padding, score 0) in eval and export.
         nms_thresh: IoU above which a lower-scored box of the same class is suppressed.
-        pre_nms_topk: candidates (over all levels and classes) kept before NMS.
+        pre_nms_topk: candidates (over all classes) kept per image before the final NMS.
         max_detections: K, the fixed number of output slots per image (``ModelMetadata.max_detections``).
         quick_gelu: QuickGELU tower; ``None`` decides from the pretrained tag (OpenAI weights need it), see
             :func:`~vlt_training.modeling.backbone.clip_vit.resolve_quick_gelu`; recorded in ``init_kwargs``.
     """
 
     task = "detection"
+    head: nn.Module
 
     def __init__(
         self,
@@ -71,15 +81,8 @@ class VLTDet(nn.Module):
         multi_level_pyramid: bool = True,
         pyramid_scales: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
         extra_levels: int = 1,
-        head_convs: int = 4,
-        norm_groups: int = 32,
-        prior_probability: float = 0.01,
-        center_sampling_radius: float = 1.5,
-        cls_weight: float = 1.0,
-        box_weight: float = 1.0,
-        ctrness_weight: float = 1.0,
         score_thresh: float = 0.05,
-        nms_thresh: float = 0.6,
+        nms_thresh: float = 0.5,
         pre_nms_topk: int = 1000,
         max_detections: int = 100,
         quick_gelu: Optional[bool] = None,
@@ -94,11 +97,8 @@ class VLTDet(nn.Module):
             raise ValueError(f"extra_levels must be >= 0, got {extra_levels}")
         if not 1 <= len(pyramid_scales) <= 4 or list(pyramid_scales) != sorted(pyramid_scales, reverse=True):
             raise ValueError(f"pyramid_scales must be 1 to 4 decreasing factors, got {list(pyramid_scales)}")
-        # everything needed to rebuild this model: create_model(model_name, **init_kwargs)
-        self.init_kwargs = {
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items()
-            if k not in ("self", "__class__")
-        }
+        # everything needed to rebuild this model: create_model(model_name, **init_kwargs); subclasses add theirs
+        self.init_kwargs = _kwargs(locals())
         self.model_name = "vltdet"
         self.class_names = class_names
         self.num_classes = len(class_names)
@@ -106,7 +106,6 @@ class VLTDet(nn.Module):
         self.nms_thresh = nms_thresh
         self.pre_nms_topk = pre_nms_topk
         self.max_detections = max_detections
-        self.loss_weights = {"loss_cls": cls_weight, "loss_box": box_weight, "loss_ctrness": ctrness_weight}
 
         # No text guidance in VLTDet: without the projection every backbone parameter is trained.
         self.backbone = CLIPVisionBackbone(
@@ -122,16 +121,13 @@ class VLTDet(nn.Module):
         self.pixel_std = self.backbone.pixel_std
         self.neck = SimpleFeaturePyramid(self.backbone.width, pyramid_channels, scales=tuple(pyramid_scales),
                                          multi_level=multi_level_pyramid)
+        self.pyramid_channels = pyramid_channels
         self.num_pyramid_levels = len(pyramid_scales)
         self.extra_levels = extra_levels
         patch = float(self.backbone.patch_size[0])
         # Nominal strides: patch / scale per pyramid level (4, 8, 16, 32 for patch 16), then x 2 per extra level.
         strides = [patch / s for s in pyramid_scales]
-        strides += [strides[-1] * 2.0 ** (i + 1) for i in range(extra_levels)]
-        self.head = FCOSDetHead(
-            pyramid_channels, self.num_classes, strides, num_convs=head_convs, norm_groups=norm_groups,
-            prior_probability=prior_probability, center_sampling_radius=center_sampling_radius,
-        )
+        self.strides = strides + [strides[-1] * 2.0 ** (i + 1) for i in range(extra_levels)]
 
     # ------------------------------------------------------------------ forward
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -147,7 +143,7 @@ class VLTDet(nn.Module):
         return levels
 
     def forward(self, images: torch.Tensor, targets: Optional[list[dict]] = None):
-        """Train mode: dict of weighted losses (``loss_cls``, ``loss_box``, ``loss_ctrness``; their sum is the loss).
+        """Train mode: dict of weighted losses (their sum is the loss; names depend on the head).
         Eval mode: ``{"detections": [{"boxes": (N, 4) xyxy, "scores": (N,), "labels": (N,)}] * B}`` with
         boxes in input pixels, N <= ``max_detections``, scores > ``score_thresh``.
 
@@ -159,19 +155,16 @@ class VLTDet(nn.Module):
             return {"detections": [{"boxes": b[k], "scores": s[k], "labels": l[k]}
                                    for b, s, l, k in zip(boxes, scores, labels, keep)]}
         targets = self._check_targets(targets, images)
-        raw = self.head(self.features(images), targets)
-        losses = {"loss_cls": raw["classification"], "loss_box": raw["bbox_regression"],
-                  "loss_ctrness": raw["bbox_ctrness"]}
-        return {name: value * self.loss_weights[name] for name, value in losses.items()}
+        return self.losses(self.features(images), targets, _image_size(images))
+
+    def losses(self, features: list[torch.Tensor], targets: list[dict], image_size: tuple[int, int]) -> dict:
+        """The head's weighted training losses."""
+        raise NotImplementedError
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fixed-size detections: boxes (B, K, 4) float32 xyxy in input pixels, scores (B, K) float32 (0 for
         padding), labels (B, K) int64; K = ``max_detections``, sorted by score."""
-        head_outputs, anchors = self.head(self.features(images))
-        return self.head.decode(
-            head_outputs, anchors, tuple(images.shape[-2:]), self.score_thresh, self.nms_thresh,
-            self.pre_nms_topk, self.max_detections,
-        )
+        raise NotImplementedError
 
     def _check_targets(self, targets, images: torch.Tensor) -> list[dict]:
         if targets is None or isinstance(targets, dict) or len(targets) != images.shape[0]:
@@ -200,6 +193,114 @@ class VLTDet(nn.Module):
         return DetectionExport(self).eval()
 
 
+class VLTDetFCOS(VLTDet):
+    """VLTDet with an FCOS head (torchvision's towers, matching and losses; our static-shape decode).
+
+    Args (besides :class:`VLTDet`'s):
+        head_convs: depth of FCOS's classification and regression conv towers.
+        norm_groups: GroupNorm groups in the towers (reduced to a divisor of ``pyramid_channels``).
+        prior_probability: initial foreground probability of the classifier (focal-loss prior).
+        center_sampling_radius: FCOS centre sampling, in strides.
+        cls_weight, box_weight, ctrness_weight: weights of the focal, GIoU and centre-ness losses.
+    """
+
+    def __init__(
+        self,
+        head_convs: int = 4,
+        norm_groups: int = 32,
+        prior_probability: float = 0.01,
+        center_sampling_radius: float = 1.5,
+        cls_weight: float = 1.0,
+        box_weight: float = 1.0,
+        ctrness_weight: float = 1.0,
+        nms_thresh: float = 0.6,
+        **kwargs,
+    ):
+        super().__init__(nms_thresh=nms_thresh, **kwargs)
+        self.init_kwargs.update(_kwargs({k: v for k, v in locals().items() if k != "kwargs"}))
+        self.loss_weights = {"loss_cls": cls_weight, "loss_box": box_weight, "loss_ctrness": ctrness_weight}
+        self.head = FCOSDetHead(
+            self.pyramid_channels, self.num_classes, self.strides, num_convs=head_convs, norm_groups=norm_groups,
+            prior_probability=prior_probability, center_sampling_radius=center_sampling_radius,
+        )
+
+    def losses(self, features, targets, image_size):
+        raw = self.head(features, targets)
+        losses = {"loss_cls": raw["classification"], "loss_box": raw["bbox_regression"],
+                  "loss_ctrness": raw["bbox_ctrness"]}
+        return {name: value * self.loss_weights[name] for name, value in losses.items()}
+
+    def predict(self, images):
+        head_outputs, anchors = self.head(self.features(images))
+        return self.head.decode(
+            head_outputs, anchors, _image_size(images), self.score_thresh, self.nms_thresh,
+            self.pre_nms_topk, self.max_detections,
+        )
+
+
+class VLTDetFasterRCNN(VLTDet):
+    """VLTDet with ViTDet's two-stage detector: torchvision's Faster R-CNN (RPN + RoI heads) on the pyramid.
+
+    Defaults are ViTDet's (detectron2 ``projects/ViTDet``, ``mask_rcnn_vitdet_b``): anchors 8 x stride (32 .. 512
+    on strides 4 .. 64), ratios 0.5 / 1 / 2, a 2-conv RPN head, 2000 / 1000 proposals per level before NMS
+    (train / test) and 1000 after, RPN NMS 0.7, a 4-conv + 1-fc box head with LayerNorm, RoIAlignV2 7 x 7 on
+    p2-p5, 512 RoIs per image with 25 % positives, test score 0.05, NMS 0.5, 100 detections.
+
+    Args (besides :class:`VLTDet`'s): see :class:`FasterRCNNHead`; ``anchor_sizes`` ``None`` = 8 x each stride,
+    ``roi_levels`` ``None`` = the pyramid levels without ``extra_levels``. ``rpn_weight`` / ``roi_weight`` scale
+    the RPN's two losses and the box head's two losses.
+    """
+
+    def __init__(
+        self,
+        anchor_sizes: Optional[Sequence[Sequence[float]]] = None,
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        roi_levels: Optional[int] = None,
+        rpn_convs: int = 2,
+        rpn_pre_nms_topk: Sequence[int] = (2000, 1000),
+        rpn_post_nms_topk: Sequence[int] = (1000, 1000),
+        rpn_nms_thresh: float = 0.7,
+        rpn_batch_size: int = 256,
+        rpn_positive_fraction: float = 0.5,
+        rpn_iou_thresholds: Sequence[float] = (0.3, 0.7),
+        box_convs: int = 4,
+        box_conv_dim: int = 256,
+        box_fc_dim: int = 1024,
+        roi_output_size: int = 7,
+        roi_sampling_ratio: int = 0,
+        roi_batch_size: int = 512,
+        roi_positive_fraction: float = 0.25,
+        roi_iou_thresh: float = 0.5,
+        rpn_weight: float = 1.0,
+        roi_weight: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.init_kwargs.update(_kwargs({k: v for k, v in locals().items() if k != "kwargs"}))
+        if anchor_sizes is None:
+            anchor_sizes = [[8.0 * s] for s in self.strides]
+        self.loss_weights = {"loss_objectness": rpn_weight, "loss_rpn_box_reg": rpn_weight,
+                             "loss_classifier": roi_weight, "loss_box_reg": roi_weight}
+        self.head = FasterRCNNHead(
+            self.pyramid_channels, self.num_classes, self.strides, anchor_sizes, aspect_ratios,
+            roi_levels=self.num_pyramid_levels if roi_levels is None else roi_levels, rpn_convs=rpn_convs,
+            rpn_pre_nms_topk=rpn_pre_nms_topk, rpn_post_nms_topk=rpn_post_nms_topk, rpn_nms_thresh=rpn_nms_thresh,
+            rpn_batch_size=rpn_batch_size, rpn_positive_fraction=rpn_positive_fraction,
+            rpn_iou_thresholds=rpn_iou_thresholds, box_convs=box_convs, box_conv_dim=box_conv_dim,
+            box_fc_dim=box_fc_dim, roi_output_size=roi_output_size, roi_sampling_ratio=roi_sampling_ratio,
+            roi_batch_size=roi_batch_size, roi_positive_fraction=roi_positive_fraction,
+            roi_iou_thresh=roi_iou_thresh, score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
+            max_detections=self.max_detections, pre_nms_topk=self.pre_nms_topk,
+        )
+
+    def losses(self, features, targets, image_size):
+        raw = self.head(features, image_size, targets)
+        return {name: value * self.loss_weights[name] for name, value in raw.items()}
+
+    def predict(self, images):
+        return self.head.predict(self.features(images), _image_size(images))
+
+
 class DetectionExport(nn.Module):
     """Deployment graph of VLTDet: backbone -> pyramid -> head -> decode -> NMS -> top-K, one ONNX graph."""
 
@@ -213,43 +314,90 @@ class DetectionExport(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- registry
-def _vltdet(defaults: dict, overrides: dict) -> VLTDet:
-    return VLTDet(**{**defaults, **overrides})
+# Names say the head: ``*_fasterrcnn`` (ViTDet's detector, the default) or ``*_fcos``.
+_TINY = dict(clip_model="vlt-tiny-vit", pyramid_channels=64, pyramid_scales=[2.0, 1.0, 0.5], extra_levels=0)
+
+
+def _fcos(defaults: dict, overrides: dict) -> VLTDetFCOS:
+    return VLTDetFCOS(**{**defaults, **overrides})
+
+
+def _fasterrcnn(defaults: dict, overrides: dict) -> VLTDetFasterRCNN:
+    return VLTDetFasterRCNN(**{**defaults, **overrides})
 
 
 @register_model
-def vltdet_tiny_fcos(**kwargs) -> VLTDet:
-    """Tiny random tower (``vlt-tiny-vit``: 4 blocks of width 128, patch 16), strides 8 / 16 / 32 and a light head,
-    for CPU tests."""
-    return _vltdet(dict(clip_model="vlt-tiny-vit", pyramid_channels=64, pyramid_scales=[2.0, 1.0, 0.5],
-                        head_convs=2, norm_groups=16, extra_levels=0, pre_nms_topk=300), kwargs)
+def vltdet_tiny_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
+    """Tiny random tower (``vlt-tiny-vit``: 4 blocks of width 128, patch 16), strides 8 / 16 / 32, for CPU tests
+    and the demo. ViTDet's head scaled to the synthetic benchmark at 128 x 256 (objects of 4-70 px): anchors
+    2 x stride (16 / 32 / 64), one RPN conv, a fc-only box head (256; as accurate as 2 convs on the 4-image
+    overfit, at two thirds of the step time), 128 sampled anchors and RoIs per image, 300 proposals."""
+    return _fasterrcnn(dict(_TINY, anchor_sizes=[[16.0], [32.0], [64.0]], rpn_convs=1,
+                            rpn_pre_nms_topk=[600, 300], rpn_post_nms_topk=[300, 300], rpn_batch_size=128,
+                            box_convs=0, box_fc_dim=256, roi_batch_size=128, pre_nms_topk=300), kwargs)
 
 
 @register_model
-def vltdet_vit_s16_fcos(**kwargs) -> VLTDet:
+def vltdet_vit_s16_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
     """OpenCLIP ViT-S/16."""
-    return _vltdet(dict(clip_model="ViT-S-16", drop_path_rate=0.1), kwargs)
+    return _fasterrcnn(dict(clip_model="ViT-S-16", drop_path_rate=0.1), kwargs)
 
 
 @register_model
-def vltdet_vit_b16_fcos(**kwargs) -> VLTDet:
-    """OpenAI / OpenCLIP ViT-B/16."""
-    return _vltdet(dict(clip_model="ViT-B-16", drop_path_rate=0.1), kwargs)
+def vltdet_vit_b16_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
+    """OpenAI / OpenCLIP ViT-B/16 (ViTDet-B: drop path 0.1)."""
+    return _fasterrcnn(dict(clip_model="ViT-B-16", drop_path_rate=0.1), kwargs)
 
 
 @register_model
-def vltdet_vit_l14_fcos(**kwargs) -> VLTDet:
-    """OpenAI / OpenCLIP ViT-L/14."""
-    return _vltdet(dict(clip_model="ViT-L-14", drop_path_rate=0.15), kwargs)
+def vltdet_vit_l14_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
+    """OpenAI / OpenCLIP ViT-L/14; strides 3.5 .. 56, anchors 28 .. 448."""
+    return _fasterrcnn(dict(clip_model="ViT-L-14", drop_path_rate=0.15), kwargs)
 
 
 @register_model
-def vltdet_eva02_b16_fcos(**kwargs) -> VLTDet:
+def vltdet_eva02_b16_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
     """EVA02-CLIP-B/16 (timm tower with RoPE)."""
-    return _vltdet(dict(clip_model="EVA02-B-16", drop_path_rate=0.1), kwargs)
+    return _fasterrcnn(dict(clip_model="EVA02-B-16", drop_path_rate=0.1), kwargs)
 
 
 @register_model
-def vltdet_eva02_l14_fcos(**kwargs) -> VLTDet:
+def vltdet_eva02_l14_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
     """EVA02-CLIP-L/14, as in VLTSeg; blocks 9, 14, 19, 23 feed the pyramid."""
-    return _vltdet(dict(clip_model="EVA02-L-14", out_indices=[9, 14, 19, 23], drop_path_rate=0.15), kwargs)
+    return _fasterrcnn(dict(clip_model="EVA02-L-14", out_indices=[9, 14, 19, 23], drop_path_rate=0.15), kwargs)
+
+
+@register_model
+def vltdet_tiny_fcos(**kwargs) -> VLTDetFCOS:
+    """Tiny random tower, strides 8 / 16 / 32 and a light FCOS head, for CPU tests."""
+    return _fcos(dict(_TINY, head_convs=2, norm_groups=16, pre_nms_topk=300), kwargs)
+
+
+@register_model
+def vltdet_vit_s16_fcos(**kwargs) -> VLTDetFCOS:
+    """OpenCLIP ViT-S/16."""
+    return _fcos(dict(clip_model="ViT-S-16", drop_path_rate=0.1), kwargs)
+
+
+@register_model
+def vltdet_vit_b16_fcos(**kwargs) -> VLTDetFCOS:
+    """OpenAI / OpenCLIP ViT-B/16."""
+    return _fcos(dict(clip_model="ViT-B-16", drop_path_rate=0.1), kwargs)
+
+
+@register_model
+def vltdet_vit_l14_fcos(**kwargs) -> VLTDetFCOS:
+    """OpenAI / OpenCLIP ViT-L/14."""
+    return _fcos(dict(clip_model="ViT-L-14", drop_path_rate=0.15), kwargs)
+
+
+@register_model
+def vltdet_eva02_b16_fcos(**kwargs) -> VLTDetFCOS:
+    """EVA02-CLIP-B/16 (timm tower with RoPE)."""
+    return _fcos(dict(clip_model="EVA02-B-16", drop_path_rate=0.1), kwargs)
+
+
+@register_model
+def vltdet_eva02_l14_fcos(**kwargs) -> VLTDetFCOS:
+    """EVA02-CLIP-L/14, as in VLTSeg; blocks 9, 14, 19, 23 feed the pyramid."""
+    return _fcos(dict(clip_model="EVA02-L-14", out_indices=[9, 14, 19, 23], drop_path_rate=0.15), kwargs)
