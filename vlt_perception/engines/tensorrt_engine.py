@@ -314,6 +314,8 @@ def build_serialized_engine(onnx_path: Path, settings: BuildSettings) -> bytes:
     """Parse the ONNX and build a serialized engine with the TensorRT 10 builder."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
+    # ONNX RoiAlign (Faster R-CNN VLTDet) maps to the ROIAlign_TRT plugin: register the built-in plugins first
+    trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
@@ -372,6 +374,7 @@ class TensorRTEngine(InferenceEngine):
         _cuda_call(cudart, cudart.cudaSetDevice(device))
         self.trt = trt
         self.logger = trt.Logger(trt.Logger.WARNING)
+        trt.init_libnvinfer_plugins(self.logger, "")  # engines with plugin layers (RoiAlign) deserialise only then
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
