@@ -244,12 +244,19 @@ def format_table(rows: list[dict]) -> str:
 
 
 def format_detection(report: dict) -> str:
-    """One line per dataset condition: mAP and AP50 from the evaluate CLI's detection JSON."""
-    lines = ["condition    mAP    AP50"]
-    for dataset in report.get("datasets", {}).values():
-        for condition, entry in dataset.get("conditions", {}).items():
-            name = "source" if condition == "clear" else condition
-            lines.append(f"{name:<11} {100 * (entry.get('mAP') or 0):5.1f}   {100 * (entry.get('AP50') or 0):5.1f}")
+    """One line per dataset condition: mAP, AP50 and the per-class AP (IoU .50:.95) from the evaluate CLI's
+    detection JSON; ``-`` for a class without ground truth in that condition."""
+    entries = [("source" if condition == "clear" else condition, entry)
+               for dataset in report.get("datasets", {}).values()
+               for condition, entry in dataset.get("conditions", {}).items()]
+    classes = [name for name in dict.fromkeys(n for _, e in entries for n in (e.get("per_class_AP") or {}))
+               if any((e.get("per_class_AP") or {}).get(name) is not None for _, e in entries)]
+    short = [name[:10] for name in classes]
+    lines = ["condition    mAP    AP50  " + "".join(f"{n:>11}" for n in short)]
+    for name, entry in entries:
+        per_class = entry.get("per_class_AP") or {}
+        cells = "".join(f"{'-' if per_class.get(c) is None else f'{100 * per_class[c]:.1f}':>11}" for c in classes)
+        lines.append(f"{name:<11} {100 * (entry.get('mAP') or 0):5.1f}   {100 * (entry.get('AP50') or 0):5.1f}  {cells}")
     return "\n".join(lines)
 
 

@@ -42,3 +42,16 @@ def test_miniature_demo_runs_every_stage(tmp_path: Path) -> None:
     assert {"conditions.png", "confusion.png", "latency.png"} <= figures
     assert "source" in (report / "README.md").read_text()
     assert "condition" in proc.stdout and "report:" in proc.stdout
+
+
+def test_detection_table_shows_per_class_ap():
+    from vlt_training.cli.demo import format_detection
+
+    report = {"datasets": {"acdc": {"conditions": {
+        "clear": {"mAP": 0.5, "AP50": 0.8, "per_class_AP": {"car": 0.61, "person": 0.4, "train": None}},
+        "fog": {"mAP": 0.25, "AP50": 0.5, "per_class_AP": {"car": 0.3, "person": None, "train": None}},
+    }}}}
+    lines = format_detection(report).splitlines()
+    assert lines[0].split() == ["condition", "mAP", "AP50", "car", "person"]  # no column for a class never seen
+    assert lines[1].split() == ["source", "50.0", "80.0", "61.0", "40.0"]
+    assert lines[2].split() == ["fog", "25.0", "50.0", "30.0", "-"]
