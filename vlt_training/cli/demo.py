@@ -36,6 +36,13 @@ TRAIN_CONFIGS = share_dir("vlt_training") / "config" / "train"
 SEG_CONFIG = TRAIN_CONFIGS / "tiny_cpu.yaml"
 DET_CONFIG = TRAIN_CONFIGS / "tiny_det_cpu.yaml"
 CONDITIONS = ("fog", "night", "rain", "snow", "real_style")
+# The project's own CLIP-style tower (vlt_training/pretrained/vlt-tiny-clip, made by `pretrain`).
+PRETRAINED = "vlt-pretrained:vlt-tiny-clip"
+
+
+def pretrained_override(value: str) -> str:
+    """The ``model.pretrained=`` override for ``--pretrained`` (``none`` = random weights)."""
+    return "model.pretrained=null" if value.strip().lower() in ("none", "null", "") else f"model.pretrained={value}"
 
 
 @dataclass
@@ -70,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detection", action=argparse.BooleanOptionalAction, default=None,
                    help="also train and evaluate the tiny VLTDet (default: on when its config exists)")
+    p.add_argument("--pretrained", default=PRETRAINED,
+                   help="tower VLTSeg and VLTDet fine-tune from (model.pretrained): default the project's own "
+                        "vision-language tower shipped in the package (docs/pretraining.md); 'none' = random init")
     p.add_argument("--online", action=argparse.BooleanOptionalAction, default=True,
                    help="replay the bags through the ROS 2 segmentation node (needs rclpy)")
     return p
@@ -283,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["timings_s"] = timings
     summary["total_s"] = time.monotonic() - started
     write_json(report / "summary.json", summary)
+    print(f"\ntiny VLTSeg / VLTDet fine-tuned from: {args.pretrained}")
     print(f"\n{format_table(summary['rows'])}")
     print(f"\nsource-domain mIoU on held-out images: {100 * summary['source_mIoU']:.1f} "
           f"(target >= 60.0 at the default size)")
@@ -304,7 +315,7 @@ def _run(args, size: DemoSize, work: Path, logs: Path, report: Path, timings: di
         f"data.root={data}", "data.synthetic.enabled=false", f"train.max_iters={size.iters}",
         f"train.checkpoint_interval={size.iters}", f"data.crop_size={crop}", f"eval.crop_size={crop}",
         # one loader process decodes and augments the next batch while the model trains: ~20% faster here
-        f"train.seed={args.seed}", "train.num_workers=1"], logs)
+        f"train.seed={args.seed}", "train.num_workers=1", pretrained_override(args.pretrained)], logs)
     training_eval_path = report / "training_eval.json"
     timings["evaluate"] = run_stage("evaluate", [
         "-m", "vlt_training.cli.evaluate", "--checkpoint", str(run), "--out", str(training_eval_path),
@@ -343,9 +354,9 @@ def _run(args, size: DemoSize, work: Path, logs: Path, report: Path, timings: di
     detection = _detection(args, size, work, data, logs, report, timings)
     rows = summary_rows(offline, online, json.loads(training_eval_path.read_text()))
     source = next(r["mIoU"] for r in rows if r["condition"] == "source")
-    _write_markdown(report, rows, detection, size)
-    return {"size": size.__dict__, "rows": rows, "source_mIoU": source, "detection": detection,
-            "model": str(model), "offline_report": str(offline_dir / "report.md")}
+    _write_markdown(report, rows, detection, size, args.pretrained)
+    return {"size": size.__dict__, "pretrained": args.pretrained, "rows": rows, "source_mIoU": source,
+            "detection": detection, "model": str(model), "offline_report": str(offline_dir / "report.md")}
 
 
 def _detection(args, size: DemoSize, work: Path, data: Path, logs: Path, report: Path, timings: dict) -> dict | None:
@@ -359,7 +370,8 @@ def _detection(args, size: DemoSize, work: Path, data: Path, logs: Path, report:
     timings["det_train"] = run_stage("det_train", [
         "-m", "vlt_training.cli.train", "--config", str(DET_CONFIG), "--out", str(run), "--no-progress",
         f"data.root={data}", "data.synthetic.enabled=false", f"train.max_iters={size.det_iters}",
-        f"train.checkpoint_interval={size.det_iters}", f"data.crop_size={crop}", f"eval.crop_size={crop}"], logs)
+        f"train.checkpoint_interval={size.det_iters}", f"data.crop_size={crop}", f"eval.crop_size={crop}",
+        pretrained_override(args.pretrained)], logs)
     out = report / "detection_eval.json"
     timings["det_evaluate"] = run_stage("det_evaluate", [
         "-m", "vlt_training.cli.evaluate", "--checkpoint", str(run), "--out", str(out), f"data.root={data}",
@@ -367,11 +379,13 @@ def _detection(args, size: DemoSize, work: Path, data: Path, logs: Path, report:
     return json.loads(out.read_text())
 
 
-def _write_markdown(report: Path, rows: list[dict], detection: dict | None, size: DemoSize) -> None:
+def _write_markdown(report: Path, rows: list[dict], detection: dict | None, size: DemoSize, pretrained: str) -> None:
+    start = "random weights" if pretrained_override(pretrained).endswith("null") else pretrained
     text = [
         "# vlt_perception demo", "",
         f"Synthetic benchmark: {size.num_train} source training images, {size.num_val} validation scenes per "
-        f"condition, {size.height}x{size.width}; tiny VLTSeg trained {size.iters} iterations on the CPU.", "",
+        f"condition, {size.height}x{size.width}; tiny VLTSeg fine-tuned {size.iters} iterations on the CPU from "
+        f"{start}.", "",
         "```", format_table(rows), "```", "",
         "- offline evaluation (ONNX Runtime over the bags): [offline/report.md](offline/report.md) with the "
         "per-condition bar chart, confusion matrix, overlays and latency histogram",
