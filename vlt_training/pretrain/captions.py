@@ -2,7 +2,7 @@
 
 :func:`scene_content` reads a rendered :class:`~vlt_training.synthetic.scene.Scene` (its label map and visible
 objects) into a :class:`SceneContent`; :func:`make_caption` writes one caption from the content and the appearance
-bins with one of :data:`TEMPLATES`, drawing every choice (template, synonyms, which classes to mention) from the
+bins with one of :data:`TEMPLATES` (every one names the road users), drawing every choice (template, synonyms, which classes to mention) from the
 given generator, so a caption is a pure function of (scene, appearance, generator state). Captions only name classes
 that are present in the image.
 """
@@ -37,7 +37,7 @@ TEMPLATES: tuple[str, ...] = (
     "there are {things} on {place} {cond}",
     "a car camera picture {cond} showing {things}",
     "{adj} street, {things}",
-    "a photo of {place} with {stuff} {cond}",
+    "a photo of {place} {cond}: {things} among {stuff}",
     "looking down {place} {cond}, {things} ahead",
     "an urban road {cond} with {things}",
     "a {adj} view from a car: {things} near {stuff}",
@@ -46,10 +46,10 @@ TEMPLATES: tuple[str, ...] = (
     "{things} {cond} in a city",
     "the road ahead {cond}, {things} and {stuff}",
     "a {adj} picture of {things}",
-    "a street scene {cond} with {stuff}",
+    "a street scene {cond} with {stuff} and {things}",
     "a {adj} town street with {things} {cond}",
     "{things} and {stuff}, {adj} weather",
-    "a {adj} photo of a street {cond}",
+    "a {adj} photo of a street with {things}",
     "driving {cond} past {things}",
 )
 

@@ -48,22 +48,28 @@ def model_config(clip_model: str) -> dict:
     return cfg
 
 
-def get_tokenizer(clip_model: str):
-    """open_clip's tokenizer for ``clip_model`` (its context length comes from the config)."""
-    return _open_clip().get_tokenizer(clip_model)
-
-
 class _OpenClipHolder(nn.Module):
-    def __init__(self, clip_model: str) -> None:
+    def __init__(self, clip_model: str, vision_cfg_overrides: dict | None = None,
+                 text_cfg_overrides: dict | None = None) -> None:
         super().__init__()
         from vlt_training.modeling.backbone.clip_vit import build_open_clip
 
         self.clip_model = clip_model
-        self.clip = build_open_clip(clip_model)
+        self.cfg_overrides = {"vision_cfg": dict(vision_cfg_overrides or {}), "text_cfg": dict(text_cfg_overrides or {})}
+        self.clip = build_open_clip(clip_model, None, vision_cfg_overrides, text_cfg_overrides)
         cfg = self.clip.visual.preprocess_cfg
         self.pixel_mean = tuple(float(v) for v in cfg["mean"])
         self.pixel_std = tuple(float(v) for v in cfg["std"])
         self.class_names = list(CITYSCAPES_CLASSES)  # the vocabulary's classes (metadata of the checkpoints)
+
+    def open_clip_config(self) -> dict:
+        """The open_clip config of ``self.clip`` (the named config with this model's overrides applied)."""
+        import copy
+
+        cfg = copy.deepcopy(model_config(self.clip_model))
+        for key, overrides in self.cfg_overrides.items():
+            cfg[key].update(overrides)
+        return cfg
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings (B, D)."""
@@ -73,13 +79,16 @@ class _OpenClipHolder(nn.Module):
 class CLIPPretrain(_OpenClipHolder):
     """Contrastive image-text pretraining of an open_clip model; targets carry ``"caption"`` strings."""
 
-    def __init__(self, clip_model: str = "vlt-tiny-clip") -> None:
-        super().__init__(clip_model)
+    def __init__(self, clip_model: str = "vlt-tiny-clip", vision_cfg_overrides: dict | None = None,
+                 text_cfg_overrides: dict | None = None) -> None:
+        super().__init__(clip_model, vision_cfg_overrides, text_cfg_overrides)
         from open_clip.loss import ClipLoss
 
-        self.init_kwargs = {"clip_model": clip_model}
+        self.init_kwargs = {"clip_model": clip_model, "vision_cfg_overrides": vision_cfg_overrides,
+                            "text_cfg_overrides": text_cfg_overrides}
         self.criterion = ClipLoss()
-        self.tokenizer = get_tokenizer(clip_model)  # the model owns its tokenizer: targets carry plain captions
+        # the model owns its tokenizer (targets carry plain captions), with the model's own context length
+        self.tokenizer = _open_clip().get_tokenizer(clip_model, context_length=self.clip.context_length)
 
     def encode_text(self, captions: list[str]) -> torch.Tensor:
         """L2-normalised caption embeddings (N, D)."""
@@ -99,13 +108,15 @@ class VisionPretrain(_OpenClipHolder):
     """Supervised pretraining of the vision tower: a linear multi-label head on its embedding, BCE loss;
     targets carry ``"labels"`` (K,) in {0, 1}."""
 
-    def __init__(self, clip_model: str = "vlt-tiny-clip", num_labels: int | None = None) -> None:
-        super().__init__(clip_model)
+    def __init__(self, clip_model: str = "vlt-tiny-clip", num_labels: int | None = None,
+                 vision_cfg_overrides: dict | None = None, text_cfg_overrides: dict | None = None) -> None:
+        super().__init__(clip_model, vision_cfg_overrides, text_cfg_overrides)
         if num_labels is None:
             from vlt_training.pretrain.corpus import attribute_names
 
             num_labels = len(CITYSCAPES_CLASSES) + len(attribute_names())
-        self.init_kwargs = {"clip_model": clip_model, "num_labels": int(num_labels)}
+        self.init_kwargs = {"clip_model": clip_model, "num_labels": int(num_labels),
+                            "vision_cfg_overrides": vision_cfg_overrides, "text_cfg_overrides": text_cfg_overrides}
         for name, param in self.clip.named_parameters():
             if not name.startswith("visual."):
                 param.requires_grad_(False)  # the text tower is not part of this objective
@@ -144,7 +155,7 @@ def export_open_clip(model: nn.Module, out: str | os.PathLike, fp16: bool = Fals
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clip = model.clip
-    cfg = model_config(model.clip_model)
+    cfg = model.open_clip_config()
     state = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in clip.state_dict().items()}
     size = clip.visual.image_size
