@@ -138,6 +138,7 @@ class PretrainCorpus(Dataset):
         self.resample_look = resample_look
         self.cache = cache
         self._scenes: dict[int, tuple[np.ndarray, np.ndarray, SceneContent]] = {}
+        self._fixed: dict[int, Pair] = {}
 
     def __len__(self) -> int:
         return self.spec.size(self.split)
@@ -152,10 +153,15 @@ class PretrainCorpus(Dataset):
         return hit
 
     def pair(self, index: int, sample_seed: int | None = None) -> Pair:
+        if not self.resample_look and index in self._fixed:
+            return self._fixed[index]
         image, depth, content = self.clean(index)
         seed = sample_seed if self.resample_look else None
-        return dress(self.spec, image, depth.astype(np.float32), content,
-                     look_rng(self.spec, self.split, index, seed))
+        pair = dress(self.spec, image, depth.astype(np.float32), content, look_rng(self.spec, self.split, index, seed))
+        if self.cache and not self.resample_look:  # a fixed look: keep the finished pair instead of the scene
+            self._fixed[index] = pair
+            self._scenes.pop(index, None)
+        return pair
 
     def __getitem__(self, item):
         index, sample_seed = item if isinstance(item, tuple) else (item, None)
