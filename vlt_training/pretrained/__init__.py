@@ -47,3 +47,28 @@ def verify_tower(name: str) -> dict:
         raise ValueError(f"{folder}/open_clip_model.safetensors: sha256 {actual} does not match "
                          f"{provenance['sha256']} in {PROVENANCE_FILE}")
     return provenance
+
+
+def ship_tower(run_dir: str | Path, name: str, dest_root: str | Path | None = None) -> Path:
+    """Copy a finished pretraining run's open_clip folder into the package as shipped tower ``name``.
+
+    Copies ``open_clip_config.json``, ``open_clip_model.safetensors``, the run's resolved ``config.yaml`` and its
+    ``report.md``, and writes ``PROVENANCE.json`` (command, config name, seed, step, sha256 of the weights).
+    """
+    import shutil
+
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "open_clip_config.json").read_text())
+    provenance = dict(config.get("vlt_provenance", {}))
+    if "command" not in provenance:
+        raise ValueError(f"{run_dir}/open_clip_config.json: no provenance; was it written by vlt_training.cli.pretrain?")
+    dest = Path(dest_root or str(resources.files(__name__))) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in ("open_clip_config.json", "open_clip_model.safetensors", "config.yaml", "report.md"):
+        if (run_dir / file).is_file():
+            shutil.copyfile(run_dir / file, dest / file)
+    provenance["sha256"] = sha256(dest / "open_clip_model.safetensors")
+    from vlt_perception.atomic import atomic_write_text
+
+    atomic_write_text(dest / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    return dest
