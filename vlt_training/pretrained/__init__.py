@@ -49,11 +49,12 @@ def verify_tower(name: str) -> dict:
     return provenance
 
 
-def ship_tower(run_dir: str | Path, name: str, dest_root: str | Path | None = None) -> Path:
+def ship_tower(run_dir: str | Path, name: str, dest_root: str | Path | None = None, note: str | None = None) -> Path:
     """Copy a finished pretraining run's open_clip folder into the package as shipped tower ``name``.
 
     Copies ``open_clip_config.json``, ``open_clip_model.safetensors``, the run's resolved ``config.yaml`` and its
-    ``report.md``, and writes ``PROVENANCE.json`` (command, config name, seed, step, sha256 of the weights).
+    ``report.md``, and writes ``PROVENANCE.json`` (command, config name, seed, step, sha256 of the weights, and
+    ``note`` when given).
     """
     import shutil
 
@@ -68,6 +69,8 @@ def ship_tower(run_dir: str | Path, name: str, dest_root: str | Path | None = No
         if (run_dir / file).is_file():
             shutil.copyfile(run_dir / file, dest / file)
     provenance["sha256"] = sha256(dest / "open_clip_model.safetensors")
+    if note:
+        provenance["note"] = note
     from vlt_perception.atomic import atomic_write_text
 
     atomic_write_text(dest / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
