@@ -179,12 +179,22 @@ def report_markdown(report: dict, title: str = "Pretraining report") -> str:
     return "\n".join(lines) + "\n"
 
 
+def supervised_markdown(report: dict, title: str = "Pretraining report") -> str:
+    """The vision-only control's report (:func:`supervised_report`) as a Markdown table."""
+    lines = [f"# {title}", "", f"Held-out pairs: {report['num_heldout']}; the control's own head, mean AUROC "
+             f"{_fmt(report['mean_auroc'])} (chance 0.500).", "", "| label | AUROC |", "| --- | --- |"]
+    lines += [f"| {name} | {_fmt(value)} |" for name, value in report["head_auroc"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(report: dict, out_dir: str | Path, title: str = "Pretraining report") -> tuple[Path, Path]:
-    """``out_dir/report.json`` and ``out_dir/report.md``, each written atomically (NaN as null)."""
+    """``out_dir/report.json`` and ``out_dir/report.md`` (a CLIP or a vision-only report), each written
+    atomically (NaN as null)."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
     atomic_write_text(json_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(md_path, report_markdown(report, title))
+    text = report_markdown(report, title) if "retrieval" in report else supervised_markdown(report, title)
+    atomic_write_text(md_path, text)
     return json_path, md_path
 
 

@@ -116,3 +116,20 @@ def test_killed_pretraining_resumes_and_continues_the_loss_curve(tmp_path):
         # the same pairs, looks and captions as an uninterrupted run: the same losses
         assert float(r["loss_contrastive"]) == pytest.approx(float(ref[step]["loss_contrastive"]), rel=1e-5), step
     assert (out / "open_clip_model.safetensors").is_file()
+
+
+@pytest.mark.cli
+def test_vision_only_control_runs_through_the_same_command(tmp_path):
+    import open_clip
+
+    out = tmp_path / "vision"
+    cmd = pretrain_cmd(out, "train.max_iters=2", "train.batch_size=4", "pretrain.corpus.num_train=8",
+                       "pretrain.corpus.num_heldout=8")
+    cmd[cmd.index(CONFIG)] = "config/pretrain/tiny_vision.yaml"
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loss_bce" in read_log(out / "log.csv")[0]
+    report = json.loads((out / "report.json").read_text())
+    assert "car" in report["head_auroc"] and "condition=night" in report["head_auroc"]
+    assert "mean AUROC" in (out / "report.md").read_text()
+    open_clip.create_model(f"local-dir:{out}")  # the same open_clip folder as the vision-language arm
