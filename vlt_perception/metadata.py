@@ -20,7 +20,8 @@ from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE
 ONNX_METADATA_KEY = "vlt_metadata"
 TASK_SEGMENTATION = "semantic_segmentation"
 TASK_DETECTION = "detection"
-TASKS = (TASK_SEGMENTATION, TASK_DETECTION)
+TASK_PRETRAINING = "pretraining"  # checkpoints of vlt_training.pretrain: a tower, not a deployable model
+TASKS = (TASK_SEGMENTATION, TASK_DETECTION, TASK_PRETRAINING)
 
 # open_clip's normalisation for OpenAI / EVA CLIP towers, on RGB in [0, 1].
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -26,11 +26,12 @@ import yaml
 from vlt_perception.atomic import atomic_write_text
 from vlt_perception.resources import resolve_config
 
-TASKS = ("segmentation", "detection")
+TASKS = ("segmentation", "detection", "clip_pretrain", "vision_pretrain")
 AMP_MODES = ("none", "bf16", "fp16")
 EVAL_MODES = ("whole", "slide")
 OPTIMIZERS = ("adamw", "lamb")
 MODEL_MODES = ("full", "frozen", "rein", "famix")
+SCHEDULES = ("poly", "cosine")
 
 
 class ConfigError(ValueError):
@@ -198,8 +199,10 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Linear warm-up from ``warmup_ratio * lr`` over ``warmup_iters``, then poly decay to ``min_lr_ratio * lr``."""
+    """Linear warm-up from ``warmup_ratio * lr`` over ``warmup_iters``, then ``policy`` decay to ``min_lr_ratio * lr``:
+    ``poly`` (with ``power``) or ``cosine`` (half a cosine period)."""
 
+    policy: str = "poly"
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
     power: float = 1.0
@@ -255,6 +258,35 @@ class EvalConfig:
 
 
 @dataclass
+class CorpusConfig:
+    """The captioned procedural corpus of ``vlt_training.pretrain`` (its own seeds, disjoint from the benchmark's).
+
+    ``num_train`` scenes for training and ``num_heldout`` for the report, rendered at ``height`` x ``width``.
+    ``resample_look``: every epoch shows a scene in a new appearance with a new caption (drawn from the trainer's
+    per-sample seed). ``exclude_dark`` leaves out night and dusk. ``cache`` keeps rendered scenes in memory.
+    """
+
+    seed: int = 0
+    num_train: int = 4096
+    num_heldout: int = 256
+    height: int = 128
+    width: int = 256
+    exclude_dark: bool = False
+    resample_look: bool = True
+    cache: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """Vision-language / vision-only pretraining (tasks ``clip_pretrain`` / ``vision_pretrain``): the corpus, the
+    exported open_clip folder (``export_fp16`` halves its size) and the held-out report (``report``)."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    export_fp16: bool = False
+    report: bool = True
+
+
+@dataclass
 class Config:
     task: str = "segmentation"
     name: str = "run"
@@ -264,6 +296,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -418,6 +451,7 @@ def validate(cfg: Config, source: str) -> Config:
         (cfg.optim.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}"),
         (cfg.model.mode in MODEL_MODES, "model.mode", f"must be one of {MODEL_MODES}"),
         (cfg.model.mode_options.famix.grid > 0, "model.mode_options.famix.grid", "must be > 0"),
+        (cfg.schedule.policy in SCHEDULES, "schedule.policy", f"must be one of {SCHEDULES}"),
         (len(cfg.data.crop_size) == 2 and min(cfg.data.crop_size) > 0, "data.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.crop_size) == 2 and min(cfg.eval.crop_size) > 0, "eval.crop_size", "must be [H, W] > 0"),
         (len(cfg.eval.stride) == 2 and min(cfg.eval.stride) > 0, "eval.stride", "must be [H, W] > 0"),

@@ -13,6 +13,8 @@ trainer and the evaluate CLI only call these hooks:
 - ``evaluate(model, records, cfg, device, amp) -> {"overall": metrics, "conditions": {condition: metrics},
   "num_images": int}`` for the records of ONE dataset; ``metrics[primary_metric]`` is what retention uses.
 - ``record_filter(record) -> bool`` keeps records the task can use (e.g. with a label map / with boxes).
+- ``load_records(cfg) -> list`` (optional) replaces reading ``data.train`` datasets, for tasks whose training data
+  is not a dataset on disk (the pretraining corpus is rendered on the fly).
 
 Tasks listed in ``_TASK_MODULES`` are imported on first use, so their modules register themselves.
 """
@@ -30,6 +32,8 @@ _TASKS: dict[str, "TaskHooks"] = {}
 _TASK_MODULES = {
     "segmentation": "vlt_training.data.segmentation",
     "detection": "vlt_training.data.detection",
+    "clip_pretrain": "vlt_training.pretrain.tasks",
+    "vision_pretrain": "vlt_training.pretrain.tasks",
 }
 
 
@@ -42,12 +46,13 @@ def collate_batch(items: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor,
 @dataclass(frozen=True)
 class TaskHooks:
     name: str
-    metadata_task: str  # ModelMetadata.task written into checkpoints ("semantic_segmentation" | "detection")
+    metadata_task: str  # ModelMetadata.task written into checkpoints ("semantic_segmentation" | "detection" ...)
     build_train_dataset: Callable[..., Any]
     evaluate: Callable[..., dict]
     primary_metric: str
     collate: Callable[[list], tuple[torch.Tensor, list[dict]]] = collate_batch
     record_filter: Callable[[dict], bool] | None = None
+    load_records: Callable[[Any], list] | None = None
 
 
 def register_task(hooks: TaskHooks) -> TaskHooks:

@@ -182,7 +182,8 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     seed_everything(tc.seed)  # same seed on every rank: DDP also broadcasts rank 0's initial weights
 
     maybe_generate_synthetic(cfg, info)
-    records = load_train_records(cfg.data, hooks.record_filter)  # before the model: a wrong path fails fast
+    # Before the model: a wrong path fails fast.
+    records = hooks.load_records(cfg) if hooks.load_records else load_train_records(cfg.data, hooks.record_filter)
     model = build_model(cfg.model).to(device)
     from vlt_training.evaluation.segmentation import model_norm
 

@@ -13,7 +13,8 @@ from vlt_training.modeling.registry import create_model, is_model, list_models, 
 
 # Model families whose factories register on import. Families that are not in the tree (yet) are skipped;
 # an import error inside an existing family is raised, not hidden.
-_FAMILIES = ("vlt_training.modeling.meta_arch.vltseg", "vlt_training.modeling.meta_arch.vltdet")
+_FAMILIES = ("vlt_training.modeling.meta_arch.vltseg", "vlt_training.modeling.meta_arch.vltdet",
+             "vlt_training.pretrain.models")
 for _module in _FAMILIES:
     if importlib.util.find_spec(_module) is not None:
         importlib.import_module(_module)

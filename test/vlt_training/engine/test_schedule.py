@@ -50,3 +50,15 @@ def test_scheduler_scales_each_group_and_resumes():
     sched2.load_state_dict(sched.state_dict())
     opt2.load_state_dict(opt.state_dict())
     assert opt2.param_groups[0]["lr"] == pytest.approx(lr_factor(4, 6, 2, 0.5))
+
+
+def test_cosine_policy_decays_from_one_to_the_floor_after_warm_up():
+    kw = dict(max_iters=110, warmup_iters=10, warmup_ratio=0.1, min_lr_ratio=0.02, policy="cosine")
+    assert lr_factor(0, **kw) == pytest.approx(0.1)
+    assert lr_factor(10, **kw) == pytest.approx(1.0)
+    assert lr_factor(60, **kw) == pytest.approx(0.02 + 0.98 * 0.5)  # half-way: the cosine's midpoint
+    assert lr_factor(110, **kw) == pytest.approx(0.02)
+    values = [lr_factor(s, **kw) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    with pytest.raises(ValueError, match="policy"):
+        lr_factor(20, max_iters=110, policy="step")

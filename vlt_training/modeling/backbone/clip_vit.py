@@ -129,6 +129,79 @@ def resolve_quick_gelu(model_name: str, pretrained: Optional[str] = None,
     return bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False))
 
 
+LOCAL_DIR_PREFIX = "local-dir:"  # open_clip's own scheme for a model folder
+SHIPPED_PREFIX = "vlt-pretrained:"  # a tower shipped in the package (vlt_training/pretrained/<name>)
+_FOLDER_CONFIG = "open_clip_config.json"
+_FOLDER_WEIGHTS = "open_clip_model.safetensors"
+
+
+def open_clip_folder(pretrained: Optional[str]) -> Optional[Path]:
+    """The open_clip model folder named by ``pretrained`` (``local-dir:<path>``, ``vlt-pretrained:<name>`` or a
+    plain folder path), or ``None`` when ``pretrained`` is a tag or a file. A named folder must hold
+    ``open_clip_config.json`` and ``open_clip_model.safetensors``."""
+    if not pretrained:
+        return None
+    if pretrained.startswith(SHIPPED_PREFIX):
+        from vlt_training.pretrained import shipped_tower
+
+        folder = shipped_tower(pretrained[len(SHIPPED_PREFIX):])
+    elif pretrained.startswith(LOCAL_DIR_PREFIX):
+        folder = Path(pretrained[len(LOCAL_DIR_PREFIX):])
+    elif os.path.isdir(pretrained):
+        folder = Path(pretrained)
+    else:
+        return None
+    for name in (_FOLDER_CONFIG, _FOLDER_WEIGHTS):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name}: missing (an open_clip model folder needs {_FOLDER_CONFIG} "
+                                    f"and {_FOLDER_WEIGHTS}, as vlt_training.cli.pretrain writes them)")
+    return folder
+
+
+def folder_overrides(model_name: str, folder: Path) -> tuple[dict, dict]:
+    """(vision, text) config overrides that turn ``model_name``'s architecture into the folder's.
+
+    The vision tower must be ``model_name``'s except for ``image_size`` (a tower pretrained at 128 x 256 serves a
+    model whose config says 128; position embeddings are interpolated anyway); the text tower may differ
+    (e.g. a shorter ``context_length``). Anything else raises ``ValueError`` naming the folder and the keys.
+    """
+    import json
+
+    open_clip = _import_open_clip()
+    register_open_clip_configs()
+    path = folder / _FOLDER_CONFIG
+    try:
+        theirs = json.loads(path.read_text())["model_cfg"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not an open_clip folder config (need a 'model_cfg' mapping): {exc}") from exc
+    ours = open_clip.get_model_config(model_name)
+    if ours is None:
+        raise ValueError(f"unknown open_clip model {model_name!r}")
+    v_ours, v_theirs = dict(ours["vision_cfg"]), dict(theirs.get("vision_cfg", {}))
+    differ = sorted(k for k in set(v_ours) | set(v_theirs) if k != "image_size" and v_ours.get(k) != v_theirs.get(k))
+    if ours.get("embed_dim") != theirs.get("embed_dim"):
+        differ.append("embed_dim")
+    if differ:
+        raise ValueError(f"{path}: its vision tower is not {model_name!r}'s (keys {differ} differ: "
+                         f"{ {k: v_theirs.get(k, theirs.get(k)) for k in differ} } vs "
+                         f"{ {k: v_ours.get(k, ours.get(k)) for k in differ} })")
+    vision = {"image_size": v_theirs["image_size"]} if v_theirs.get("image_size") != v_ours.get("image_size") else {}
+    text = {k: v for k, v in theirs.get("text_cfg", {}).items() if ours["text_cfg"].get(k) != v}
+    return vision, text
+
+
+def resolve_pretrained(model_name: str, pretrained: Optional[str], vision_cfg_overrides: Optional[dict] = None,
+                       text_cfg_overrides: Optional[dict] = None) -> tuple[Optional[str], dict, dict]:
+    """``(pretrained, vision_cfg_overrides, text_cfg_overrides)`` with an open_clip folder resolved to its weights
+    file and its architecture differences added to the overrides (explicit overrides win)."""
+    vision, text = dict(vision_cfg_overrides or {}), dict(text_cfg_overrides or {})
+    folder = open_clip_folder(pretrained)
+    if folder is None:
+        return pretrained, vision, text
+    v_folder, t_folder = folder_overrides(model_name, folder)
+    return str(folder / _FOLDER_WEIGHTS), {**v_folder, **vision}, {**t_folder, **text}
+
+
 def build_open_clip(
     model_name: str,
     pretrained: Optional[str] = None,
@@ -138,11 +211,15 @@ def build_open_clip(
 ) -> nn.Module:
     """Build an open_clip CLIP model by config name, with optional config overrides (tests shrink towers).
 
-    ``pretrained`` is an open_clip tag (downloads; needs network) or a local checkpoint file in open_clip's own
-    format (loaded with ``weights_only=True``). The activation follows :func:`resolve_quick_gelu`.
+    ``pretrained`` is an open_clip tag (downloads; needs network), a local checkpoint file in open_clip's own
+    format (loaded with ``weights_only=True``), or an open_clip model folder (``local-dir:<path>``, a folder path,
+    or ``vlt-pretrained:<name>`` for a tower shipped in the package) whose weights fit ``model_name``'s vision
+    tower; see :func:`folder_overrides`. The activation follows :func:`resolve_quick_gelu`.
     """
     open_clip = _import_open_clip()
     register_open_clip_configs()
+    pretrained, vision_cfg_overrides, text_cfg_overrides = resolve_pretrained(
+        model_name, pretrained, vision_cfg_overrides, text_cfg_overrides)
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
         raise ValueError(
@@ -205,7 +282,8 @@ class CLIPVisionBackbone(nn.Module):
 
     Args:
         model_name: open_clip model config name (``ViT-B-16``, ``EVA02-L-14``, ``vlt-tiny-vit`` ...).
-        pretrained: open_clip pretrained tag or local open_clip checkpoint file; ``None`` = random weights.
+        pretrained: open_clip pretrained tag, local open_clip checkpoint file, or open_clip model folder
+            (``local-dir:<path>`` / ``vlt-pretrained:<name>``, see :func:`build_open_clip`); ``None`` = random.
         out_indices: 0-based block indices of the four outputs; default: EVA02-L (9, 14, 19, 23), else evenly
             spread ending at the last block.
         drop_path_rate: stochastic-depth rate of the last block, linearly increasing from 0 over the blocks.
@@ -236,7 +314,13 @@ class CLIPVisionBackbone(nn.Module):
         quick_gelu: Optional[bool] = None,
     ):
         super().__init__()
-        vision_cfg_overrides = dict(vision_cfg_overrides or {})
+        # An open_clip folder brings its own input size / text tower: record the overrides that rebuild it.
+        uses_folder = open_clip_folder(pretrained) is not None
+        pretrained, vision_cfg_overrides, text_cfg_overrides = resolve_pretrained(
+            model_name, pretrained, vision_cfg_overrides, text_cfg_overrides)
+        self.architecture_overrides = (
+            {"vision_cfg_overrides": dict(vision_cfg_overrides) or None,
+             "text_cfg_overrides": dict(text_cfg_overrides) or None} if uses_folder else {})
         self.model_name = model_name
         is_timm = self._is_timm(model_name)
         if is_timm and drop_path_rate > 0:
@@ -326,7 +410,8 @@ class CLIPVisionBackbone(nn.Module):
         clip = self.__dict__.get("_clip")
         if clip is None:
             raise RuntimeError("the open_clip text tower was already released; encode prompts at build time")
-        tokenizer = _import_open_clip().get_tokenizer(self.model_name)
+        # the model's own context length: a pretrained folder may have shortened it
+        tokenizer = _import_open_clip().get_tokenizer(self.model_name, context_length=clip.context_length)
         was_training = clip.training
         clip.eval()
         emb = clip.encode_text(tokenizer(list(prompts)), normalize=True)  # K, D

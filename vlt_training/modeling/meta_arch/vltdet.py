@@ -117,6 +117,8 @@ class VLTDet(nn.Module):
         # a rebuild from init_kwargs (pretrained=None) must get the activation the weights were trained with
         self.init_kwargs["quick_gelu"] = self.backbone.quick_gelu
         self.backbone.release_text_tower()
+        # rebuilt with pretrained=None, the architecture must still be the pretrained folder's (its input size)
+        self.init_kwargs.update(self.backbone.architecture_overrides)
         self.pixel_mean = self.backbone.pixel_mean
         self.pixel_std = self.backbone.pixel_std
         self.neck = SimpleFeaturePyramid(self.backbone.width, pyramid_channels, scales=tuple(pyramid_scales),

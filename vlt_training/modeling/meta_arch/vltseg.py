@@ -141,6 +141,7 @@ class VLTSeg(nn.Module):
         # A rebuilt model gets its weights from the checkpoint, not from the pretrained source (which may not
         # exist where the checkpoint is loaded); the normalisation of that source is pinned instead.
         self.init_kwargs.update(pretrained=None, pixel_mean=list(self.pixel_mean), pixel_std=list(self.pixel_std))
+        self.init_kwargs.update(self.backbone.architecture_overrides)  # a pretrained folder's input size / text cfg
         self.text_guidance = text_guidance
         self.concat_score_maps = text_guidance and concat_score_maps
         self.pixel_text_weight = pixel_text_weight
