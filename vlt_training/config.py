@@ -60,7 +60,8 @@ class FAMixOptions:
 
     Mining: each crop is split into ``grid`` x ``grid`` patches; ``mine_images`` source crops; PIN runs
     ``pin_steps`` Adam steps (``pin_lr``) on up to ``pin_batch`` patches at a time; ``style_words`` and
-    ``templates`` (empty: the built-in lists) make the prompts. ``beta`` is the Beta(beta, beta) concentration of
+    ``templates`` (empty: the pretraining corpus's style words, ``famix.default_style_words()``, and FAMix's
+    built-in templates) make the prompts. ``beta`` is the Beta(beta, beta) concentration of
     the mixing weights; ``label_smoothing`` applies to the Mask2Former classification loss; ``cache`` is the
     safetensors style bank (relative paths: under the run folder).
     """

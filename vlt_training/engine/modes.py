@@ -66,7 +66,7 @@ def prepare_mode(model: nn.Module, cfg: Config, dataset, run_dir: Path, is_main:
     count = min(opts.mine_images, len(dataset))
     seeds = np.random.default_rng(opts.seed).integers(0, 2**31 - 1, count)
     indices = list(range(count))
-    words = list(opts.style_words) or list(famix.STYLE_WORDS)
+    words = list(opts.style_words) or list(famix.default_style_words())
     templates = list(opts.templates) or list(famix.TEMPLATES)
     settings = {"style_block": backbone.block_hook.block, "grid": backbone.block_hook.cells,
                 "pin_steps": opts.pin_steps, "pin_lr": opts.pin_lr, "pin_batch": opts.pin_batch, "words": words, "templates": templates,

@@ -17,8 +17,11 @@ a conv feature map's pixels, and no ReLU follows the restyling (ViT tokens are n
 reference's other choices kept: 3 x 3 grid, Beta(0.1, 0.1), label smoothing 0.1 (here on Mask2Former's class
 loss), patches whose dominant label is "ignore" get the prompt "photo" and form the fallback bank.
 
-The style words and templates below are this project's own lists (the pretraining corpus of issue 14 will keep
-the shared style-word list; switch to it once merged).
+Style words: :func:`default_style_words`, the appearance vocabulary of the project's captioned pretraining corpus
+(``vlt_training.pretrain.vocabulary.style_words()``, 45 words over time of day, weather, colour cast, contrast, blur
+and noise). The reference draws from a list of generic style names; a tower only moves toward prompts whose words
+it has learned, and the project's own tiny CLIP learned exactly these, while a real CLIP knows them too. A list of
+its own goes in ``model.mode_options.famix.style_words``.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-STYLE_WORDS = (
-    "foggy", "rainy", "snowy", "night-time", "sunset", "overcast", "sunny", "misty", "stormy", "dusky",
-    "watercolor", "oil painting", "pencil sketch", "cartoon", "pixel art", "neon", "sepia", "black and white",
-    "impressionist", "cyberpunk", "vintage film", "low-light", "hazy", "glowing",
-)
+def default_style_words() -> tuple[str, ...]:
+    """The style words of the pretraining corpus's vocabulary (what the project's tiny CLIP was taught)."""
+    from vlt_training.pretrain.vocabulary import style_words
+
+    return tuple(style_words())
+
+
 TEMPLATES = (
     "a photo of a {}.", "a blurry photo of a {}.", "a dark photo of the {}.", "a bright photo of a {}.",
     "a painting of the {}.", "a low resolution photo of the {}.", "a rendering of a {}.", "a close-up photo of the {}.",
@@ -277,7 +282,7 @@ def pin_optimise(backbone, tokens: torch.Tensor, grid: tuple[int, int], start_bl
 
 
 def mine_styles(model, samples, class_names: Sequence[str], *, style_block: int, grid: int = 3,
-                style_words: Sequence[str] = STYLE_WORDS, templates: Sequence[str] = TEMPLATES, pin_steps: int = 50,
+                style_words: Optional[Sequence[str]] = None, templates: Sequence[str] = TEMPLATES, pin_steps: int = 50,
                 pin_lr: float = 0.1, pin_batch: int = 64, seed: int = 0, ignore_index: int = 255) -> StyleBank:
     """Mine class-wise style banks from ``samples`` (an iterable of (image (3, H, W) normalised, sem_seg (H, W))).
 
@@ -290,6 +295,7 @@ def mine_styles(model, samples, class_names: Sequence[str], *, style_block: int,
     if not backbone.has_text_tower:
         raise RuntimeError("FAMix mining needs the backbone's text tower; build the model with mode='famix' and mine "
                            "before release_text_tower()")
+    style_words = list(style_words) if style_words else list(default_style_words())
     rng = random.Random(seed)
     was_training = backbone.training
     backbone.eval()

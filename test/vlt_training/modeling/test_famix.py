@@ -20,7 +20,8 @@ CLASSES = list(tiny_clip.COLOURS)
 
 @pytest.fixture(scope="module")
 def tower(tmp_path_factory):
-    """Path of the colour-aligned tiny open_clip checkpoint (until issue 14 ships vlt-tiny-clip)."""
+    """Path of a colour-aligned tiny open_clip checkpoint: a tower whose alignment is known exactly (the shipped
+    vlt-tiny-clip is tested below too)."""
     return str(tiny_clip.train_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny_clip.pt"))
 
 
@@ -139,6 +140,42 @@ def test_pin_raises_similarity_to_the_prompt_and_lowers_its_objective(famix_mode
     assert result["loss"][-1] < result["loss"][0]
     assert result["mean"].shape == (2, backbone.width) and (result["std"] > 0).all()
     assert all(torch.equal(a, b) for a, b in zip(before, backbone.parameters()))  # only statistics moved
+
+
+@pytest.fixture(scope="module")
+def shipped_famix_model():
+    """VLTSeg in FAMix mode on the project's own vision-language pretrained tower (issue 14), as the ablation uses."""
+    from vlt_perception.labels import CITYSCAPES_CLASSES
+
+    torch.manual_seed(0)
+    return create_model("vltseg_tiny_mask2former", class_names=list(CITYSCAPES_CLASSES),
+                        pretrained="vlt-pretrained:vlt-tiny-clip", mode="famix", train_num_points=64)
+
+
+def test_pin_on_the_shipped_tower_moves_a_corpus_patch_toward_corpus_style_prompts(shipped_famix_model):
+    """PIN on ``vlt-tiny-clip`` with the default style words (the corpus vocabulary): for held-out corpus scenes,
+    the top-left patch's restyled embedding moves toward "<style> road" prompts, and the objective falls."""
+    from vlt_training.modeling.famix import default_style_words
+    from vlt_training.pretrain.corpus import CorpusSpec, image_to_tensor, render_pair
+
+    backbone = shipped_famix_model.backbone
+    words = default_style_words()
+    assert {"foggy", "night", "snowy", "rainy"} <= set(words)
+    spec = CorpusSpec(seed=0, num_train=1, num_heldout=8)
+    images = torch.stack([image_to_tensor(render_pair(spec, "heldout", i).image, backbone.pixel_mean,
+                                          backbone.pixel_std) for i in range(4)])  # 4, 3, 128, 256
+    with torch.no_grad():
+        tokens, grid = backbone.forward_tokens(images, 0)  # 4, 1 + 8*16, C
+    ch, cw = grid[0] // 3, grid[1] // 3  # the top-left (ch, cw) tokens of the first of 3 x 3 cells, as mining does
+    cell = tokens[:, 1:].reshape(4, grid[0], grid[1], -1)[:, :ch, :cw].flatten(1, 2)  # 4, ch*cw, C
+    patch = torch.cat([tokens[:, :1], cell], 1)
+    prompts = ["night road", "foggy road", "snowy road", "dark road"]
+    targets = text_targets(backbone, prompts, ["a photo of a {}."])
+    result = pin_optimise(backbone, patch, (ch, cw), 1, targets, steps=15, lr=0.3)
+    cos_before, cos_after = result["cos"]
+    assert (cos_after > cos_before).all(), (cos_before, cos_after)
+    assert float((cos_after - cos_before).mean()) > 0.02, (cos_before, cos_after)
+    assert result["loss"][-1] < result["loss"][0]
 
 
 def test_mining_fills_class_banks(famix_model):
