@@ -57,7 +57,7 @@ class DemoSize:
     det_iters: int
 
 
-DEFAULT = DemoSize(num_train=400, num_val=8, height=128, width=256, iters=3400, det_iters=600)
+DEFAULT = DemoSize(num_train=400, num_val=8, height=128, width=256, iters=1200, det_iters=600)
 QUICK = DemoSize(num_train=6, num_val=2, height=64, width=128, iters=20, det_iters=10)
 
 
