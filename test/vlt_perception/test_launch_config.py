@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -131,30 +129,9 @@ def _load_launch_file():
 
 def test_launch_file_builds_nodes_from_launch_config(monkeypatch):
     """launch / launch_ros are not installable here: stand-ins record what the launch file hands them."""
-    created = []
+    from helpers.fake_launch import load_launch_file
 
-    class Recorder:
-        def __init__(self, *args, **kwargs):
-            self.args, self.kwargs = args, kwargs
-            created.append(self)
-
-    class LaunchConfiguration:
-        def __init__(self, name):
-            self.name = name
-
-        def perform(self, context):
-            return context[self.name]
-
-    fakes = {
-        "launch": types.SimpleNamespace(LaunchDescription=lambda entities: list(entities)),
-        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=Recorder, OpaqueFunction=Recorder),
-        "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
-        "launch_ros": types.SimpleNamespace(),
-        "launch_ros.actions": types.SimpleNamespace(Node=Recorder),
-    }
-    for name, module in fakes.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    module = _load_launch_file()
+    module, _ = load_launch_file(monkeypatch, ROOT / "launch" / "perception.launch.py")
     description = module.generate_launch_description()
     declared = {e.args[0]: e.kwargs["default_value"] for e in description if "default_value" in e.kwargs}
     assert declared == {name: default for name, (default, _) in lc.LAUNCH_ARGUMENTS.items()}

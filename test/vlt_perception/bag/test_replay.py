@@ -146,36 +146,11 @@ def test_replay_launch_is_an_evaluation_job(tmp_path, monkeypatch):
 
 def test_replay_launch_file_ends_the_launch_when_the_evaluator_exits(tmp_path, monkeypatch):
     """launch / launch_ros are not installable here: stand-ins record what the launch file builds."""
-    import importlib.util
-    import sys
     import types
 
-    class Recorder:
-        def __init__(self, *args, **kwargs):
-            self.args, self.kwargs = args, kwargs
+    from helpers.fake_launch import load_launch_file
 
-    class LaunchConfiguration:
-        def __init__(self, name):
-            self.name = name
-
-        def perform(self, context):
-            return context[self.name]
-
-    fakes = {
-        "launch": types.SimpleNamespace(LaunchDescription=lambda entities: list(entities)),
-        "launch.actions": types.SimpleNamespace(DeclareLaunchArgument=Recorder, EmitEvent=Recorder,
-                                                OpaqueFunction=Recorder, RegisterEventHandler=Recorder),
-        "launch.event_handlers": types.SimpleNamespace(OnProcessExit=Recorder),
-        "launch.events": types.SimpleNamespace(Shutdown=Recorder),
-        "launch.substitutions": types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
-        "launch_ros": types.SimpleNamespace(),
-        "launch_ros.actions": types.SimpleNamespace(Node=Recorder),
-    }
-    for name, module in fakes.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    spec = importlib.util.spec_from_file_location("replay_launch", ROOT / "launch" / "replay_eval.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module, _ = load_launch_file(monkeypatch, ROOT / "launch" / "replay_eval.launch.py")
     description = module.generate_launch_description()
     bag = tmp_path / "bag"
     bag.mkdir()
