@@ -40,6 +40,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+
 def default_style_words() -> tuple[str, ...]:
     """The style words of the pretraining corpus's vocabulary (what the project's tiny CLIP was taught)."""
     from vlt_training.pretrain.vocabulary import style_words
