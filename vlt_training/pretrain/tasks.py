@@ -8,6 +8,8 @@ read from disk.
 
 from __future__ import annotations
 
+import dataclasses
+
 from vlt_perception.metadata import TASK_PRETRAINING
 from vlt_training.config import Config
 from vlt_training.engine.tasks import TaskHooks, register_task
@@ -17,9 +19,8 @@ from vlt_training.pretrain.corpus import CorpusSpec, PretrainCorpus
 
 def corpus_spec(cfg: Config) -> CorpusSpec:
     """The :class:`CorpusSpec` of ``cfg.pretrain.corpus``."""
-    c = cfg.pretrain.corpus
-    return CorpusSpec(seed=c.seed, num_train=c.num_train, num_heldout=c.num_heldout, height=c.height,
-                      width=c.width, exclude_dark=c.exclude_dark)
+    # every field of the spec is a field of the config of the same name (the config adds loader-only options)
+    return CorpusSpec(**{f.name: getattr(cfg.pretrain.corpus, f.name) for f in dataclasses.fields(CorpusSpec)})
 
 
 def load_records(cfg: Config) -> list[dict]:
