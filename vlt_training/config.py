@@ -97,11 +97,16 @@ class ModelConfig:
     factory as ``pretrained=``; ``None`` leaves the factory's own default (random init for the tiny model).
     ``mode`` is the training recipe (``full`` fine-tuning, ``frozen`` backbone, ``rein``, ``famix``), passed as
     the model's ``mode=`` with the model-side options of ``mode_options.<mode>`` as ``mode_options=``.
+    ``init_from`` (a checkpoint or run folder of this package) then replaces the tensors under ``init_prefixes``
+    with that run's, e.g. VLTDet's tower from a VLTSeg run on the same tower; a resumed run skips it (its own
+    checkpoint has them).
     """
 
     name: str = "vltseg_tiny_mask2former"
     pretrained: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    init_prefixes: list[str] = field(default_factory=lambda: ["backbone."])
     mode: str = "full"
     mode_options: ModeOptions = field(default_factory=ModeOptions)
 
@@ -451,6 +456,8 @@ def validate(cfg: Config, source: str) -> Config:
         (cfg.eval.mode in EVAL_MODES, "eval.mode", f"must be one of {EVAL_MODES}"),
         (cfg.optim.name in OPTIMIZERS, "optim.name", f"must be one of {OPTIMIZERS}"),
         (cfg.model.mode in MODEL_MODES, "model.mode", f"must be one of {MODEL_MODES}"),
+        (bool(cfg.model.init_prefixes) and all(isinstance(p, str) and p for p in cfg.model.init_prefixes),
+         "model.init_prefixes", "must be a non-empty list of parameter-name prefixes"),
         (cfg.model.mode_options.famix.grid > 0, "model.mode_options.famix.grid", "must be > 0"),
         (cfg.schedule.policy in SCHEDULES, "schedule.policy", f"must be one of {SCHEDULES}"),
         (len(cfg.data.crop_size) == 2 and min(cfg.data.crop_size) > 0, "data.crop_size", "must be [H, W] > 0"),

@@ -262,6 +262,40 @@ def load_weights(model: nn.Module, ckpt: str | os.PathLike, device: str | torch.
         raise CheckpointError(f"{path}: weights do not match the model: {exc}") from exc
 
 
+def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, prefixes: list[str] | tuple[str, ...]) -> int:
+    """Copy the tensors whose names start with one of ``prefixes`` from another run's checkpoint into ``model``
+    (mmdet's ``load_from``, detectron2's ``MODEL.WEIGHTS``): e.g. VLTDet's ``backbone.`` from a VLTSeg run on the
+    same tower. ``path`` is a checkpoint or run folder (its newest checkpoint). Every tensor of ``model`` under the
+    prefixes must be in the file with the same shape, so a tower is never half initialised; the file's other
+    tensors (another task's head) are ignored. Returns the number of tensors copied."""
+    from safetensors import SafetensorError, safe_open
+
+    file = resolve_checkpoint(path) / WEIGHTS_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing (model.init_from needs a checkpoint's {WEIGHTS_FILE})")
+    own = {name: tensor for name, tensor in unwrap(model).state_dict().items() if name.startswith(tuple(prefixes))}
+    if not own:
+        raise CheckpointError(f"model.init_from={path}: the model has no tensors under {list(prefixes)}")
+    loaded = {}
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            available = set(weights.keys())
+            missing = sorted(set(own) - available)
+            if missing:
+                raise CheckpointError(f"{file}: has no {missing[:5]} ({len(missing)} of the {len(own)} tensors "
+                                      f"under {list(prefixes)}): not the same tower")
+            for name, target in own.items():
+                tensor = weights.get_tensor(name)
+                if tensor.shape != target.shape:
+                    raise CheckpointError(f"{file}: {name} is {tuple(tensor.shape)}, the model's is "
+                                          f"{tuple(target.shape)}: not the same tower")
+                loaded[name] = tensor
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{file}: corrupt weights file: {exc}") from exc
+    unwrap(model).load_state_dict(loaded, strict=False)
+    return len(loaded)
+
+
 def load_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
     """``trainer_state.pt`` read with ``weights_only=True`` (no arbitrary pickle)."""
     path = Path(ckpt) / STATE_FILE

@@ -185,6 +185,12 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     # Before the model: a wrong path fails fast.
     records = hooks.load_records(cfg) if hooks.load_records else load_train_records(cfg.data, hooks.record_filter)
     model = build_model(cfg.model).to(device)
+    last = ckpt.latest_checkpoint(run_dir)
+    if cfg.model.init_from and last is None:  # a resumed run has the initialised tensors in its checkpoint
+        copied = ckpt.init_from_checkpoint(model, cfg.model.init_from, cfg.model.init_prefixes)
+        if info.is_main:
+            print(f"model.init_from: {copied} tensors under {cfg.model.init_prefixes} from {cfg.model.init_from}",
+                  flush=True)
     from vlt_training.evaluation.segmentation import model_norm
 
     mean, std = model_norm(model)
@@ -200,7 +206,7 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     scaler = grad_scaler(device, tc.amp)
 
     # Resume: the same command on an existing run folder continues from its newest checkpoint.
-    start_step, last = 0, ckpt.latest_checkpoint(run_dir)
+    start_step = 0
     if last is not None:
         ckpt.load_weights(model, last, device=device)
         state = ckpt.load_trainer_state(last)

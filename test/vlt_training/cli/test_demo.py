@@ -19,9 +19,8 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.ros
 def test_miniature_demo_runs_every_stage(tmp_path: Path) -> None:
     work = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "vlt_training.cli.demo", "--quick", "--workdir", str(work),
-                           "--no-detection"], cwd=ROOT, env=process_env(), capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "vlt_training.cli.demo", "--quick", "--workdir", str(work)],
+                          cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
     summary = json.loads((work / "report" / "summary.json").read_text())
@@ -43,6 +42,14 @@ def test_miniature_demo_runs_every_stage(tmp_path: Path) -> None:
     assert "source" in (report / "README.md").read_text()
     assert "condition" in proc.stdout and "report:" in proc.stdout
 
+    # VLTDet starts from the demo's VLTSeg tower (model.init_from) and is scored per condition
+    det_config = (work / "det_run" / "config.yaml").read_text()
+    assert f"init_from: {work / 'run'}" in det_config
+    assert "model.init_from:" in (work / "logs" / "det_train.log").read_text()
+    conditions = summary["detection"]["datasets"]["acdc"]["conditions"]
+    assert {"fog", "night", "rain", "snow", "real_style"} <= set(conditions)
+    assert "VLTDet" in proc.stdout and "AP50" in proc.stdout
+
 
 def test_detection_table_shows_per_class_ap():
     from vlt_training.cli.demo import format_detection
@@ -55,3 +62,15 @@ def test_detection_table_shows_per_class_ap():
     assert lines[0].split() == ["condition", "mAP", "AP50", "car", "person"]  # no column for a class never seen
     assert lines[1].split() == ["source", "50.0", "80.0", "61.0", "40.0"]
     assert lines[2].split() == ["fog", "25.0", "50.0", "30.0", "-"]
+
+
+def test_detection_iterations_scale_with_iters_unless_given():
+    from vlt_training.cli.demo import DEFAULT, build_parser, size_from_args
+
+    def size(*argv):
+        return size_from_args(build_parser().parse_args(list(argv)))
+
+    assert (size().iters, size().det_iters) == (DEFAULT.iters, DEFAULT.det_iters)
+    assert size("--iters", str(2 * DEFAULT.iters)).det_iters == 2 * DEFAULT.det_iters
+    assert size("--iters", "3400", "--det-iters", "50").det_iters == 50
+    assert size("--quick").det_iters == 10

@@ -178,3 +178,40 @@ def test_trainer_state_refuses_pickled_objects(tmp_path):
     torch.save({"step": 1, "evil": Path("/")}, path / "trainer_state.pt")
     with pytest.raises(CheckpointError, match="trainer_state.pt"):
         load_trainer_state(path)
+
+
+# --- model.init_from: another run's tensors under a prefix ----------------------------------------------------
+class TwoHeadNet(ContractNet):
+    """A ContractNet whose head has another shape: the same tower (``conv``), a different task head."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__(num_classes=7, width=width)
+
+
+def test_init_from_copies_only_the_prefixed_tensors(tmp_path):
+    torch.manual_seed(0)
+    source = ContractNet(num_classes=3, width=4)
+    _save(tmp_path / "seg_run", 5, source)
+    torch.manual_seed(1)
+    target = TwoHeadNet(width=4)
+    head_before = target.head.weight.detach().clone()
+
+    copied = ckpt_mod.init_from_checkpoint(target, tmp_path / "seg_run", ["conv."])  # a run folder: its newest
+
+    assert copied == 2  # conv.weight, conv.bias
+    assert torch.equal(target.conv.weight, source.conv.weight) and torch.equal(target.conv.bias, source.conv.bias)
+    assert torch.equal(target.head.weight, head_before)  # the other task's head (other shape) is left alone
+
+
+def test_init_from_refuses_another_tower(tmp_path):
+    _save(tmp_path / "narrow", 1, ContractNet(width=4))
+    with pytest.raises(CheckpointError, match=r"conv\.weight is \(4, 3, 3, 3\).*\(6, 3, 3, 3\).*not the same tower"):
+        ckpt_mod.init_from_checkpoint(ContractNet(width=6), tmp_path / "narrow", ["conv."])
+    with pytest.raises(CheckpointError, match="has no.*backbone.*not the same tower"):
+        nested = nn.Module()
+        nested.backbone = nn.Linear(2, 2)
+        ckpt_mod.init_from_checkpoint(nested, tmp_path / "narrow", ["backbone."])
+    with pytest.raises(CheckpointError, match=r"no tensors under \['decoder\.'\]"):
+        ckpt_mod.init_from_checkpoint(ContractNet(width=4), tmp_path / "narrow", ["decoder."])
+    with pytest.raises(CheckpointError, match="no such checkpoint or run folder"):
+        ckpt_mod.init_from_checkpoint(ContractNet(width=4), tmp_path / "absent", ["conv."])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import tiny_contract  # noqa: E402  (helper module beside this file)
 
 from vlt_training.config import load_config  # noqa: E402
 from vlt_training.engine.checkpoint import (  # noqa: E402
-    list_checkpoints, load_model, load_trainer_state, load_weights, read_meta)
+    CheckpointError, list_checkpoints, load_model, load_trainer_state, load_weights, read_meta)
 from vlt_training.engine.trainer import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -113,6 +114,32 @@ def test_batch_size_must_divide(bench, tmp_path, monkeypatch):
     tiny_contract.install(monkeypatch)
     with pytest.raises(ValueError, match="batch_size=3 is not divisible"):
         train(tiny_cfg(bench, "train.batch_size=3", "train.grad_accum_steps=2"), tmp_path / "run", progress=False)
+
+
+
+def test_init_from_starts_the_detector_from_a_segmentation_run(bench, tmp_path):
+    """model.init_from: VLTDet's tower starts as a VLTSeg run's tower (real tiny models, no contract stand-in);
+    a resumed run keeps its own weights and no longer needs the source."""
+    small = ("data.crop_size=[32,64]", "train.max_iters=1", "train.checkpoint_interval=1")
+    seg = train(tiny_cfg(bench, *small), tmp_path / "seg", progress=False)
+    det_cfg = ("config/train/tiny_det_cpu.yaml", [
+        f"data.root={bench}", "data.synthetic.enabled=false", *small, "train.batch_size=2", "train.num_workers=0",
+        "optim.lr=1e-12", "schedule.warmup_iters=0", f"model.init_from={tmp_path / 'seg'}"])
+    det = train(load_config(REPO / det_cfg[0], det_cfg[1]), tmp_path / "det", progress=False)
+
+    seg_tower = {k: v for k, v in seg.model.state_dict().items() if k.startswith("backbone.")}
+    det_tower = {k: v for k, v in det.model.state_dict().items() if k.startswith("backbone.")}
+    assert det_tower and set(det_tower) <= set(seg_tower)  # VLTSeg's tower also has its dense projection
+    for name, tensor in det_tower.items():  # lr 1e-12: one step leaves the copied tensors where they were
+        torch.testing.assert_close(tensor, seg_tower[name], rtol=0, atol=1e-9, msg=name)
+    fresh = train(load_config(REPO / det_cfg[0], det_cfg[1][:-1]), tmp_path / "fresh", progress=False)
+    assert not torch.equal(fresh.model.backbone.conv1.weight, seg.model.backbone.conv1.weight)
+
+    shutil.rmtree(tmp_path / "seg")  # resuming det must not read the source again
+    more = load_config(REPO / det_cfg[0], [*det_cfg[1], "train.max_iters=2"])
+    assert train(more, tmp_path / "det", progress=False).step == 2
+    with pytest.raises(CheckpointError, match="no such checkpoint or run folder"):
+        train(load_config(REPO / det_cfg[0], det_cfg[1]), tmp_path / "det2", progress=False)
 
 
 DDP_WORKER = """
