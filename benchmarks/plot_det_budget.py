@@ -1,0 +1,56 @@
+"""Plot docs/figures/det_budget.json (the tiny VLTDet's measured AP50 against training time) as det_budget.png.
+
+    python benchmarks/plot_det_budget.py [--json docs/figures/det_budget.json] [--out docs/figures/det_budget.png]
+
+The JSON holds the measured runs of docs/detection.md (sessions 6 and 7): each was one training run plus one
+held-out evaluation with the commands given there; this script only draws them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FIGURES = Path("docs/figures")
+
+
+def plot(data: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for start, marker in zip(dict.fromkeys(r["start"] for r in data["runs"]), "os^D"):
+        runs = sorted((r for r in data["runs"] if r["start"] == start), key=lambda r: r["train_s"])
+        minutes, ap50 = [r["train_s"] / 60 for r in runs], [100 * r["AP50"] for r in runs]
+        ax.plot(minutes, ap50, marker=marker, label=f"tower from {start}")
+        for run, x, y in zip(runs, minutes, ap50):
+            ax.annotate(f"{run['iters']} it", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.axhline(100 * data["target_AP50"], color="grey", ls="--", lw=1, label="issue 16 target (AP50 50)")
+    ax.axvline(data["demo_detection_budget_s"] / 60, color="tab:red", ls=":", lw=1,
+               label="detection time in the 15-min demo")
+    ax.set_xlabel("detection training, minutes (idle 2-core CPU)")
+    ax.set_ylabel("held-out source AP50 (%)")
+    ax.set_title("Tiny VLTDet: AP50 against training time")
+    ax.set_ylim(0, 55)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, default=FIGURES / "det_budget.json")
+    parser.add_argument("--out", type=Path, default=FIGURES / "det_budget.png")
+    args = parser.parse_args(argv)
+    plot(json.loads(args.json.read_text()), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
