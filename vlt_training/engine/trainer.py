@@ -184,12 +184,14 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
     maybe_generate_synthetic(cfg, info)
     # Before the model: a wrong path fails fast.
     records = hooks.load_records(cfg) if hooks.load_records else load_train_records(cfg.data, hooks.record_filter)
-    model = build_model(cfg.model).to(device)
     last = ckpt.latest_checkpoint(run_dir)
-    if cfg.model.init_from and last is None:  # a resumed run has the initialised tensors in its checkpoint
-        copied = ckpt.init_from_checkpoint(model, cfg.model.init_from, cfg.model.init_prefixes)
+    # A resumed run has the initialised tensors in its own checkpoint; a fresh one checks the source first.
+    init_from = ckpt.resolve_checkpoint(cfg.model.init_from) if cfg.model.init_from and last is None else None
+    model = build_model(cfg.model).to(device)
+    if init_from is not None:
+        copied = ckpt.init_from_checkpoint(model, init_from, cfg.model.init_prefixes)
         if info.is_main:
-            print(f"model.init_from: {copied} tensors under {cfg.model.init_prefixes} from {cfg.model.init_from}",
+            print(f"model.init_from: {copied} tensors under {cfg.model.init_prefixes} from {init_from}",
                   flush=True)
     from vlt_training.evaluation.segmentation import model_norm
 
