@@ -93,12 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def size_from_args(args: argparse.Namespace) -> DemoSize:
     base = QUICK if args.quick else DEFAULT
+    iters = args.iters or base.iters
     return DemoSize(
         num_train=args.num_train or base.num_train, num_val=args.num_val or base.num_val,
-        height=args.height or base.height, width=args.width or base.width,
-        iters=args.iters or base.iters,
-        det_iters=args.det_iters or (max(10, args.iters * base.det_iters // base.iters) if args.iters
-                                     else base.det_iters),
+        height=args.height or base.height, width=args.width or base.width, iters=iters,
+        det_iters=args.det_iters or max(10, iters * base.det_iters // base.iters),  # scaled like --iters
     )
 
 

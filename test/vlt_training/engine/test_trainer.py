@@ -116,7 +116,6 @@ def test_batch_size_must_divide(bench, tmp_path, monkeypatch):
         train(tiny_cfg(bench, "train.batch_size=3", "train.grad_accum_steps=2"), tmp_path / "run", progress=False)
 
 
-
 def test_init_from_starts_the_detector_from_a_segmentation_run(bench, tmp_path):
     """model.init_from: VLTDet's tower starts as a VLTSeg run's tower (real tiny models, no contract stand-in);
     a resumed run keeps its own weights and no longer needs the source."""
