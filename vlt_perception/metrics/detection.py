@@ -139,7 +139,8 @@ class DetectionEvaluator:
 
     def compute(self) -> dict[str, Any]:
         """COCO box metrics: ``mAP`` (IoU .50:.95), ``AP50``, ``AP75``, ``APs``/``APm``/``APl``, ``AR`` (at
-        ``max_detections``), ``per_class_AP`` (name -> AP or None without ground truth) and counts.
+        ``max_detections``), ``per_class_AP`` (name -> AP or None without ground truth), ``per_class_AP50`` (the same
+        at IoU 0.5) and counts.
 
         Metrics are NaN when no image has (non-crowd) ground truth.
         """
@@ -152,6 +153,7 @@ class DetectionEvaluator:
             nan = float("nan")
             result.update(mAP=nan, AP50=nan, AP75=nan, APs=nan, APm=nan, APl=nan, AR=nan)
             result["per_class_AP"] = {name: None for name in self.class_names}
+            result["per_class_AP50"] = {name: None for name in self.class_names}
             return result
         gt, dt = self._coco_objects()
         evaluator = COCOeval(gt, dt, iouType="bbox")
@@ -176,11 +178,13 @@ class DetectionEvaluator:
             APl=_mean_valid(precision[:, :, :, 3, -1]),
             AR=_mean_valid(recall[:, :, 0, -1]),
         )
-        per_class = {}
+        per_class, per_class_50 = {}, {}
         for k, name in enumerate(self.class_names):
-            value = _mean_valid(precision[:, :, k, 0, -1])
+            value, value_50 = _mean_valid(precision[:, :, k, 0, -1]), _mean_valid(precision[t50, :, k, 0, -1])
             per_class[name] = None if np.isnan(value) else value
+            per_class_50[name] = None if np.isnan(value_50) else value_50
         result["per_class_AP"] = per_class
+        result["per_class_AP50"] = per_class_50
         return result
 
 

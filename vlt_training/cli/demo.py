@@ -262,18 +262,25 @@ def format_table(rows: list[dict]) -> str:
 
 def format_detection(report: dict) -> str:
     """One line per dataset condition: mAP, AP50 and the per-class AP (IoU .50:.95) from the evaluate CLI's
-    detection JSON; ``-`` for a class without ground truth in that condition."""
+    detection JSON, then (where the report has it) the per-class AP50 the same way; ``-`` for a class without
+    ground truth in that condition."""
     entries = [("source" if condition == "clear" else condition, entry)
                for dataset in report.get("datasets", {}).values()
                for condition, entry in dataset.get("conditions", {}).items()]
     classes = [name for name in dict.fromkeys(n for _, e in entries for n in (e.get("per_class_AP") or {}))
                if any((e.get("per_class_AP") or {}).get(name) is not None for _, e in entries)]
-    short = [name[:10] for name in classes]
-    lines = ["condition    mAP    AP50  " + "".join(f"{n:>11}" for n in short)]
+    short = "".join(f"{name[:10]:>11}" for name in classes)
+
+    def cells(per_class: dict) -> str:
+        return "".join(f"{'-' if per_class.get(c) is None else f'{100 * per_class[c]:.1f}':>11}" for c in classes)
+
+    lines = ["condition    mAP    AP50  " + short]
     for name, entry in entries:
-        per_class = entry.get("per_class_AP") or {}
-        cells = "".join(f"{'-' if per_class.get(c) is None else f'{100 * per_class[c]:.1f}':>11}" for c in classes)
-        lines.append(f"{name:<11} {100 * (entry.get('mAP') or 0):5.1f}   {100 * (entry.get('AP50') or 0):5.1f}  {cells}")
+        lines.append(f"{name:<11} {100 * (entry.get('mAP') or 0):5.1f}   {100 * (entry.get('AP50') or 0):5.1f}  "
+                     f"{cells(entry.get('per_class_AP') or {})}")
+    if any("per_class_AP50" in entry for _, entry in entries):
+        lines.append("AP50 per class       " + short)
+        lines.extend(f"{name:<20} {cells(entry.get('per_class_AP50') or {})}" for name, entry in entries)
     return "\n".join(lines)
 
 
@@ -403,7 +410,9 @@ def _write_markdown(report: Path, rows: list[dict], detection: dict | None, size
         "- training-side evaluation: `training_eval.json`",
     ]
     if detection is not None:
-        text.append("- VLTDet evaluation (COCO AP per condition): `detection_eval.json`")
+        text += ["- VLTDet evaluation (COCO AP per condition): `detection_eval.json`", "",
+                 f"VLTDet (tiny, {size.det_iters} iterations), COCO AP on the same scenes:", "",
+                 "```", format_detection(detection), "```"]
     atomic_write_text(report / "README.md", "\n".join(text) + "\n")
 
 

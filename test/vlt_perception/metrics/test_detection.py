@@ -44,6 +44,8 @@ def test_hand_computed_ap_single_class():
     assert out["mAP"] == pytest.approx(expected_map)
     assert out["per_class_AP"]["car"] == pytest.approx(expected_map)
     assert out["per_class_AP"]["person"] is None  # no ground truth: left out of the mean
+    assert out["per_class_AP50"]["car"] == pytest.approx(ap_low)
+    assert out["per_class_AP50"]["person"] is None
     assert out["num_gt"] == 2 and out["num_detections"] == 3
 
 

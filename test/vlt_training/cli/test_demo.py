@@ -48,6 +48,7 @@ def test_miniature_demo_runs_every_stage(tmp_path: Path) -> None:
     assert "model.init_from:" in (work / "logs" / "det_train.log").read_text()
     conditions = summary["detection"]["datasets"]["acdc"]["conditions"]
     assert {"fog", "night", "rain", "snow", "real_style"} <= set(conditions)
+    assert "AP50 per class" in (report / "README.md").read_text()  # the detection table is in the report too
     assert "VLTDet" in proc.stdout and "AP50" in proc.stdout
 
 
@@ -62,6 +63,22 @@ def test_detection_table_shows_per_class_ap():
     assert lines[0].split() == ["condition", "mAP", "AP50", "car", "person"]  # no column for a class never seen
     assert lines[1].split() == ["source", "50.0", "80.0", "61.0", "40.0"]
     assert lines[2].split() == ["fog", "25.0", "50.0", "30.0", "-"]
+    assert len(lines) == 3  # a report without per-class AP50 gets no AP50 block
+
+
+def test_detection_table_shows_per_class_ap50_where_the_report_has_it():
+    from vlt_training.cli.demo import format_detection
+
+    report = {"datasets": {"acdc": {"conditions": {
+        "clear": {"mAP": 0.5, "AP50": 0.8, "per_class_AP": {"car": 0.61, "person": 0.4},
+                  "per_class_AP50": {"car": 0.9, "person": 0.7}},
+        "fog": {"mAP": 0.25, "AP50": 0.5, "per_class_AP": {"car": 0.3, "person": None},
+                "per_class_AP50": {"car": 0.45, "person": None}},
+    }}}}
+    lines = format_detection(report).splitlines()
+    assert lines[3].split() == ["AP50", "per", "class", "car", "person"]
+    assert lines[4].split() == ["source", "90.0", "70.0"]
+    assert lines[5].split() == ["fog", "45.0", "-"]
 
 
 def test_detection_iterations_scale_with_iters_unless_given():
