@@ -178,14 +178,14 @@ class DetectionEvaluator:
             APl=_mean_valid(precision[:, :, :, 3, -1]),
             AR=_mean_valid(recall[:, :, 0, -1]),
         )
-        per_class, per_class_50 = {}, {}
-        for k, name in enumerate(self.class_names):
-            value, value_50 = _mean_valid(precision[:, :, k, 0, -1]), _mean_valid(precision[t50, :, k, 0, -1])
-            per_class[name] = None if np.isnan(value) else value
-            per_class_50[name] = None if np.isnan(value_50) else value_50
-        result["per_class_AP"] = per_class
-        result["per_class_AP50"] = per_class_50
+        result["per_class_AP"] = self._per_class(precision[:, :, :, 0, -1])  # T, R, K
+        result["per_class_AP50"] = self._per_class(precision[t50, :, :, 0, -1])  # R, K
         return result
+
+    def _per_class(self, precision: np.ndarray) -> dict[str, float | None]:
+        """Class name -> mean of the valid entries of ``precision`` (..., K); None for a class without ground truth."""
+        means = {name: _mean_valid(precision[..., k]) for k, name in enumerate(self.class_names)}
+        return {name: None if np.isnan(value) else value for name, value in means.items()}
 
 
 def _annotation(ann_id: int, image_id: int, box: np.ndarray, label: int, iscrowd: int = 0, score=None) -> dict:
