@@ -36,6 +36,7 @@ from torchvision.ops import clip_boxes_to_image, roi_align
 from torchvision.ops.poolers import LevelMapper
 
 from vlt_training.modeling.det_head._postprocess import batched_nms_mask, top_detections
+from vlt_training.modeling.det_head._roi_align import roi_align_train
 from vlt_training.modeling.layers import LayerNorm2d
 
 # torchvision's minimum proposal / detection side (RegionProposalNetwork.min_size, postprocess_detections).
@@ -103,8 +104,9 @@ class LevelRoIAlign(nn.Module):
         out = rois.new_zeros((rois.shape[0], channels, *self.output_size))  # R, C, S, S
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             index = torch.where(levels == level)[0]  # R_l
-            pooled = roi_align(feature, rois[index], self.output_size, spatial_scale=1.0 / stride,
-                               sampling_ratio=self.sampling_ratio, aligned=True)  # R_l, C, S, S
+            # torchvision's op; with a gradient on the CPU its backward is the vectorised one (_roi_align.py)
+            pooled = roi_align_train(feature, rois[index], self.output_size[0], spatial_scale=1.0 / stride,
+                                     sampling_ratio=self.sampling_ratio, aligned=True)  # R_l, C, S, S
             out.index_put_((index,), pooled.to(out.dtype))
         return out
 
