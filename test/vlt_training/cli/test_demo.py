@@ -91,3 +91,4 @@ def test_detection_iterations_scale_with_iters_unless_given():
     assert size("--iters", str(2 * DEFAULT.iters)).det_iters == 2 * DEFAULT.det_iters
     assert size("--iters", "3400", "--det-iters", "50").det_iters == 50
     assert size("--quick").det_iters == 10
+    assert size().det_num_val == DEFAULT.det_num_val and size("--det-num-val", "5").det_num_val == 5

@@ -330,3 +330,42 @@ def test_fasterrcnn_graph_runs_in_the_detection_pipeline(tmp_path):
     out = {"boxes": dets.boxes[None], "scores": dets.scores[None], "labels": dets.class_ids[None]}
     assert detection_agreement(ref, out, score_threshold=0.2) == 1.0
     assert dets.class_names == [model.class_names[i] for i in dets.class_ids]
+
+
+def test_detail_stem_starts_as_plain_vitdet_then_learns():
+    """The tiny detector's detail stem adds nothing at initialisation (zero projection), so VLTDet starts as ViTDet;
+    after one optimiser step it feeds the finest level, and its convs receive gradient."""
+    torch.manual_seed(0)
+    model = create_model("vltdet_tiny_fasterrcnn", class_names=["car", "person", "bus"])
+    assert model.detail_stem is not None and model.init_kwargs["detail_stem_channels"] == 32
+    images = torch.randn(2, 3, H, W)
+    stem = model.detail_stem
+    with torch.no_grad():
+        with_stem = model.features(images)
+        model.detail_stem = None
+        plain = model.features(images)
+        model.detail_stem = stem
+    assert all(torch.equal(a, b) for a, b in zip(with_stem, plain))
+
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # step 1 moves the zero projection; step 2's gradient reaches the convs through it
+        optimizer.zero_grad()
+        sum(model(images, _targets()).values()).backward()
+        optimizer.step()
+    assert stem.convs[0].weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        trained = model.features(images)
+        model.detail_stem = None
+        trained_plain = model.features(images)
+        model.detail_stem = stem
+    assert not torch.equal(trained[0], trained_plain[0])  # the finest level now carries the stem's detail
+    assert all(torch.equal(a, b) for a, b in zip(trained[1:], trained_plain[1:]))  # the others never do
+
+
+def test_detail_stem_needs_a_power_of_two_stride():
+    with pytest.raises(ValueError, match="power of 2"):
+        create_model("vltdet_vit_l14_fcos", vision_cfg_overrides={"width": 64, "layers": 4, "head_width": 32},
+                     text_cfg_overrides={"width": 64, "layers": 1, "heads": 2}, pyramid_channels=32, head_convs=1,
+                     detail_stem_channels=8)  # strides 3.5 / 7 / ...
