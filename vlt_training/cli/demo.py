@@ -325,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def generate_args(out: Path, num_train: int, num_val: int, size: DemoSize, seed: int) -> list[str]:
+    """The ``generate`` command rendering ``num_train`` source images and ``num_val`` scenes (under every
+    condition) at the demo's image size."""
+    return ["-m", "vlt_training.cli.generate", "--out", str(out), "--num-train", str(num_train),
+            "--num-val", str(num_val), "--height", str(size.height), "--width", str(size.width), "--seed", str(seed)]
+
+
 def _run(args, size: DemoSize, work: Path, logs: Path, report: Path, timings: dict) -> dict:
     data, run, model = work / "data", work / "run", work / "model.onnx"
-    timings["generate"] = run_stage("generate", [
-        "-m", "vlt_training.cli.generate", "--out", str(data), "--num-train", str(size.num_train),
-        "--num-val", str(size.num_val), "--height", str(size.height), "--width", str(size.width),
-        "--seed", str(args.seed)], logs)
+    timings["generate"] = run_stage("generate", generate_args(data, size.num_train, size.num_val, size, args.seed),
+                                    logs)
     crop = f"[{size.height},{size.width}]"
     timings["train"] = run_stage("train", [
         "-m", "vlt_training.cli.train", "--config", str(SEG_CONFIG), "--out", str(run), "--no-progress",
@@ -399,10 +404,8 @@ def _detection(args, size: DemoSize, work: Path, data: Path, logs: Path, report:
         f"model.init_from={work / 'run'}"], logs)
     # Scenes of their own (another seed: none is a training image), rendered after training so they can't slow it.
     det_data = work / "det_val"
-    timings["det_generate"] = run_stage("det_generate", [
-        "-m", "vlt_training.cli.generate", "--out", str(det_data), "--num-train", "0",
-        "--num-val", str(size.det_num_val), "--height", str(size.height), "--width", str(size.width),
-        "--seed", str(args.seed + 1)], logs)
+    timings["det_generate"] = run_stage("det_generate", generate_args(det_data, 0, size.det_num_val, size,
+                                                                      args.seed + 1), logs)
     out = report / "detection_eval.json"
     timings["det_evaluate"] = run_stage("det_evaluate", [
         "-m", "vlt_training.cli.evaluate", "--checkpoint", str(run), "--out", str(out), f"data.root={det_data}",

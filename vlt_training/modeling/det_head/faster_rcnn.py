@@ -32,7 +32,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
-from torchvision.ops import clip_boxes_to_image, roi_align
+from torchvision.ops import clip_boxes_to_image
 from torchvision.ops.poolers import LevelMapper
 
 from vlt_training.modeling.det_head._postprocess import batched_nms_mask, top_detections
