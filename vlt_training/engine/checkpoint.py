@@ -310,12 +310,14 @@ def load_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
 def build_model(meta: dict[str, Any]) -> nn.Module:
     """Rebuild the architecture from ``meta.json`` without downloading or reading pretrained weights."""
     from vlt_training.modeling import create_model
+    from vlt_training.modeling.backbone.clip_vit import weights_loaded_next
 
     kwargs = dict(meta["model_kwargs"])
     if kwargs.get("pretrained") is not None:
         # The checkpoint's own weights replace the pretrained ones; don't fetch the tag / path again.
         kwargs["pretrained"] = None
-    return create_model(meta["model_name"], **kwargs)
+    with weights_loaded_next():
+        return create_model(meta["model_name"], **kwargs)
 
 
 def load_model(

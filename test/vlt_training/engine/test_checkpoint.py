@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -215,3 +216,18 @@ def test_init_from_refuses_another_tower(tmp_path):
         ckpt_mod.init_from_checkpoint(ContractNet(width=4), tmp_path / "narrow", ["decoder."])
     with pytest.raises(CheckpointError, match="no such checkpoint or run folder"):
         ckpt_mod.init_from_checkpoint(ContractNet(width=4), tmp_path / "absent", ["conv."])
+
+
+def test_rebuilding_a_checkpoint_does_not_log_random_init(caplog):
+    """open_clip warns "initialized randomly" for every tower built without weights; rebuilding a checkpoint's
+    architecture (whose weights load next) must not put that in evaluate / export logs, building one does."""
+    from vlt_training.modeling import create_model
+
+    meta = {"model_name": "vltseg_tiny_mask2former",
+            "model_kwargs": {"class_names": ["road", "car"], "pretrained": "vlt-pretrained:vlt-tiny-clip"}}
+    with caplog.at_level(logging.WARNING):
+        ckpt_mod.build_model(meta)
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    with caplog.at_level(logging.WARNING):
+        create_model("vltseg_tiny_mask2former", class_names=["road", "car"])
+    assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]

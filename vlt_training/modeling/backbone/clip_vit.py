@@ -18,7 +18,9 @@ Until then the tower's pooled image-embedding path (all blocks, pooling, project
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
 import os
 from pathlib import Path
@@ -246,6 +248,29 @@ def build_open_clip(
         )
     except RuntimeError as exc:
         raise RuntimeError(f"could not build open_clip {model_name!r} with pretrained={pretrained!r}: {exc}") from exc
+
+
+# open_clip logs this (root logger) whenever it builds a tower without weights
+_RANDOM_INIT_WARNING = "No pretrained weights loaded for model"
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_RANDOM_INIT_WARNING)
+
+
+@contextlib.contextmanager
+def weights_loaded_next():
+    """Build towers whose weights the caller loads right after (a checkpoint), without open_clip's warning that
+    the model is "initialized randomly": true for a moment, and it made every ``evaluate`` / ``export`` log say
+    that a trained model was random. Building without weights anywhere else still warns."""
+    drop = _DropRandomInitWarning()
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def interpolate_pos_embed(pos: torch.Tensor, old_grid: Sequence[int], new_grid: Sequence[int],
