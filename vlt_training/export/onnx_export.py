@@ -182,6 +182,8 @@ def export_onnx(model: nn.Module, metadata: ModelMetadata, out_path: str | Path,
                                    extra={**metadata.extra, "precision": precision, "opset": opset})
     module = model.export_module().eval().cpu()
     example = torch.zeros(1, 3, height, width)  # B, 3, H, W
+    # this forward also fills the module's image-independent caches (DenseCLIP's text embeddings), so the
+    # trace records them as constants instead of running the text tower on every frame
     names = output_names_of(module, example, metadata)
     wrapper = _NamedOutputs(module, names).eval()
     with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as tmp:

@@ -176,8 +176,12 @@ class DenseCLIPGuidance(nn.Module):
         self._cached_text = None
 
     def train(self, mode: bool = True) -> "DenseCLIPGuidance":
+        was_training = self.training
         super().train(mode)
-        self._clear_cache()
+        if mode or was_training:
+            # training may change the weights; a repeated .eval() keeps the cache, so an export (which calls
+            # .eval() on a model already in eval) traces the embeddings as a constant, not the text tower
+            self._clear_cache()
         return self
 
     def _apply(self, fn, *args, **kwargs):

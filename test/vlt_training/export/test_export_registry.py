@@ -64,6 +64,15 @@ def test_tiny_model_export_parity(name, exported):
         assert out["boxes"].shape[0] == 2 and out["boxes"].shape[2] == 4 and out["labels"].dtype == np.int64
 
 
+def test_text_guidance_is_exported_as_constant_embeddings(exported):
+    """DenseCLIP's prompt embeddings do not depend on the image: the graph holds them, not the text tower (whose
+    token table alone is 49408 x width) run again on every frame."""
+    model, path, _ = exported("vltseg_tiny_mask2former")
+    table = model.pixel_text.prompts.text_tower.token_embedding.weight
+    shapes = {tuple(t.dims) for t in onnx.load(str(path)).graph.initializer}
+    assert tuple(table.shape) not in shapes
+
+
 def test_vltseg_fp16_conversion_loads_and_agrees(exported, tmp_path):
     """fp16 conversion of the real Mask2Former graph (Cast next to float32-only Resize used to break it)."""
     model, fp32_path, _ = exported("vltseg_tiny_mask2former")

@@ -74,6 +74,8 @@ def test_text_embeddings_cached_outside_training(clip):
     guidance = DenseCLIPGuidance(clip, clip.tokenizer, CLASSES, embed_dim=64).eval()
     first = guidance.text_embeddings()
     assert guidance.text_embeddings() is first  # computed once per evaluation
+    guidance.eval()
+    assert guidance.text_embeddings() is first  # a repeated .eval() (an export does one) keeps it
     state = guidance.state_dict()
     with torch.no_grad():
         state["prompts.contexts"] = state["prompts.contexts"] + 1.0
