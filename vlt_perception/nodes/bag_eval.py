@@ -10,11 +10,11 @@ Writes ``report.json`` and ``report.md`` (+ figures/) to ``--out``. Exit status 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from vlt_perception.bag import BagError, BagTopics
+from vlt_perception.cli_logging import configure_cli_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_cli_logging()
     from vlt_perception.bag.offline import evaluate_bags
     from vlt_perception.engines.base import EngineError
 

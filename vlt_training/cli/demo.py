@@ -118,7 +118,7 @@ def run_stage(name: str, args: list[str], log_dir: Path, echo: bool = True) -> f
                                 text=True, env=_child_env())
         for line in proc.stdout:
             log.write(line)
-            if echo and not line.startswith("INFO root:"):
+            if echo:
                 print(f"  {line}", end="", flush=True)
         proc.wait()
     elapsed = time.monotonic() - started

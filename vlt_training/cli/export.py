@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from vlt_perception.cli_logging import configure_cli_logging
+
 log = logging.getLogger("vlt_training.export")
 
 
@@ -142,7 +144,7 @@ def build_tensorrt(onnx_path: Path, metadata, precision: str, args, model, image
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_cli_logging()
     args = build_parser().parse_args(argv)
     from vlt_perception.engines.base import EngineUnavailableError
 
