@@ -2,8 +2,8 @@
 
     python benchmarks/plot_det_budget.py [--json docs/figures/det_budget.json] [--out docs/figures/det_budget.png]
 
-The JSON holds the measured runs of docs/detection.md (sessions 6, 7, 8 and 10): each was one training run plus one
-held-out evaluation with the commands given there; this script only draws them. Each series names its VM and its
+The JSON holds the measured runs of docs/detection.md (sessions 6, 7, 8, 10 and 12): each was one training run plus
+one held-out evaluation with the commands given there; this script only draws them. Each series names its VM and its
 held-out set, because seconds are only comparable within one VM.
 """
 
@@ -28,7 +28,7 @@ def plot(data: dict, out: Path) -> None:
         minutes, ap50 = [r["train_s"] / 60 for r in runs], [100 * r["AP50"] for r in runs]
         over_seeds = all("seed" in r for r in runs)  # one recipe repeated: its spread, not a trend
         ax.plot(minutes, ap50, marker=marker, ls="none" if over_seeds else "-", label=series)
-        for run, x, y in zip([] if over_seeds else runs, minutes, ap50):  # the legend names the seeds
+        for run, x, y in zip([] if over_seeds else runs, minutes, ap50):  # points over seeds: the legend names the series
             ax.annotate(f"{run['iters']} it", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.axhline(100 * data["target_AP50"], color="grey", ls="--", lw=1, label="issue 16 target (AP50 50)")
     ax.axvline(data["demo_detection_s"] / 60, color="tab:red", ls=":", lw=1,

@@ -15,8 +15,9 @@ Context-Aware Prompting", CVPR 2022), for the ViT towers of VLTSeg.
 The text tower stays frozen (``requires_grad=False``, always in eval mode) but now runs in training, because the
 context vectors in its input learn. Its weights are part of the model's state dict, so a checkpoint alone rebuilds
 the guidance. Outside training the text embeddings do not depend on the image: they are computed once and cached
-(cleared on ``train()`` and on loading a state dict), so evaluation and the exported graph run only the context
-decoder per image; the ONNX export sees the cached (K, D) tensor as a constant.
+(cleared on entering or leaving training, on ``.to()`` and on loading a state dict; a repeated ``.eval()`` keeps it),
+so evaluation and the exported graph run only the context decoder per image; the ONNX export sees the cached (K, D)
+tensor as a constant.
 
 Differences from DenseCLIP, each for a reason: the visual context's global token is the mean of the dense
 embeddings (the backbone's blocks drop the class token; DenseCLIP's ViT uses the projected class token), and the
@@ -194,8 +195,10 @@ class DenseCLIPGuidance(nn.Module):
             return self.prompts()
         if self._cached_text is None:
             # a normal tensor even when first asked under inference_mode (the torch engine), so a later traced
-            # export or a grad-enabled eval forward can still use it
-            with torch.inference_mode(False), torch.no_grad():
+            # export or a grad-enabled eval forward can still use it; in the weights' own precision even when first
+            # asked under autocast (the bf16 torch engine): the cache outlives that call
+            with torch.inference_mode(False), torch.no_grad(), \
+                    torch.autocast(self.gamma.device.type, enabled=False):
                 self._cached_text = self.prompts().detach()
         return self._cached_text
 

@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -80,3 +82,15 @@ def test_torch_engine_bf16_on_checkpoint(run_dir):
     assert engine.info.engine == "torch" and engine.info.precision == "bf16"
     out = engine.infer(np.zeros((1, 3, 64, 128), np.float32))
     assert out["labels"].dtype == np.uint8 and out["labels"].shape == (1, 64, 128)
+
+
+@pytest.mark.cli
+def test_export_command_logs_its_own_info_not_open_clips(tmp_path):
+    """As a user runs it (a fresh process): the exporter's INFO lines, none of open_clip's root-logger progress."""
+    out = tmp_path / "tiny.onnx"
+    done = subprocess.run([sys.executable, "-m", "vlt_training.cli.export", "--model", "vltseg_tiny_mask2former",
+                           "--height", "64", "--width", "128", "--num-verify", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "INFO vlt_training.export.onnx_export: exported" in done.stderr
+    assert "INFO root:" not in done.stderr and out.exists()

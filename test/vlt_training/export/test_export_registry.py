@@ -68,9 +68,13 @@ def test_text_guidance_is_exported_as_constant_embeddings(exported):
     """DenseCLIP's prompt embeddings do not depend on the image: the graph holds them, not the text tower (whose
     token table alone is 49408 x width) run again on every frame."""
     model, path, _ = exported("vltseg_tiny_mask2former")
-    table = model.pixel_text.prompts.text_tower.token_embedding.weight
-    shapes = {tuple(t.dims) for t in onnx.load(str(path)).graph.initializer}
-    assert tuple(table.shape) not in shapes
+    tower = model.pixel_text.prompts.text_tower
+    stored = {onnx.numpy_helper.to_array(t).tobytes() for t in onnx.load(str(path)).graph.initializer}
+    matrices = {"token_embedding": tower.token_embedding.weight, "positional_embedding": tower.positional_embedding}
+    matrices.update((n, p) for n, p in tower.transformer.named_parameters() if p.dim() == 2)
+    in_graph = [name for name, weight in matrices.items()  # by value, as stored or transposed (MatMul weights)
+                if {(w := weight.detach().float().numpy()).tobytes(), np.ascontiguousarray(w.T).tobytes()} & stored]
+    assert not in_graph, f"the text tower's weights are in the exported graph: {in_graph}"
 
 
 def test_vltseg_fp16_conversion_loads_and_agrees(exported, tmp_path):

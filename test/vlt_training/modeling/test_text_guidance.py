@@ -84,6 +84,17 @@ def test_text_embeddings_cached_outside_training(clip):
     guidance.train()
     assert guidance.text_embeddings() is not guidance.text_embeddings()  # training: recomputed with gradients
     guidance.eval()
+    before_step = guidance.text_embeddings()
+    guidance.train()
+    with torch.no_grad():
+        guidance.prompts.contexts.add_(1.0)  # an optimiser step
+    guidance.eval()
+    assert not torch.allclose(guidance.text_embeddings(), before_step)  # leaving training recomputes
+    guidance.train().eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the bf16 torch engine's first call fills the cache
+        guidance(torch.randn(1, 64, 2, 3))
+    assert guidance.text_embeddings().dtype == torch.float32
+    guidance.train().eval()
     with torch.inference_mode():  # the torch engine's first call fills the cache
         guidance(torch.randn(1, 64, 2, 3))
     dense = torch.randn(1, 64, 2, 3, requires_grad=True)
