@@ -36,6 +36,7 @@ def test_ablation_miniature(tmp_path, capsys):
     from vlt_training.modeling.backbone.clip_vit import build_open_clip
 
     tower = tmp_path / "tower.pt"
+    torch.manual_seed(0)  # the same tower whatever the tests before this one drew
     torch.save(build_open_clip("vlt-tiny-vit").state_dict(), tower)
     out = tmp_path / "out"
     argv = ["--out", str(out), "--seeds", "0,1", "--max-iters", "1", "--pretrained", str(tower)] + [
@@ -44,11 +45,14 @@ def test_ablation_miniature(tmp_path, capsys):
     report = json.loads((out / "bench_modes.json").read_text())
     assert [(r["mode"], r["seed"]) for r in report["runs"]] == [
         (m, s) for m in ("full", "frozen", "rein", "famix") for s in (0, 1)]
+    # every run reports retention; after one step on random weights it is NaN wherever source mIoU is 0, and the
+    # summary leaves NaN out, so the key is checked on the runs
+    assert all("acdc/retention" in r and "acdc:fog/mIoU" in r for r in report["runs"])
     summary = report["summary"]
     assert set(summary) == {"full", "frozen", "rein", "famix"}
     for mode, figures in summary.items():
         assert figures["source/mIoU"]["n"] == 2 and figures["train_seconds"]["mean"] > 0
-        assert "acdc/retention" in figures and "acdc:fog/mIoU" in figures
+        assert "acdc:fog/mIoU" in figures
     assert summary["frozen"]["trainable_params"]["mean"] < summary["full"]["trainable_params"]["mean"]
     table = (out / "bench_modes.md").read_text()
     assert table.count("\n| ") == 5 and "±" in table and "Ranking by mean acdc/mIoU" in table
