@@ -28,7 +28,9 @@ def plot(data: dict, out: Path) -> None:
         minutes, ap50 = [r["train_s"] / 60 for r in runs], [100 * r["AP50"] for r in runs]
         over_seeds = all("seed" in r for r in runs)  # one recipe repeated: its spread, not a trend
         ax.plot(minutes, ap50, marker=marker, ls="none" if over_seeds else "-", label=series)
-        for run, x, y in zip([] if over_seeds else runs, minutes, ap50):  # points over seeds: the legend names the series
+        if over_seeds:
+            continue  # the legend names the series; iteration labels would pile up on one spot
+        for run, x, y in zip(runs, minutes, ap50):
             ax.annotate(f"{run['iters']} it", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
     ax.axhline(100 * data["target_AP50"], color="grey", ls="--", lw=1, label="issue 16 target (AP50 50)")
     ax.axvline(data["demo_detection_s"] / 60, color="tab:red", ls=":", lw=1,
