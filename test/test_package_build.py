@@ -44,3 +44,15 @@ def test_colcon_build_installs_executables_and_index_markers(tmp_path: Path) -> 
                                env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert help_proc.returncode == 0, help_proc.stderr
     assert "--config" in help_proc.stdout
+
+    # The project's open_clip model configs are package data: found inside the install space, not the source tree.
+    probe = ("import open_clip, vlt_training; "
+             "from vlt_training.modeling.backbone.clip_vit import register_open_clip_configs; "
+             "register_open_clip_configs(); print(vlt_training.__file__); "
+             "print(' '.join(m for m in open_clip.list_models() if m.startswith('vlt-')))")
+    probe_proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                                cwd=tmp_path, timeout=120)
+    assert probe_proc.returncode == 0, probe_proc.stderr
+    package_file, models = probe_proc.stdout.splitlines()[-2:]
+    assert Path(package_file).resolve().is_relative_to(site.resolve()), package_file
+    assert {"vlt-tiny-vit", "vlt-tiny-clip"} <= set(models.split()), models

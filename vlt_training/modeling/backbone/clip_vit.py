@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.resources
 import logging
 import math
 import os
@@ -37,7 +38,8 @@ DEFAULT_OUT_INDICES = {
     "EVA02-L-14-336": (9, 14, 19, 23),
 }
 
-_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+# The JSON configs are package data (setup.py installs them), found through the installed package.
+_CONFIG_PACKAGE = "vlt_training.modeling.backbone"
 _registered_configs = False
 
 # A hook called after every block: (tokens (B, N, C) with prefix tokens first, block index, (gh, gw),
@@ -59,7 +61,8 @@ def register_open_clip_configs() -> None:
     """Make the project's own open_clip model configs (``vlt-tiny-vit`` ...) known to open_clip."""
     global _registered_configs
     if not _registered_configs:
-        _import_open_clip().add_model_config(_CONFIG_DIR)
+        config_dir = Path(str(importlib.resources.files(_CONFIG_PACKAGE) / "model_configs"))
+        _import_open_clip().add_model_config(config_dir)
         _registered_configs = True
 
 
