@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vlt_perception.datasets._common import DatasetLayoutError, boxes_from_instance_ids, read_png_array
+from vlt_perception.datasets._common import (
+    DatasetLayoutError,
+    boxes_from_instance_ids,
+    instance_masks,
+    read_png_array,
+)
 from vlt_perception.datasets.bdd100k import load_bdd100k
 from vlt_perception.datasets.cityscapes import load_acdc, load_cityscapes
 from vlt_perception.datasets.coco import load_coco
@@ -83,5 +88,5 @@ def read_sem_seg(record: dict) -> np.ndarray:
     return _SEM_SEG_TABLES[fmt][labels]
 
 
-__all__ = ["DatasetLayoutError", "boxes_from_instance_ids", "get_dataset", "list_datasets", "read_image",
-           "read_sem_seg", "register_dataset"]
+__all__ = ["DatasetLayoutError", "boxes_from_instance_ids", "get_dataset", "instance_masks", "list_datasets",
+           "read_image", "read_sem_seg", "register_dataset"]

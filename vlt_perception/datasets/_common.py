@@ -68,7 +68,8 @@ def boxes_from_instance_ids(instance_ids: np.ndarray) -> list[dict]:
     """Annotations from a Cityscapes-convention instance map (``labelId * 1000 + k`` on things).
 
     Boxes are tight around each instance's visible pixels, [x1, y1, x2, y2) with x2, y2 exclusive. Group regions
-    of things (labelId without the ``* 1000``, e.g. "cars" too mixed to separate) become ``iscrowd`` 1.
+    of things (labelId without the ``* 1000``, e.g. "cars" too mixed to separate) become ``iscrowd`` 1. Each
+    annotation keeps its ``instance_id`` (the map's value), from which :func:`instance_masks` reads its mask.
     """
     flat = instance_ids.ravel().astype(np.int64)
     label_ids = np.where(flat >= 1000, flat // 1000, flat)  # N
@@ -89,5 +90,48 @@ def boxes_from_instance_ids(instance_ids: np.ndarray) -> list[dict]:
     for i, value in enumerate(values[starts].tolist()):
         label_id = value // 1000 if value >= 1000 else value
         annotations.append({"bbox": [int(x1[i]), int(y1[i]), int(x2[i]), int(y2[i])],
-                            "category_id": int(thing_table[label_id]), "iscrowd": 0 if value >= 1000 else 1})
+                            "category_id": int(thing_table[label_id]), "iscrowd": 0 if value >= 1000 else 1,
+                            "instance_id": int(value)})
     return annotations
+
+
+def instance_masks(record: dict, annotations: list[dict] | None = None) -> np.ndarray | None:
+    """(N, H, W) uint8 masks of ``annotations`` (default: the record's), in their order; ``None`` when the record
+    has no mask source.
+
+    Sources: an instance map (``record["instance_file_name"]``, Cityscapes convention, annotations with
+    ``instance_id``; Cityscapes / ACDC layouts and the synthetic benchmark) or COCO ``segmentation`` (polygons,
+    RLE, compressed RLE; decoded with pycocotools). Raises ``ValueError`` naming the image when the source does
+    not match the annotations.
+    """
+    anns = record.get("annotations") if annotations is None else annotations
+    if anns is None:
+        return None
+    height, width = int(record["height"]), int(record["width"])
+    if not anns:
+        return np.zeros((0, height, width), np.uint8)
+    name = record.get("file_name")
+    if record.get("instance_file_name") and all("instance_id" in a for a in anns):
+        ids = read_png_array(record["instance_file_name"])
+        if ids.shape != (height, width):
+            raise ValueError(f"{record['instance_file_name']}: instance map is {ids.shape}, image {name} is "
+                             f"{(height, width)}")
+        return np.stack([ids == a["instance_id"] for a in anns]).astype(np.uint8)
+    if all("segmentation" in a for a in anns):
+        from pycocotools import mask as mask_utils
+
+        masks = []
+        for a in anns:
+            segm = a["segmentation"]
+            try:
+                if isinstance(segm, list):  # polygons
+                    rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+                elif isinstance(segm.get("counts"), list):  # uncompressed RLE
+                    rle = mask_utils.frPyObjects(segm, height, width)
+                else:
+                    rle = segm
+                masks.append(mask_utils.decode(rle))
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                raise ValueError(f"{name}: malformed COCO segmentation ({exc!r})") from exc
+        return np.stack(masks).astype(np.uint8)
+    return None

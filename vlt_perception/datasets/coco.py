@@ -46,8 +46,10 @@ def load_coco(root: str | Path, split: str = "val", *, annotation_file: str | Pa
         if category is None or ann["image_id"] not in by_image:
             continue
         x, y, w, h = (float(v) for v in ann["bbox"])
-        by_image[ann["image_id"]].append({"bbox": [x, y, x + w, y + h], "category_id": category,
-                                          "iscrowd": int(ann.get("iscrowd", 0))})
+        entry = {"bbox": [x, y, x + w, y + h], "category_id": category, "iscrowd": int(ann.get("iscrowd", 0))}
+        if ann.get("segmentation"):
+            entry["segmentation"] = ann["segmentation"]  # instance masks for Mask R-CNN (instance_masks)
+        by_image[ann["image_id"]].append(entry)
     return [{"file_name": str(image_dir / img["file_name"]), "image_id": str(img["id"]),
              "height": int(img["height"]), "width": int(img["width"]), "dataset": "coco", "condition": condition,
              "annotations": by_image[img["id"]]} for img in images]

@@ -118,13 +118,14 @@ class TorchEngine(InferenceEngine):
 
 
 def output_names(metadata: ModelMetadata) -> tuple[str, ...]:
-    """Graph output names in contract order (segmentation: labels, confidence; detection: boxes, scores, labels)."""
+    """Graph output names in contract order (segmentation: labels, confidence; detection: boxes, scores, labels
+    and, from Mask R-CNN only, masks)."""
     if metadata.task == "detection":
-        return ("boxes", "scores", "labels")
+        return ("boxes", "scores", "labels", "masks")
     return ("labels", "confidence")
 
 
-_DTYPES = {"labels": None, "confidence": np.float32, "boxes": np.float32, "scores": np.float32}
+_DTYPES = {"labels": None, "confidence": np.float32, "boxes": np.float32, "scores": np.float32, "masks": np.float32}
 
 
 def outputs_to_numpy(outputs, metadata: ModelMetadata) -> dict[str, np.ndarray]:

@@ -2,8 +2,8 @@
 
 One implementation shared by ``vlt_training`` evaluation and the rosbag evaluator: both feed per-image ground truth
 and predictions (xyxy boxes in the same pixel frame) into a :class:`DetectionEvaluator` and call ``compute()``.
-The numbers are exactly pycocotools' ``COCOeval`` (``iouType="bbox"``): AP averaged over IoU 0.50:0.95 and the
-101 recall points, classes without ground truth left out of the mean.
+The numbers are exactly pycocotools' ``COCOeval`` (``iouType="bbox"``, or ``"segm"`` for instance masks): AP averaged
+over IoU 0.50:0.95 and the 101 recall points, classes without ground truth left out of the mean.
 """
 
 from __future__ import annotations
@@ -50,15 +50,23 @@ class DetectionEvaluator:
     ``min_area`` (pixels^2, default 0) evaluates only objects at least that large, the way COCO evaluates its
     area ranges: smaller ground truth is ignored (neither a miss nor matchable for a false positive) and so are
     unmatched detections below the size, like Cityscapes' minimum instance size or KITTI's minimum height.
+    ``iou_type="segm"`` scores instance masks (mask IoU, mask areas), as COCO's mask AP: ``add`` then needs
+    ``gt_masks`` and ``pred_masks``.
     """
 
-    def __init__(self, class_names: Sequence[str], max_detections: int = 100, min_area: float = 0.0) -> None:
+    IOU_TYPES = ("bbox", "segm")
+
+    def __init__(self, class_names: Sequence[str], max_detections: int = 100, min_area: float = 0.0,
+                 iou_type: str = "bbox") -> None:
         if not class_names:
             raise ValueError("class_names is empty")
         if max_detections < 10:
             raise ValueError(f"max_detections must be >= 10 (COCO also reports maxDets 1 and 10), got {max_detections}")
         if min_area < 0:
             raise ValueError(f"min_area must be >= 0, got {min_area}")
+        if iou_type not in self.IOU_TYPES:
+            raise ValueError(f"iou_type must be one of {self.IOU_TYPES}, got {iou_type!r}")
+        self.iou_type = iou_type
         self.class_names = list(class_names)
         self.max_detections = int(max_detections)
         self.min_area = float(min_area)
@@ -66,6 +74,7 @@ class DetectionEvaluator:
         self._index: dict[Any, int] = {}
         self._gt: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # boxes, labels, iscrowd
         self._dt: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # boxes, scores, labels
+        self._masks: list[tuple[list, list]] = []  # segm: COCO RLEs of (ground truth, predictions)
 
     def __len__(self) -> int:
         return len(self._images)
@@ -79,10 +88,13 @@ class DetectionEvaluator:
         pred_scores: Any,
         pred_labels: Any,
         gt_iscrowd: Any = None,
+        gt_masks: Any = None,
+        pred_masks: Any = None,
     ) -> None:
         """Add one image: ground truth (N, 4) xyxy + (N,) labels [+ (N,) iscrowd], predictions (M, 4) + (M,) + (M,).
 
-        Crowd ground truth (``iscrowd=1``) is neither a miss nor a false positive, as in COCO.
+        Crowd ground truth (``iscrowd=1``) is neither a miss nor a false positive, as in COCO. ``iou_type="segm"``:
+        ``gt_masks`` (N, H, W) and ``pred_masks`` (M, H, W) binary arrays (or lists of COCO RLEs) as well.
         """
         if image_id in self._index:
             raise ValueError(f"image {image_id!r} was added twice")
@@ -99,7 +111,12 @@ class DetectionEvaluator:
                     f"image {image_id!r}: {what} label {int(labels.max() if labels.max() >= 0 else labels.min())} "
                     f"outside 0..{len(self.class_names) - 1} ({len(self.class_names)} classes)"
                 )
+        masks = ([], [])
+        if self.iou_type == "segm":
+            masks = (_as_rles(gt_masks, len(gt_boxes), "ground-truth masks", image_id),
+                     _as_rles(pred_masks, len(pred_boxes), "predicted masks", image_id))
         self._index[image_id] = len(self._images)
+        self._masks.append(masks)
         self._images.append(image_id)
         self._gt.append((gt_boxes, gt_labels, crowd))
         self._dt.append((pred_boxes, pred_scores, pred_labels))
@@ -108,10 +125,11 @@ class DetectionEvaluator:
         """Append another evaluator's images (e.g. gathered from other ranks); image ids must not overlap."""
         if other.class_names != self.class_names:
             raise ValueError("cannot merge evaluators with different class names")
-        if other.min_area != self.min_area or other.max_detections != self.max_detections:
-            raise ValueError("cannot merge evaluators with different min_area / max_detections")
-        for image_id, gt, dt in zip(other._images, other._gt, other._dt):
-            self.add(image_id, *gt[:2], *dt, gt_iscrowd=gt[2])
+        if (other.min_area, other.max_detections, other.iou_type) != (self.min_area, self.max_detections,
+                                                                      self.iou_type):
+            raise ValueError("cannot merge evaluators with different min_area / max_detections / iou_type")
+        for image_id, gt, dt, (gt_masks, dt_masks) in zip(other._images, other._gt, other._dt, other._masks):
+            self.add(image_id, *gt[:2], *dt, gt_iscrowd=gt[2], gt_masks=gt_masks, pred_masks=dt_masks)
 
     def _coco_objects(self):
         try:
@@ -123,11 +141,15 @@ class DetectionEvaluator:
         # COCO category ids start at 1; category k + 1 is class_names[k].
         categories = [{"id": k + 1, "name": name} for k, name in enumerate(self.class_names)]
         gt_anns, dt_anns = [], []
-        for i, ((gt_boxes, gt_labels, crowd), (boxes, scores, labels)) in enumerate(zip(self._gt, self._dt)):
-            for box, label, is_crowd in zip(gt_boxes, gt_labels, crowd):
-                gt_anns.append(_annotation(len(gt_anns) + 1, i + 1, box, label, iscrowd=int(is_crowd)))
-            for box, score, label in zip(boxes, scores, labels):
-                dt_anns.append(_annotation(len(dt_anns) + 1, i + 1, box, label, score=float(score)))
+        segm = self.iou_type == "segm"
+        for i, ((gt_boxes, gt_labels, crowd), (boxes, scores, labels), (gt_rles, dt_rles)) in enumerate(
+                zip(self._gt, self._dt, self._masks)):
+            for j, (box, label, is_crowd) in enumerate(zip(gt_boxes, gt_labels, crowd)):
+                gt_anns.append(_annotation(len(gt_anns) + 1, i + 1, box, label, iscrowd=int(is_crowd),
+                                           rle=gt_rles[j] if segm else None))
+            for j, (box, score, label) in enumerate(zip(boxes, scores, labels)):
+                dt_anns.append(_annotation(len(dt_anns) + 1, i + 1, box, label, score=float(score),
+                                           rle=dt_rles[j] if segm else None))
         # Both sides are built as datasets directly: COCO.loadRes rejects an empty detection list.
         gt, dt = COCO(), COCO()
         gt.dataset = {"images": images, "categories": categories, "annotations": gt_anns}
@@ -156,7 +178,7 @@ class DetectionEvaluator:
             result["per_class_AP50"] = {name: None for name in self.class_names}
             return result
         gt, dt = self._coco_objects()
-        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator = COCOeval(gt, dt, iouType=self.iou_type)
         evaluator.params.maxDets = [1, 10, self.max_detections]
         # COCO's area ranges (all, small, medium, large) with their lower ends raised to min_area.
         evaluator.params.areaRng = [[max(lo, self.min_area), max(hi, self.min_area)]
@@ -188,7 +210,28 @@ class DetectionEvaluator:
         return {name: None if np.isnan(value) else value for name, value in means.items()}
 
 
-def _annotation(ann_id: int, image_id: int, box: np.ndarray, label: int, iscrowd: int = 0, score=None) -> dict:
+def _as_rles(masks: Any, count: int, what: str, image_id: Any) -> list:
+    """COCO RLEs of ``count`` masks given as (count, H, W) binary arrays or a list of RLE dicts."""
+    if masks is None:
+        raise ValueError(f"image {image_id!r}: iou_type='segm' needs {what}")
+    if isinstance(masks, (list, tuple)) and all(isinstance(m, dict) for m in masks):
+        rles = list(masks)
+    else:
+        from pycocotools import mask as mask_utils
+
+        array = np.asarray(masks)
+        if array.ndim != 3 or (array.shape[0] and array.shape[0] != count):
+            raise ValueError(f"image {image_id!r}: {what} must be ({count}, H, W), got shape {array.shape}")
+        if array.shape[0] == 0:
+            return []
+        rles = mask_utils.encode(np.asfortranarray(array.transpose(1, 2, 0).astype(np.uint8)))
+    if len(rles) != count:
+        raise ValueError(f"image {image_id!r}: {count} boxes but {len(rles)} {what}")
+    return rles
+
+
+def _annotation(ann_id: int, image_id: int, box: np.ndarray, label: int, iscrowd: int = 0, score=None,
+                rle: dict | None = None) -> dict:
     x1, y1, x2, y2 = (float(v) for v in box)
     ann = {
         "id": ann_id,
@@ -200,6 +243,11 @@ def _annotation(ann_id: int, image_id: int, box: np.ndarray, label: int, iscrowd
     }
     if score is not None:
         ann["score"] = score
+    if rle is not None:  # segm: COCOeval matches masks and ranges objects by mask area
+        from pycocotools import mask as mask_utils
+
+        ann["segmentation"] = rle
+        ann["area"] = float(mask_utils.area(rle))
     return ann
 
 

@@ -3,8 +3,8 @@
 Records come from ``vlt_perception.datasets`` with ``annotations`` ``[{"bbox": [x1, y1, x2, y2], "category_id",
 "iscrowd"}]`` (COCO json, Cityscapes / ACDC instance maps, BDD100K, the synthetic benchmark). Augmentation is the
 segmentation pipeline's (``vlt_training.data.transforms``: random resize, random crop, flip, photometric, pad) with
-the boxes carried through each geometric step. Crowd regions are dropped from training targets (FCOS has no
-"ignore" region) but kept for evaluation, where COCO ignores them.
+the boxes (and, for Mask R-CNN, the instance masks) carried through each geometric step. Crowd regions are dropped
+from training targets (FCOS has no "ignore" region) but kept for evaluation, where COCO ignores them.
 """
 
 from __future__ import annotations
@@ -44,16 +44,25 @@ def annotations_to_arrays(record: dict, keep_crowd: bool = True) -> tuple[np.nda
     return boxes, labels, crowd
 
 
-def _read(record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image (H, W, 3) uint8 RGB and its non-crowd boxes (N, 4) / labels (N,), boxes clipped to the image."""
-    from vlt_perception.datasets import read_image
+def _read(record: dict, with_masks: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Image (H, W, 3) uint8 RGB and its non-crowd boxes (N, 4) / labels (N,), boxes clipped to the image, and
+    with ``with_masks`` their (N, H, W) uint8 instance masks (else ``None``)."""
+    from vlt_perception.datasets import instance_masks, read_image
 
     image = read_image(record)
     boxes, labels, _ = annotations_to_arrays(record, keep_crowd=False)
     h, w = image.shape[:2]
     boxes = clip_boxes(boxes, h, w)
     keep = _big_enough(boxes)
-    return image, boxes[keep], labels[keep]
+    masks = None
+    if with_masks:
+        anns = [a for a in record["annotations"] if not a.get("iscrowd", 0)]
+        masks = instance_masks({**record, "height": h, "width": w}, anns)
+        if masks is None:
+            raise ValueError(f"{record.get('file_name')}: Mask R-CNN needs instance masks, but the record has neither "
+                             "an instance map (instance_file_name + instance_id) nor COCO segmentations")
+        masks = masks[keep]
+    return image, boxes[keep], labels[keep], masks
 
 
 def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -74,16 +83,20 @@ def _scaled(boxes: np.ndarray, old_hw: tuple[int, int], new_hw: tuple[int, int])
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-            crop_size: Sequence[int], aug: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random resize, random crop, flip, photometric distortion and padding to ``crop_size``, boxes following.
+            crop_size: Sequence[int], aug: AugmentConfig, masks: np.ndarray | None = None):
+    """Random resize, random crop, flip, photometric distortion and padding to ``crop_size``, boxes (and the
+    (N, H, W) uint8 ``masks``, if given) following.
 
-    Returns the (crop_h, crop_w, 3) image and the boxes / labels that remain at least ``MIN_BOX_SIDE`` wide and
-    high inside the crop (clipped to it). ``aug.cat_max_ratio`` is a segmentation setting and is not used.
+    Returns the (crop_h, crop_w, 3) image, the boxes / labels that remain at least ``MIN_BOX_SIDE`` wide and
+    high inside the crop (clipped to it) and their (N, crop_h, crop_w) masks (``None`` without ``masks``). The
+    random draws do not depend on ``masks``. ``aug.cat_max_ratio`` is a segmentation setting and is not used.
     """
     h0, w0 = image.shape[:2]
     image, _ = T.random_resize(image, None, rng, aug.scale, aug.resize_ratio, aug.keep_ratio)
     boxes = _scaled(boxes, (h0, w0), image.shape[:2])
     h, w = image.shape[:2]
+    if masks is not None and (h, w) != (h0, w0):
+        masks = _resized_masks(masks, (h, w))
     # The crop draws its offsets exactly as the segmentation crop does (cat_max_ratio off: no labels to look at).
     ch, cw = min(crop_size[0], h), min(crop_size[1], w)
     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
@@ -91,28 +104,45 @@ def augment(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.ra
     boxes = clip_boxes(boxes - np.array([x0, y0, x0, y0], dtype=np.float32), ch, cw)
     keep = _big_enough(boxes)
     boxes, labels = boxes[keep], labels[keep]
+    if masks is not None:
+        masks = masks[keep, y0:y0 + ch, x0:x0 + cw]
     if rng.random() < aug.flip_prob:
         image = image[:, ::-1]
         boxes = np.stack([cw - boxes[:, 2], boxes[:, 1], cw - boxes[:, 0], boxes[:, 3]], axis=1).reshape(-1, 4)
+        masks = masks[:, :, ::-1] if masks is not None else None
     if aug.photometric:
         image = T.photometric_distortion(np.ascontiguousarray(image), rng)
     image, _ = T.pad_to(image, None, crop_size)  # bottom / right: box coordinates are unchanged
-    return image, boxes.astype(np.float32), labels
+    if masks is not None:
+        masks = np.pad(masks, ((0, 0), (0, crop_size[0] - ch), (0, crop_size[1] - cw)))
+        masks = np.ascontiguousarray(masks)
+    return image, boxes.astype(np.float32), labels, masks
+
+
+def _resized_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) uint8 masks resized (nearest, as labels are) to (N, *size)."""
+    import cv2
+
+    out = np.zeros((masks.shape[0], *size), np.uint8)
+    for i, mask in enumerate(masks):
+        out[i] = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return out
 
 
 class DetectionTrainDataset(Dataset):
     """Records -> augmented ``(image (3, H, W) normalised, {"boxes": (N, 4) float32, "labels": (N,) long})``
-    of exactly ``crop_size``.
+    of exactly ``crop_size``; with ``with_masks`` the target also has ``"masks"`` (N, H, W) uint8 (Mask R-CNN).
 
     Indexed with ``(index, sample_seed)`` (see ``StepSampler``); a plain index means seed 0.
     """
 
     def __init__(self, records: list[dict], crop_size: Sequence[int], augment_cfg: AugmentConfig,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+                 mean: Sequence[float], std: Sequence[float], with_masks: bool = False) -> None:
         self.records = records
         self.crop_size = tuple(int(v) for v in crop_size)
         self.augment = augment_cfg
         self.mean, self.std = tuple(mean), tuple(std)
+        self.with_masks = with_masks
 
     def __len__(self) -> int:
         return len(self.records)
@@ -120,14 +150,23 @@ class DetectionTrainDataset(Dataset):
     def __getitem__(self, item):
         index, seed = item if isinstance(item, tuple) else (item, 0)
         rng = np.random.default_rng(seed)
-        image, boxes, labels = _read(self.records[index])
-        image, boxes, labels = augment(image, boxes, labels, rng, self.crop_size, self.augment)
+        image, boxes, labels, masks = _read(self.records[index], self.with_masks)
+        image, boxes, labels, masks = augment(image, boxes, labels, rng, self.crop_size, self.augment, masks)
         target = {"boxes": torch.from_numpy(boxes).reshape(-1, 4), "labels": torch.from_numpy(labels).long()}
+        if masks is not None:
+            target["masks"] = torch.from_numpy(masks)
         return T.to_tensor(image, self.mean, self.std), target
 
 
+def model_predicts_masks(model_name: str) -> bool:
+    """Whether a registered detector needs instance masks to train: registry names say the head, and only
+    ``*_maskrcnn`` models have a mask branch."""
+    return model_name.endswith("_maskrcnn")
+
+
 def build_train_dataset(records: list[dict], cfg: Config, mean, std) -> DetectionTrainDataset:
-    return DetectionTrainDataset(records, cfg.data.crop_size, cfg.data.augment, mean, std)
+    return DetectionTrainDataset(records, cfg.data.crop_size, cfg.data.augment, mean, std,
+                                 with_masks=model_predicts_masks(cfg.model.name))
 
 
 def has_annotations(record: dict) -> bool:

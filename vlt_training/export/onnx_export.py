@@ -25,9 +25,10 @@ MIN_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
 ONNX_PRECISIONS = ("fp32", "fp16")
 STANDARD_DOMAINS = ("", "ai.onnx")
-# Contract dtypes by output name (ONNX TensorProto enums: FLOAT=1, UINT8=2, INT64=7).
+# Contract dtypes by output name (ONNX TensorProto enums: FLOAT=1, UINT8=2, INT64=7). Detection's "masks"
+# (B, K, M, M) mask probabilities in each box's frame, is optional: Mask R-CNN graphs have it, others do not.
 _SEG_OUTPUTS = {"labels": 2, "confidence": 1}
-_DET_OUTPUTS = {"boxes": 1, "scores": 1, "labels": 7}
+_DET_OUTPUTS = {"boxes": 1, "scores": 1, "labels": 7, "masks": 1}
 
 
 class ExportError(RuntimeError):
@@ -65,8 +66,9 @@ def output_names_of(module: nn.Module, example: torch.Tensor, metadata: ModelMet
             raise ExportError(f"export_module() returned {unknown}, not in the {metadata.task} contract {expected}")
         return [n for n in expected if n in names]
     count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
-    if metadata.task == TASK_DETECTION and count != 3:
-        raise ExportError(f"detection export_module() must return boxes, scores, labels; got {count} outputs")
+    if metadata.task == TASK_DETECTION and count not in (3, 4):
+        raise ExportError(f"detection export_module() must return boxes, scores, labels [, masks]; got {count} "
+                          "outputs")
     return expected[:count]
 
 

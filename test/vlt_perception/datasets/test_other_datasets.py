@@ -125,3 +125,61 @@ def test_read_image_errors_name_the_file(tmp_path):
         read_image({"file_name": str(bad)})
     with pytest.raises(ValueError, match="x.png"):
         read_sem_seg({"sem_seg_file_name": str(bad), "sem_seg_format": "train_ids"})
+
+
+def test_instance_masks_from_coco_segmentations_and_instance_maps(tmp_path):
+    """COCO polygons / uncompressed / compressed RLE and Cityscapes instance maps all give (N, H, W) masks in the
+    annotations' order; the COCO reader keeps the segmentation."""
+    from pycocotools import mask as mask_utils
+
+    from vlt_perception.datasets import instance_masks
+
+    square = np.zeros((10, 12), np.uint8)
+    square[2:6, 3:9] = 1
+    compressed = mask_utils.encode(np.asfortranarray(square))
+    compressed["counts"] = compressed["counts"].decode()  # as it is stored in json
+    uncompressed = {"size": [10, 12], "counts": [int(v) for v in _uncompressed_counts(square)]}
+    polygon = [[3.0, 2.0, 9.0, 2.0, 9.0, 6.0, 3.0, 6.0]]
+    record = {"file_name": "x.png", "height": 10, "width": 12,
+              "annotations": [{"segmentation": s} for s in (compressed, uncompressed, polygon)]}
+    masks = instance_masks(record)
+    assert masks.shape == (3, 10, 12) and masks.dtype == np.uint8
+    assert np.array_equal(masks[0], square) and np.array_equal(masks[1], square)
+    assert abs(int(masks[2].sum()) - int(square.sum())) <= 12  # polygon rasterisation: the square within an edge
+    assert instance_masks({"height": 10, "width": 12, "annotations": [{"bbox": [0, 0, 1, 1]}]}) is None
+    with pytest.raises(ValueError, match="x.png: malformed COCO segmentation"):
+        instance_masks({**record, "annotations": [{"segmentation": {"size": [10, 12]}}]})
+
+    ids = np.zeros((10, 12), np.uint16)
+    ids[square.astype(bool)] = 26003
+    write(tmp_path / "inst.png", ids)
+    from_map = {"file_name": "y.png", "height": 10, "width": 12, "instance_file_name": str(tmp_path / "inst.png"),
+                "annotations": [{"instance_id": 26003}, {"instance_id": 26004}]}
+    masks = instance_masks(from_map)
+    assert np.array_equal(masks[0], square) and not masks[1].any()
+    with pytest.raises(ValueError, match="instance map is"):
+        instance_masks({**from_map, "height": 5})
+
+    write(tmp_path / "val2017/1.jpg", np.zeros((10, 12, 3), np.uint8))
+    data = {"images": [{"id": 1, "file_name": "1.jpg", "height": 10, "width": 12}],
+            "categories": [{"id": 3, "name": "car"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [3, 2, 6, 4], "iscrowd": 0,
+                             "segmentation": polygon}]}
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations/instances_val2017.json").write_text(json.dumps(data))
+    [coco] = get_dataset("coco", tmp_path, "val2017")
+    assert coco["annotations"][0]["segmentation"] == polygon
+
+
+def _uncompressed_counts(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE (column-major run lengths, starting with zeros)."""
+    flat = mask.flatten(order="F")
+    counts, value, run = [], 0, 0
+    for pixel in flat:
+        if pixel == value:
+            run += 1
+        else:
+            counts.append(run)
+            value, run = pixel, 1
+    counts.append(run)
+    return counts

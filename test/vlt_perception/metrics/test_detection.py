@@ -1,5 +1,7 @@
 """COCO detection metrics: hand-computed AP values and agreement with pycocotools' own json workflow."""
 
+import contextlib
+import io
 import json
 import math
 
@@ -172,3 +174,52 @@ def test_min_area_ignores_small_ground_truth_and_small_false_positives():
     assert out["num_gt"] == 2  # counts report what was given
     with pytest.raises(ValueError, match="min_area"):
         DetectionEvaluator(CLASSES, min_area=-1)
+
+
+def test_mask_ap_scores_masks_not_boxes_and_matches_pycocotools_json():
+    """iou_type='segm': two cars whose predicted boxes are exact, one mask right and one mostly wrong. Box AP is
+    1; mask AP50 counts only the right mask. The figures equal pycocotools' own json workflow (loadRes + RLE)."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    h, w = 40, 60
+    gt = np.zeros((2, h, w), np.uint8)
+    gt[0, 5:25, 5:25] = 1
+    gt[1, 10:30, 30:50] = 1
+    pred = gt.copy()
+    pred[1] = 0
+    pred[1, 10:14, 30:50] = 1  # same box extent in x, a fifth of the object: mask IoU 0.2
+    pred[1, 29, 30:50] = 1  # and the bottom row, so its box is the ground truth's box
+    boxes = np.array([[5, 5, 25, 25], [30, 10, 50, 30]], np.float64)
+    scores, labels = [0.9, 0.8], [0, 0]
+    box_ev = DetectionEvaluator(CLASSES)
+    box_ev.add("a", boxes, labels, boxes, scores, labels)
+    assert box_ev.compute()["AP50"] == pytest.approx(1.0)
+    mask_ev = DetectionEvaluator(CLASSES, iou_type="segm")
+    mask_ev.add("a", boxes, labels, boxes, scores, labels, gt_masks=gt, pred_masks=pred)
+    ours = mask_ev.compute()
+    assert ours["AP50"] == pytest.approx(0.5, abs=0.01)  # one of two found at the top score: 101-point AP 0.50
+    with pytest.raises(ValueError, match="needs ground-truth masks"):
+        DetectionEvaluator(CLASSES, iou_type="segm").add("b", boxes, labels, boxes, scores, labels)
+    with pytest.raises(ValueError, match="iou_type"):
+        DetectionEvaluator(CLASSES, iou_type="keypoints")
+
+    def rle(m):
+        r = mask_utils.encode(np.asfortranarray(m))
+        r["counts"] = r["counts"].decode()
+        return r
+
+    coco = COCO()
+    coco.dataset = {"images": [{"id": 1, "height": h, "width": w}], "categories": [{"id": 1, "name": "car"}],
+                    "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": rle(m),
+                                     "area": float(m.sum()), "bbox": list(mask_utils.toBbox(rle(m))), "iscrowd": 0}
+                                    for i, m in enumerate(gt)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        dets = coco.loadRes([{"image_id": 1, "category_id": 1, "segmentation": rle(m), "score": s}
+                             for m, s in zip(pred, scores)])
+        reference = COCOeval(coco, dets, iouType="segm")
+        reference.evaluate(), reference.accumulate(), reference.summarize()
+    assert ours["mAP"] == pytest.approx(reference.stats[0], abs=1e-12)
+    assert ours["AP50"] == pytest.approx(reference.stats[1], abs=1e-12)

@@ -36,7 +36,7 @@ def _red_box(image: np.ndarray) -> np.ndarray:
 def test_boxes_follow_resize_crop_and_flip(seed):
     image, boxes, labels = _scene()
     aug = AugmentConfig(scale=None, resize_ratio=[0.6, 1.4], flip_prob=0.5, photometric=False)
-    out, out_boxes, out_labels = augment(image, boxes, labels, np.random.default_rng(seed), (64, 96), aug)
+    out, out_boxes, out_labels, _ = augment(image, boxes, labels, np.random.default_rng(seed), (64, 96), aug)
     assert out.shape == (64, 96, 3)
     assert len(out_boxes) == len(out_labels) and len(out_boxes) >= 1
     # Every kept box covers red pixels only along its outline: compare with the red region inside it.
@@ -66,7 +66,7 @@ def test_large_scale_jitter_recipe():
     aug = AugmentConfig(scale=[64, 64], resize_ratio=[0.1, 2.0], flip_prob=0.5, photometric=False)
     kept = 0
     for seed in range(12):
-        out, out_boxes, _ = augment(image, boxes, labels, np.random.default_rng(seed), (64, 64), aug)
+        out, out_boxes, _, _ = augment(image, boxes, labels, np.random.default_rng(seed), (64, 64), aug)
         assert out.shape == (64, 64, 3)
         for box in out_boxes:
             x1, y1, x2, y2 = np.round(box).astype(int)
@@ -84,7 +84,7 @@ def test_crop_clips_and_drops_boxes_outside():
     # outside the crop.
     seen_dropped = seen_clipped = False
     for seed in range(20):
-        _, out_boxes, out_labels = augment(image, boxes, labels, np.random.default_rng(seed), (40, 60), aug)
+        _, out_boxes, out_labels, _ = augment(image, boxes, labels, np.random.default_rng(seed), (40, 60), aug)
         assert (out_boxes[:, [0, 1]] >= 0).all() and (out_boxes[:, 2] <= 60).all() and (out_boxes[:, 3] <= 40).all()
         assert ((out_boxes[:, 2:] - out_boxes[:, :2]) >= 1).all()
         seen_dropped |= len(out_boxes) < 2
@@ -96,7 +96,7 @@ def test_pad_keeps_box_coordinates():
     image = np.full((48, 80, 3), 200, np.uint8)
     boxes = np.array([[10, 12, 50, 40]], np.float32)
     aug = AugmentConfig(scale=None, resize_ratio=[1.0, 1.0], flip_prob=0.0, photometric=False)
-    out, out_boxes, _ = augment(image, boxes, np.array([1]), np.random.default_rng(0), (64, 96), aug)
+    out, out_boxes, _, _ = augment(image, boxes, np.array([1]), np.random.default_rng(0), (64, 96), aug)
     assert out.shape == (64, 96, 3) and (out[48:] == 0).all() and (out[:, 80:] == 0).all()
     np.testing.assert_array_equal(out_boxes, boxes)
 
@@ -143,3 +143,68 @@ def test_detection_task_hooks_are_registered():
     hooks = get_task("detection")
     assert hooks.metadata_task == "detection" and hooks.primary_metric == "mAP"
     assert hooks.record_filter({"annotations": []})
+
+
+def _scene_masks(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, H, W) masks of the scene's rectangles, each with a hole in its middle (so a mask is not its box)."""
+    masks = np.zeros((len(boxes), *image.shape[:2]), np.uint8)
+    for i, (x1, y1, x2, y2) in enumerate(boxes.astype(int)):
+        masks[i, y1:y2, x1:x2] = 1
+        cy, cx = (y1 + y2) // 2, (x1 + x2) // 2
+        masks[i, cy - 4:cy + 4, cx - 4:cx + 4] = 0
+        image[cy - 4:cy + 4, cx - 4:cx + 4] = 0  # the hole is black in the image too
+    return masks
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_masks_follow_resize_crop_flip_and_pad(seed):
+    """Mask R-CNN targets: every kept mask covers its object's red pixels (up to edge pixels) after each geometric
+    step, and the random draws are the same with or without masks."""
+    image, boxes, labels = _scene()
+    masks = _scene_masks(image, boxes)
+    aug = AugmentConfig(scale=None, resize_ratio=[0.6, 1.4], flip_prob=0.5, photometric=False)
+    out, out_boxes, out_labels, out_masks = augment(image, boxes, labels, np.random.default_rng(seed), (80, 128),
+                                                    aug, masks)
+    plain, plain_boxes, _, none = augment(image, boxes, labels, np.random.default_rng(seed), (80, 128), aug)
+    assert none is None and np.array_equal(out, plain) and np.array_equal(out_boxes, plain_boxes)
+    assert out_masks.shape == (len(out_boxes), 80, 128) and out_masks.dtype == np.uint8
+    red = (out[..., 0] > 128) & (out[..., 1] < 100)
+    for box, mask in zip(out_boxes, out_masks):
+        x1, y1, x2, y2 = np.round(box).astype(int)
+        inside = np.zeros_like(red)  # the box, one pixel wider (rounding of the resized box and mask)
+        inside[max(y1 - 1, 0):y2 + 1, max(x1 - 1, 0):x2 + 1] = True
+        # nearest-neighbour masks and bilinear images differ by at most a pixel along edges
+        # edges: the bilinear image and the nearest-neighbour mask may disagree by a pixel along the outline and
+        # the hole's; a mask shifted or flipped the wrong way misses by far more
+        assert (mask.astype(bool) ^ (red & inside)).sum() <= 2 * ((x2 - x1) + (y2 - y1)) + 40
+        assert not mask[~inside].any()  # nothing outside its own box
+
+
+def test_dataset_reads_masks_from_the_instance_map(tmp_path):
+    """``with_masks`` (Mask R-CNN models) reads each annotation's mask through its ``instance_id``; crowd regions
+    are dropped from masks as from boxes; a record without a mask source is a clear error."""
+    from vlt_training.data.detection import build_train_dataset, model_predicts_masks
+    from vlt_training.config import Config
+
+    image, boxes, _ = _scene()
+    ids = np.zeros((96, 160), np.uint16)
+    ids[20:60, 10:50] = 26001  # car 1
+    ids[8:40, 100:150] = 24  # a crowd of persons
+    instance_path = tmp_path / "inst.png"
+    cv2.imwrite(str(instance_path), ids)
+    record = _record(tmp_path, [{"bbox": [10, 20, 50, 60], "category_id": 2, "iscrowd": 0, "instance_id": 26001},
+                                {"bbox": [100, 8, 150, 40], "category_id": 0, "iscrowd": 1, "instance_id": 24}])
+    record["instance_file_name"] = str(instance_path)
+    aug = AugmentConfig(scale=None, resize_ratio=[1.0, 1.0], flip_prob=0.0, photometric=False)
+    ds = DetectionTrainDataset([record], (96, 160), aug, (0.5,) * 3, (0.25,) * 3, with_masks=True)
+    _, target = ds[0]
+    assert target["masks"].shape == (1, 96, 160) and target["masks"].dtype == torch.uint8
+    assert torch.equal(target["masks"][0].bool(), torch.from_numpy(ids == 26001))
+    assert "masks" not in DetectionTrainDataset([record], (96, 160), aug, (0.5,) * 3, (0.25,) * 3)[0][1]
+    assert model_predicts_masks("vltdet_tiny_maskrcnn") and not model_predicts_masks("vltdet_tiny_fasterrcnn")
+    cfg = Config(task="detection")
+    cfg.model.name = "vltdet_vit_b16_maskrcnn"
+    assert build_train_dataset([record], cfg, (0.5,) * 3, (0.25,) * 3).with_masks
+    no_source = _record(tmp_path, [{"bbox": [10, 20, 50, 60], "category_id": 2, "iscrowd": 0}])
+    with pytest.raises(ValueError, match="img.png: Mask R-CNN needs instance masks"):
+        DetectionTrainDataset([no_source], (96, 160), aug, (0.5,) * 3, (0.25,) * 3, with_masks=True)[0]

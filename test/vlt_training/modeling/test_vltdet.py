@@ -1,5 +1,5 @@
-"""VLTDet (Faster R-CNN and FCOS heads): tiny forward/backward, the FCOS static-shape decode on hand-made head
-outputs, the ONNX export graph of both heads."""
+"""VLTDet (Faster R-CNN, Mask R-CNN and FCOS heads): tiny forward/backward, the FCOS static-shape decode on
+hand-made head outputs, the ONNX export graph of every head."""
 
 import warnings
 
@@ -20,8 +20,9 @@ def tiny():
     return create_model("vltdet_tiny_fcos", class_names=["car", "person", "bus"])
 
 
-HEADS = ["vltdet_tiny_fasterrcnn", "vltdet_tiny_fcos"]
-LOSSES = {"vltdet_tiny_fasterrcnn": {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"},
+HEADS = ["vltdet_tiny_fasterrcnn", "vltdet_tiny_maskrcnn", "vltdet_tiny_fcos"]
+_RCNN_LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+LOSSES = {"vltdet_tiny_fasterrcnn": _RCNN_LOSSES, "vltdet_tiny_maskrcnn": _RCNN_LOSSES | {"loss_mask"},
           "vltdet_tiny_fcos": {"loss_cls", "loss_box", "loss_ctrness"}}
 
 
@@ -31,25 +32,34 @@ def tiny_any(request):
     return create_model(request.param, class_names=["car", "person", "bus"])
 
 
-def _targets():
-    return [
+def _targets(with_masks: bool = False):
+    targets = [
         {"boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0], [40.0, 10.0, 90.0, 60.0]]), "labels": torch.tensor([0, 2])},
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},  # an image without objects
     ]
+    if with_masks:  # filled boxes, the first one with a hole
+        masks = torch.zeros(2, H, W, dtype=torch.uint8)
+        masks[0, 5:40, 5:30] = 1
+        masks[0, 15:25, 10:20] = 0
+        masks[1, 10:60, 40:90] = 1
+        targets[0]["masks"], targets[1]["masks"] = masks, torch.zeros(0, H, W, dtype=torch.uint8)
+    return targets
 
 
 def test_registry_names_the_heads():
     names = list_models("vltdet")
     for tower in ("tiny", "vit_s16", "vit_b16", "vit_l14", "eva02_b16", "eva02_l14"):
-        assert f"vltdet_{tower}_fasterrcnn" in names and f"vltdet_{tower}_fcos" in names
+        for head in ("fasterrcnn", "maskrcnn", "fcos"):
+            assert f"vltdet_{tower}_{head}" in names
     assert type(create_model("vltdet_tiny_fasterrcnn")).__name__ == "VLTDetFasterRCNN"
+    assert type(create_model("vltdet_tiny_maskrcnn")).__name__ == "VLTDetMaskRCNN"
 
 
 def test_train_losses_and_every_parameter_gets_gradient(tiny_any):
     tiny = tiny_any
     tiny.train()
     tiny.zero_grad(set_to_none=True)
-    losses = tiny(torch.randn(2, 3, H, W), _targets())
+    losses = tiny(torch.randn(2, 3, H, W), _targets(tiny.predicts_masks))
     assert set(losses) == LOSSES[tiny.model_name]
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     sum(losses.values()).backward()
@@ -87,6 +97,11 @@ def test_eval_detections_follow_the_contract(tiny_any):
         assert (det["scores"][:-1] >= det["scores"][1:]).all()  # sorted
         b = det["boxes"]
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= W).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= H).all()
+        if tiny.predicts_masks:  # one 28 x 28 probability map per detection, in its box's frame
+            assert det["masks"].shape == (n, 28, 28) and det["masks"].dtype == torch.float32
+            assert ((det["masks"] >= 0) & (det["masks"] <= 1)).all()
+        else:
+            assert "masks" not in det
 
 
 def test_default_classes_and_rebuild_from_init_kwargs(tiny_any):
@@ -117,6 +132,41 @@ def test_bad_targets_name_the_problem(tiny_any, targets, match):
     tiny_any.train()
     with pytest.raises(ValueError, match=match):
         tiny_any(torch.randn(2, 3, H, W), targets)
+
+
+def test_mask_rcnn_targets_need_masks_of_the_input_size():
+    model = create_model("vltdet_tiny_maskrcnn", class_names=["car", "person", "bus"]).train()
+    images = torch.randn(2, 3, H, W)
+    with pytest.raises(ValueError, match="needs 'masks'"):
+        model(images, _targets(with_masks=False))
+    bad = _targets(with_masks=True)
+    bad[0]["masks"] = bad[0]["masks"][:, : H // 2]
+    with pytest.raises(ValueError, match=f"masks must be \\(2, {H}, {W}\\)"):
+        model(images, bad)
+
+
+def test_mask_rcnn_head_is_vitdets():
+    """ViTDet's mask head (mask_rcnn_vitdet: 4 convs of 256 with LayerNorm on 14 x 14 RoIAlign features, a 2x
+    deconvolution, one 28 x 28 mask per class) on torchvision's modules; Faster R-CNN has none."""
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    from vlt_training.modeling.layers import LayerNorm2d
+
+    small = dict(vision_cfg_overrides={"width": 64, "layers": 4, "head_width": 32},
+                 text_cfg_overrides={"width": 64, "layers": 1, "heads": 2})
+    model = create_model("vltdet_vit_b16_maskrcnn", **small)
+    heads = model.head.roi_heads
+    assert model.predicts_masks and heads.has_mask()
+    assert isinstance(heads.mask_head, MaskRCNNHeads) and isinstance(heads.mask_predictor, MaskRCNNPredictor)
+    convs = [m for m in heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(256, 256, (3, 3))] * 4
+    assert sum(isinstance(m, LayerNorm2d) for m in heads.mask_head.modules()) == 4
+    assert heads.mask_roi_pool.output_size == (14, 14) and heads.mask_roi_pool.strides == (4.0, 8.0, 16.0, 32.0)
+    assert heads.mask_predictor.mask_fcn_logits.out_channels == len(model.class_names) + 1
+    with torch.no_grad():
+        assert heads.mask_predictor(torch.zeros(1, 256, 14, 14)).shape[-2:] == (28, 28)
+    faster = create_model("vltdet_vit_b16_fasterrcnn", **small)
+    assert not faster.predicts_masks and not faster.head.roi_heads.has_mask()
 
 
 def test_fasterrcnn_loss_weights_scale_the_stages():
@@ -237,6 +287,19 @@ def _match_fraction(ref_boxes, ref_scores, ref_labels, boxes, scores, labels, th
     return matched / max(total, 1)
 
 
+def _assert_masks_match(ref, out, threshold):
+    """Every reference detection above ``threshold`` has an ONNX detection with the same box (1e-3 px) and label
+    whose mask agrees within 1e-3 (slots may swap between near-tied scores)."""
+    checked = 0
+    for b in range(ref[0].shape[0]):
+        for slot in np.flatnonzero(ref[1][b] > threshold):
+            same = (np.abs(out[0][b] - ref[0][b][slot]).max(axis=1) <= 1e-3) & (out[2][b] == ref[2][b][slot])
+            assert same.any(), f"image {b} slot {slot}: no ONNX detection with the reference box"
+            np.testing.assert_allclose(out[3][b][np.flatnonzero(same)[0]], ref[3][b][slot], atol=1e-3)
+            checked += 1
+    assert checked > 10
+
+
 def test_export_graph_matches_pytorch_in_onnxruntime(tiny_any, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     tiny = tiny_any
@@ -244,7 +307,7 @@ def test_export_graph_matches_pytorch_in_onnxruntime(tiny_any, tmp_path):
     module = tiny.eval().export_module()
     example = torch.randn(2, 3, H, W)
     path = tmp_path / "vltdet.onnx"
-    names = ["boxes", "scores", "labels"]
+    names = ["boxes", "scores", "labels"] + (["masks"] if tiny.predicts_masks else [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["images"],
@@ -254,14 +317,18 @@ def test_export_graph_matches_pytorch_in_onnxruntime(tiny_any, tmp_path):
     graph = onnx.load(str(path))
     ops = {node.op_type for node in graph.graph.node}
     assert "NonMaxSuppression" in ops and "TopK" in ops  # post-processing is inside the one graph
-    if tiny.model_name.endswith("fasterrcnn"):
+    if not tiny.model_name.endswith("fcos"):
         assert "RoiAlign" in ops  # the second stage too
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (2, 3):  # the traced batch and another one through the dynamic axis
         images = torch.randn(batch, 3, H, W)
-        boxes, scores, labels = session.run(None, {"images": images.numpy()})
+        outputs = session.run(None, {"images": images.numpy()})
+        boxes, scores, labels = outputs[:3]
         with torch.no_grad():
             ref = [t.numpy() for t in module(images)]
+        if tiny.predicts_masks:
+            _assert_masks_match(ref, outputs, tiny.score_thresh)
+            ref = ref[:3]
         assert boxes.shape == (batch, tiny.max_detections, 4) and boxes.dtype == np.float32
         assert scores.dtype == np.float32 and labels.dtype == np.int64
         assert (ref[1] > tiny.score_thresh).sum() > 10 * batch  # the comparison covers many detections
@@ -306,9 +373,11 @@ def test_vitdet_layer_decay_reaches_the_clip_tower():
     assert all(v == 1.0 for n, v in lr.items() if n.startswith(("neck.", "head.")))
 
 
-def test_fasterrcnn_graph_runs_in_the_detection_pipeline(tmp_path):
-    """The exported Faster R-CNN graph through the detection node's pipeline (ONNX Runtime, no ROS): the
-    detections of an image twice the network size are PyTorch's on the preprocessed image, scaled by 2."""
+@pytest.mark.parametrize("name", ["vltdet_tiny_fasterrcnn", "vltdet_tiny_maskrcnn"])
+def test_rcnn_graph_runs_in_the_detection_pipeline(tmp_path, name):
+    """The exported Faster / Mask R-CNN graph through the detection node's pipeline (ONNX Runtime, no ROS): the
+    detections of an image twice the network size are PyTorch's on the preprocessed image, scaled by 2 (the
+    node publishes boxes: a Mask R-CNN graph's extra masks output does not disturb it)."""
     from vlt_perception.engines.onnxruntime_engine import OnnxRuntimeEngine
     from vlt_perception.pipeline.detection import DetectionPipeline
     from vlt_training.export import export_onnx
@@ -316,13 +385,13 @@ def test_fasterrcnn_graph_runs_in_the_detection_pipeline(tmp_path):
     from vlt_training.export.verify import detection_agreement
 
     torch.manual_seed(0)
-    model = create_model("vltdet_tiny_fasterrcnn", class_names=["car", "person", "bus"]).eval()
+    model = create_model(name, class_names=["car", "person", "bus"]).eval()
     path, _ = export_onnx(model, metadata_for_model(model, 64, 128), tmp_path / "det.onnx")
     pipeline = DetectionPipeline(OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]), score_threshold=0.2)
     rgb = np.random.default_rng(0).integers(0, 256, (128, 256, 3), dtype=np.uint8)
     dets = pipeline.process(rgb)
     with torch.no_grad():
-        boxes, scores, labels = model.predict(torch.from_numpy(pipeline.preprocess(rgb)))
+        boxes, scores, labels = model.predict(torch.from_numpy(pipeline.preprocess(rgb)))[:3]
     keep = scores[0] >= 0.2
     assert len(dets) == int(keep.sum()) > 5
     ref = {"boxes": boxes[0][keep].numpy()[None] * 2, "scores": scores[0][keep].numpy()[None],

@@ -16,6 +16,11 @@ Inference does not use ``RegionProposalNetwork.filter_proposals`` or ``RoIHeads.
 loop over images with data-dependent shapes. :meth:`FasterRCNNHead.predict` does the same maths with masks:
 per-level top-k proposals, one NMS over every (image, level), the top proposals per image with a validity mask,
 RoIAlign + box head, per-class decode, one NMS over every (image, class), top-``max_detections``.
+
+With ``mask_convs`` set the head is Mask R-CNN's: torchvision's ``MaskRCNNHeads`` (ViTDet: 4 convs of 256 with
+LayerNorm) and ``MaskRCNNPredictor`` on 14 x 14 RoIAlign features of the positive RoIs, trained by ``RoIHeads``'
+``maskrcnn_loss`` (per-class sigmoid masks, 28 x 28, cross-entropy against the ground truth cropped to each RoI).
+:meth:`FasterRCNNHead.predict_masks` runs it on the fixed ``K`` detections of :meth:`predict`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
 from torchvision.ops import clip_boxes_to_image
@@ -140,6 +146,9 @@ class FasterRCNNHead(nn.Module):
         roi_batch_size, roi_positive_fraction, roi_iou_thresh: RoIs sampled per image for the box losses.
         score_thresh, nms_thresh, max_detections: test-time filtering (ViTDet: 0.05, 0.5, 100).
         pre_nms_topk: class-box candidates per image kept before the final NMS.
+        mask_convs: ``None``: no mask branch (Faster R-CNN); else Mask R-CNN's mask head with this many 3x3 convs
+            (ViTDet: 4) of ``mask_conv_dim`` channels (LayerNorm) on ``mask_roi_output_size`` RoIAlign features
+            (ViTDet: 14), predicting one ``2 * mask_roi_output_size`` mask per class.
     """
 
     def __init__(
@@ -169,6 +178,9 @@ class FasterRCNNHead(nn.Module):
         nms_thresh: float = 0.5,
         max_detections: int = 100,
         pre_nms_topk: int = 1000,
+        mask_convs: int | None = None,
+        mask_conv_dim: int = 256,
+        mask_roi_output_size: int = 14,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -189,12 +201,25 @@ class FasterRCNNHead(nn.Module):
         pooler = LevelRoIAlign(self.strides[:roi_levels], roi_output_size, roi_sampling_ratio)
         box_head = FastRCNNConvFCHead((in_channels, roi_output_size, roi_output_size), [box_conv_dim] * box_convs,
                                       [box_fc_dim], norm_layer=LayerNorm2d)
+        mask_modules = {}
+        if mask_convs is not None:
+            if mask_convs < 1:
+                raise ValueError(f"mask_convs must be >= 1 (or None for no mask branch), got {mask_convs}")
+            mask_modules = dict(
+                mask_roi_pool=LevelRoIAlign(self.strides[:roi_levels], mask_roi_output_size, roi_sampling_ratio),
+                mask_head=MaskRCNNHeads(in_channels, [mask_conv_dim] * mask_convs, 1, norm_layer=LayerNorm2d),
+                mask_predictor=MaskRCNNPredictor(mask_conv_dim, mask_conv_dim, num_classes + 1),
+            )
         self.roi_heads = RoIHeads(
             pooler, box_head, FastRCNNPredictor(box_fc_dim, num_classes + 1),
             fg_iou_thresh=roi_iou_thresh, bg_iou_thresh=roi_iou_thresh, batch_size_per_image=roi_batch_size,
             positive_fraction=roi_positive_fraction, bbox_reg_weights=None, score_thresh=score_thresh,
-            nms_thresh=nms_thresh, detections_per_img=max_detections,
+            nms_thresh=nms_thresh, detections_per_img=max_detections, **mask_modules,
         )
+
+    @property
+    def has_masks(self) -> bool:
+        return self.roi_heads.has_mask()
 
     @staticmethod
     def _named(features: Sequence[torch.Tensor]) -> OrderedDict:
@@ -202,14 +227,19 @@ class FasterRCNNHead(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor], image_size: tuple[int, int],
                 targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Training losses (torchvision's, unweighted) for targets with labels ``0 .. num_classes - 1``."""
+        """Training losses (torchvision's, unweighted) for targets with labels ``0 .. num_classes - 1`` (with the
+        mask branch also ``masks`` (N, H, W) uint8 at ``image_size``, and a ``loss_mask``)."""
         if len(features) != len(self.strides):
             raise ValueError(f"FasterRCNNHead got {len(features)} feature levels for {len(self.strides)} strides")
         named = self._named(features)
         sizes = [tuple(image_size)] * features[0].shape[0]
         # The RPN reads only ``image_sizes`` (clipping); our anchor generator does not look at the tensor.
         proposals, rpn_losses = self.rpn(ImageList(features[0], sizes), named, targets)
-        shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]  # 0 = background
+        if self.has_masks and not all("masks" in t for t in targets):
+            raise ValueError("the Mask R-CNN head needs 'masks' (N, H, W) in every target: train it on records with "
+                             "instance masks (instance maps or COCO segmentations)")
+        shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1, **({"masks": t["masks"]} if self.has_masks else {})}
+                   for t in targets]  # 0 = background
         _, roi_losses = self.roi_heads(named, proposals, sizes, shifted)
         return {**rpn_losses, **roi_losses}
 
@@ -276,6 +306,21 @@ class FasterRCNNHead(nn.Module):
         labels = torch.gather(labels, 1, index)  # B, k
         kept = batched_nms_mask(boxes, scores, labels, classes, heads.nms_thresh)
         return top_detections(boxes, scores * kept.to(scores.dtype), labels, self.max_detections)
+
+
+    def predict_masks(self, features: Sequence[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mask probabilities (B, K, M, M) float32 in each box's frame (M = 2 x the mask RoI size; torchvision's
+        ``maskrcnn_inference``: the sigmoid of the labelled class's channel) for :meth:`predict`'s boxes (B, K, 4)
+        and labels (B, K). Padding slots get a mask of their zero box; callers ignore them by score."""
+        heads = self.roi_heads
+        batch, k = labels.shape
+        image_index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)[:, None, None].expand(-1, k, 1)
+        rois = torch.cat([image_index, boxes.to(image_index.dtype)], dim=2).reshape(-1, 4 + 1)  # B*K, 5
+        logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool.pool(features, rois)))  # B*K, C+1, M, M
+        size = logits.shape[-1]
+        channel = (labels.reshape(-1) + 1)[:, None, None, None].expand(-1, 1, size, size)  # B*K, 1, M, M
+        picked = torch.gather(logits.float(), 1, channel)  # B*K, 1, M, M
+        return torch.sigmoid(picked).reshape(batch, k, size, size)
 
 
 def _min_side(boxes: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,11 @@ Data flow (patch 16, input H x W; the backbone pads H, W up to a multiple of the
     -> simple feature pyramid: 4 levels (B, D, H/4 .. H/32) [+ ``extra_levels`` stride-2 max-pools: H/64 ...]
     -> head, one of
        Faster R-CNN (ViTDet's detector, the default): RPN -> proposals -> RoIAlign -> box head -> class boxes
+       Mask R-CNN (ViTDet's detector with masks): Faster R-CNN + RoIAlign -> mask head -> a mask per detection
        FCOS (one-stage, anchor-free): class logits, box distances, centre-ness per cell
     -> train: the head's torchvision losses (a dict; their sum is the loss)
     -> eval / export: static-shape decode + batched NMS -> (B, max_detections) boxes, scores, labels
+       [+ Mask R-CNN: masks (B, max_detections, 28, 28), probabilities in each box's frame]
 
 The backbone and pyramid are the very modules VLTSeg uses (imported, not copied). See docs/detection.md.
 """
@@ -68,6 +70,7 @@ class VLTDet(nn.Module):
 
     task = "detection"
     head: nn.Module
+    predicts_masks = False  # Mask R-CNN: eval / export also give a mask per detection
 
     def __init__(
         self,
@@ -155,15 +158,22 @@ class VLTDet(nn.Module):
     def forward(self, images: torch.Tensor, targets: Optional[list[dict]] = None):
         """Train mode: dict of weighted losses (their sum is the loss; names depend on the head).
         Eval mode: ``{"detections": [{"boxes": (N, 4) xyxy, "scores": (N,), "labels": (N,)}] * B}`` with
-        boxes in input pixels, N <= ``max_detections``, scores > ``score_thresh``.
+        boxes in input pixels, N <= ``max_detections``, scores > ``score_thresh``; with masks (Mask R-CNN) also
+        ``"masks": (N, M, M)`` probabilities in each box's frame (paste with ``paste_masks_in_image``).
 
-        ``targets``: one dict per image, ``{"boxes": (N, 4) float xyxy in input pixels, "labels": (N,) long}``.
+        ``targets``: one dict per image, ``{"boxes": (N, 4) float xyxy in input pixels, "labels": (N,) long}``
+        (Mask R-CNN: and ``"masks": (N, H, W)`` uint8 at the input's size).
         """
         if not self.training:
-            boxes, scores, labels = self.predict(images)
+            outputs = self.predict(images)
+            boxes, scores, labels = outputs[:3]
             keep = scores > 0  # B, K: padding has score 0
-            return {"detections": [{"boxes": b[k], "scores": s[k], "labels": l[k]}
-                                   for b, s, l, k in zip(boxes, scores, labels, keep)]}
+            detections = [{"boxes": b[k], "scores": s[k], "labels": l[k]}
+                          for b, s, l, k in zip(boxes, scores, labels, keep)]
+            if len(outputs) > 3:
+                for det, masks, k in zip(detections, outputs[3], keep):
+                    det["masks"] = masks[k]
+            return {"detections": detections}
         targets = self._check_targets(targets, images)
         return self.losses(self.features(images), targets, _image_size(images))
 
@@ -196,7 +206,20 @@ class VLTDet(nn.Module):
             if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"target {i}: labels must be in [0, {self.num_classes}), got {labels.tolist()[:10]}")
             checked.append({"boxes": boxes, "labels": labels})
+            if self.predicts_masks:
+                checked[-1]["masks"] = self._check_masks(target, i, boxes.shape[0], images)
         return checked
+
+    @staticmethod
+    def _check_masks(target: dict, i: int, count: int, images: torch.Tensor) -> torch.Tensor:
+        if "masks" not in target:
+            raise ValueError(f"target {i}: Mask R-CNN needs 'masks' (N, H, W) besides 'boxes' and 'labels': train it "
+                             "on records with instance masks (instance maps or COCO segmentations)")
+        masks = torch.as_tensor(target["masks"], device=images.device)
+        if masks.shape != (count, *images.shape[-2:]):
+            raise ValueError(f"target {i}: masks must be ({count}, {images.shape[-2]}, {images.shape[-1]}) (one per "
+                             f"box, at the input's size), got {tuple(masks.shape)}")
+        return masks.to(torch.uint8)
 
     def export_module(self) -> nn.Module:
         """An eval-mode module ``images -> (boxes (B, K, 4) float32, scores (B, K) float32, labels (B, K) int64)``."""
@@ -285,7 +308,8 @@ class VLTDetFasterRCNN(VLTDet):
 
     Args (besides :class:`VLTDet`'s): see :class:`FasterRCNNHead`; ``anchor_sizes`` ``None`` = 8 x each stride,
     ``roi_levels`` ``None`` = the pyramid levels without ``extra_levels``. ``rpn_weight`` / ``roi_weight`` scale
-    the RPN's two losses and the box head's two losses.
+    the RPN's two losses and the box head's two losses. ``mask_convs`` ``None``: no mask branch (see
+    :class:`VLTDetMaskRCNN`); ``mask_weight`` scales ``loss_mask``.
     """
 
     def __init__(
@@ -310,6 +334,10 @@ class VLTDetFasterRCNN(VLTDet):
         roi_iou_thresh: float = 0.5,
         rpn_weight: float = 1.0,
         roi_weight: float = 1.0,
+        mask_convs: Optional[int] = None,
+        mask_conv_dim: int = 256,
+        mask_roi_output_size: int = 14,
+        mask_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -317,7 +345,7 @@ class VLTDetFasterRCNN(VLTDet):
         if anchor_sizes is None:
             anchor_sizes = [[8.0 * s] for s in self.strides]
         self.loss_weights = {"loss_objectness": rpn_weight, "loss_rpn_box_reg": rpn_weight,
-                             "loss_classifier": roi_weight, "loss_box_reg": roi_weight}
+                             "loss_classifier": roi_weight, "loss_box_reg": roi_weight, "loss_mask": mask_weight}
         self.head = FasterRCNNHead(
             self.pyramid_channels, self.num_classes, self.strides, anchor_sizes, aspect_ratios,
             roi_levels=self.num_pyramid_levels if roi_levels is None else roi_levels, rpn_convs=rpn_convs,
@@ -327,15 +355,35 @@ class VLTDetFasterRCNN(VLTDet):
             box_fc_dim=box_fc_dim, roi_output_size=roi_output_size, roi_sampling_ratio=roi_sampling_ratio,
             roi_batch_size=roi_batch_size, roi_positive_fraction=roi_positive_fraction,
             roi_iou_thresh=roi_iou_thresh, score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-            max_detections=self.max_detections, pre_nms_topk=self.pre_nms_topk,
+            max_detections=self.max_detections, pre_nms_topk=self.pre_nms_topk, mask_convs=mask_convs,
+            mask_conv_dim=mask_conv_dim, mask_roi_output_size=mask_roi_output_size,
         )
+        self.predicts_masks = self.head.has_masks
 
     def losses(self, features, targets, image_size):
         raw = self.head(features, image_size, targets)
         return {name: value * self.loss_weights[name] for name, value in raw.items()}
 
     def predict(self, images):
-        return self.head.predict(self.features(images), _image_size(images))
+        """boxes, scores, labels (see :meth:`VLTDet.predict`) [+ masks (B, K, M, M) with the mask branch]."""
+        features = self.features(images)
+        boxes, scores, labels = self.head.predict(features, _image_size(images))
+        if not self.predicts_masks:
+            return boxes, scores, labels
+        return boxes, scores, labels, self.head.predict_masks(features, boxes, labels)
+
+
+class VLTDetMaskRCNN(VLTDetFasterRCNN):
+    """VLTDet with ViTDet's Mask R-CNN: :class:`VLTDetFasterRCNN` plus torchvision's mask head (``MaskRCNNHeads``,
+    ``MaskRCNNPredictor``, ``maskrcnn_loss``) on 14 x 14 RoIAlign features. ViTDet's mask head: 4 convs of 256 with
+    LayerNorm, a 2x deconvolution to 28 x 28, one sigmoid mask per class. Trains on targets with ``masks``
+    (records with instance maps or COCO segmentations); eval and export add the masks of the K detections.
+    """
+
+    def __init__(self, mask_convs: Optional[int] = 4, **kwargs):
+        if mask_convs is None:
+            raise ValueError("VLTDetMaskRCNN needs a mask head (mask_convs >= 1); use a *_fasterrcnn model without")
+        super().__init__(mask_convs=mask_convs, **kwargs)
 
 
 class DetectionExport(nn.Module):
@@ -345,9 +393,11 @@ class DetectionExport(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        boxes, scores, labels = self.model.predict(images)
-        return boxes.float(), scores.float(), labels.to(torch.int64)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """boxes, scores, labels [, masks] (the contract's order and dtypes)."""
+        outputs = self.model.predict(images)
+        boxes, scores, labels = outputs[:3]
+        return (boxes.float(), scores.float(), labels.to(torch.int64), *(m.float() for m in outputs[3:]))
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -363,6 +413,15 @@ def _fasterrcnn(defaults: dict, overrides: dict) -> VLTDetFasterRCNN:
     return VLTDetFasterRCNN(**{**defaults, **overrides})
 
 
+def _maskrcnn(defaults: dict, overrides: dict) -> VLTDetMaskRCNN:
+    return VLTDetMaskRCNN(**{**defaults, **overrides})
+
+
+_TINY_RCNN = dict(_TINY, anchor_sizes=[[8.0, 16.0], [32.0, 48.0], [64.0, 96.0]], rpn_convs=1,
+                  rpn_pre_nms_topk=[600, 300], rpn_post_nms_topk=[300, 300], rpn_batch_size=128, box_convs=0,
+                  box_fc_dim=256, roi_batch_size=128, pre_nms_topk=300, detail_stem_channels=32)
+
+
 @register_model
 def vltdet_tiny_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
     """Tiny random tower (``vlt-tiny-vit``: 4 blocks of width 128, patch 16), strides 8 / 16 / 32, for CPU tests
@@ -373,10 +432,7 @@ def vltdet_tiny_fasterrcnn(**kwargs) -> VLTDetFasterRCNN:
     Not ViTDet: a 32-channel detail stem (:class:`DetailStem`) on the stride-8 level, because the benchmark's
     pedestrians are narrower than a 16 px patch (held-out AP50 38.4 -> 47.9 at 900 iterations, person 6.2 -> 20.9,
     for 10 % more step time, docs/detection.md)."""
-    return _fasterrcnn(dict(_TINY, anchor_sizes=[[8.0, 16.0], [32.0, 48.0], [64.0, 96.0]], rpn_convs=1,
-                            rpn_pre_nms_topk=[600, 300], rpn_post_nms_topk=[300, 300], rpn_batch_size=128,
-                            box_convs=0, box_fc_dim=256, roi_batch_size=128, pre_nms_topk=300,
-                            detail_stem_channels=32), kwargs)
+    return _fasterrcnn(_TINY_RCNN, kwargs)
 
 
 @register_model
@@ -443,3 +499,40 @@ def vltdet_eva02_b16_fcos(**kwargs) -> VLTDetFCOS:
 def vltdet_eva02_l14_fcos(**kwargs) -> VLTDetFCOS:
     """EVA02-CLIP-L/14, as in VLTSeg; blocks 9, 14, 19, 23 feed the pyramid."""
     return _fcos(dict(clip_model="EVA02-L-14", out_indices=[9, 14, 19, 23], drop_path_rate=0.15), kwargs)
+
+
+# Mask R-CNN: the Faster R-CNN factories' settings plus ViTDet's mask head (4 convs of 256, LayerNorm, 14 -> 28).
+@register_model
+def vltdet_tiny_maskrcnn(**kwargs) -> VLTDetMaskRCNN:
+    """``vltdet_tiny_fasterrcnn`` with a light mask head (2 convs of 64 channels) for CPU tests."""
+    return _maskrcnn(dict(_TINY_RCNN, mask_convs=2, mask_conv_dim=64), kwargs)
+
+
+@register_model
+def vltdet_vit_s16_maskrcnn(**kwargs) -> VLTDetMaskRCNN:
+    """OpenCLIP ViT-S/16."""
+    return _maskrcnn(dict(clip_model="ViT-S-16", drop_path_rate=0.1), kwargs)
+
+
+@register_model
+def vltdet_vit_b16_maskrcnn(**kwargs) -> VLTDetMaskRCNN:
+    """OpenAI / OpenCLIP ViT-B/16 (ViTDet-B's Mask R-CNN)."""
+    return _maskrcnn(dict(clip_model="ViT-B-16", drop_path_rate=0.1), kwargs)
+
+
+@register_model
+def vltdet_vit_l14_maskrcnn(**kwargs) -> VLTDetMaskRCNN:
+    """OpenAI / OpenCLIP ViT-L/14."""
+    return _maskrcnn(dict(clip_model="ViT-L-14", drop_path_rate=0.15), kwargs)
+
+
+@register_model
+def vltdet_eva02_b16_maskrcnn(**kwargs) -> VLTDetMaskRCNN:
+    """EVA02-CLIP-B/16 (timm tower with RoPE)."""
+    return _maskrcnn(dict(clip_model="EVA02-B-16", drop_path_rate=0.1), kwargs)
+
+
+@register_model
+def vltdet_eva02_l14_maskrcnn(**kwargs) -> VLTDetMaskRCNN:
+    """EVA02-CLIP-L/14, as in VLTSeg; blocks 9, 14, 19, 23 feed the pyramid."""
+    return _maskrcnn(dict(clip_model="EVA02-L-14", out_indices=[9, 14, 19, 23], drop_path_rate=0.15), kwargs)
