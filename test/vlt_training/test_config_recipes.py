@@ -71,6 +71,8 @@ def test_cityscapes_crop_1024_and_acdc_eval_1080p_slide_1024_768():
 def test_synthetic_to_cityscapes_detection_eval_at_1024x512():
     cfg = load_config(CONFIG_DIR / "det_synthetic_to_cityscapes_vit_b16.yaml")
     assert cfg.eval.resize == [512, 1024]
+    # ViTDet-B's detector is Mask R-CNN, and the benchmark's Cityscapes layout has the instance maps it needs
+    assert cfg.model.name == "vltdet_vit_b16_maskrcnn" and cfg.data.train[0].name == "cityscapes"
     assert all(d.resize is None for d in cfg.eval.datasets)  # every dataset at that scale
 
 

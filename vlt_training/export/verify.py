@@ -34,6 +34,8 @@ class ParityReport:
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     passed: bool = True
     threshold: float | None = None
+    # detection: reference detections above the score threshold that the agreement was computed on (None: seg.)
+    compared_detections: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,8 +43,9 @@ class ParityReport:
     def summary(self) -> str:
         diffs = ", ".join(f"{k} {v:.3g}" for k, v in self.max_abs_diff.items())
         verdict = "" if self.threshold is None else (" PASS" if self.passed else " FAIL") + f" (>= {self.threshold})"
+        compared = "" if self.compared_detections is None else f" over {self.compared_detections} detections"
         return (f"{self.engine} {self.precision} vs torch on {self.num_images} {self.image_source} images: label "
-                f"agreement {self.label_agreement:.5f}{verdict}; max |diff| {diffs or 'n/a'}")
+                f"agreement {self.label_agreement:.5f}{compared}{verdict}; max |diff| {diffs or 'n/a'}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -126,7 +129,11 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
-def detection_agreement(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], score_threshold: float = 0.05,
+DETECTION_SCORE_THRESHOLD = 0.05  # the detections the parity check compares (the models' default test score)
+
+
+def detection_agreement(ref: dict[str, np.ndarray], out: dict[str, np.ndarray],
+                        score_threshold: float = DETECTION_SCORE_THRESHOLD,
                         iou_threshold: float = 0.9, pixel_tolerance: float = 0.5) -> float:
     """Fraction of reference detections (score > threshold) that the other output has with the same label and
     IoU >= iou_threshold or every coordinate within ``pixel_tolerance`` (degenerate zero-area boxes, common with
@@ -183,7 +190,22 @@ def verify_engine(engine, reference: dict[str, np.ndarray], images: np.ndarray, 
     precision = engine.info.precision
     threshold = FP32_MIN_AGREEMENT if precision == "fp32" else None
     passed = threshold is None or agreement >= threshold
-    return ParityReport(engine.info.engine, precision, source, images.shape[0], agreement, diffs, passed, threshold)
+    compared = None
+    if metadata.task == TASK_DETECTION:
+        compared = count_detections(reference)
+        if compared == 0:
+            # detection_agreement is 1.0 when there is nothing to compare: say so rather than pass silently
+            log.warning("%s parity: the PyTorch reference has no detections above %.2f on these %d %s images, so "
+                        "the boxes were not compared; give --verify-images DIR with objects in them",
+                        engine.info.engine, DETECTION_SCORE_THRESHOLD, images.shape[0], source)
+    return ParityReport(engine.info.engine, precision, source, images.shape[0], agreement, diffs, passed, threshold,
+                        compared)
+
+
+def count_detections(outputs: dict[str, np.ndarray], score_threshold: float | None = None) -> int:
+    """Detections above ``score_threshold`` (default: the parity check's) in a batch of detection outputs."""
+    threshold = DETECTION_SCORE_THRESHOLD if score_threshold is None else score_threshold
+    return int((outputs["scores"] > threshold).sum())
 
 
 def verify_onnx(onnx_path: str | Path, model, metadata: ModelMetadata, images: np.ndarray, source: str,

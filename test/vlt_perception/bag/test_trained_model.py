@@ -15,13 +15,13 @@ pytestmark = pytest.mark.cli
 HEIGHT, WIDTH = 32, 64  # network input; the 16x24 frames are resized up to it and the labels back down
 
 
-def direct_predictions(model, metadata, images) -> list[np.ndarray]:
+def direct_predictions(model, metadata, images, size=(HEIGHT, WIDTH)) -> list[np.ndarray]:
     """Labels = argmax of the model's eval-mode ``sem_seg`` scores on images resized and normalised here, mapped
     back with nearest neighbours."""
     mean, std = np.asarray(metadata.mean), np.asarray(metadata.std)
     out = []
     for image in images:
-        x = cv2.resize(image, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR) / 255.0  # h, w, 3
+        x = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR) / 255.0  # h, w, 3
         x = torch.from_numpy(((x - mean) / std).transpose(2, 0, 1)[None].astype(np.float32))  # 1, 3, h, w
         with torch.no_grad():
             scores = model(x)["sem_seg"]  # 1, C, h, w
@@ -60,3 +60,36 @@ def test_torch_checkpoint_matches_the_model_run_directly(fx, tmp_path):
         preds = direct_predictions(model, metadata, [r["expected_image"] for r in chosen])
         want = miou(preds, [r["expected_labels"] for r in chosen], len(metadata.class_names))
         assert report["conditions"][condition]["segmentation"]["mIoU"] == pytest.approx(want, abs=0.005)
+
+
+def test_bag_eval_cli_with_tta_scores_the_tta_predictions(fx, tmp_path, capsys):
+    """``bag_eval --engine torch --tta`` end to end: the report says TTA and its mIoU is that of the multi-scale
+    + flip averaged predictions (``TTASemantic``), not of one pass."""
+    from vlt_perception.nodes import bag_eval
+    from vlt_training.engine.checkpoint import save_checkpoint
+    from vlt_training.evaluation.tta import TTASemantic
+    from vlt_training.export.model_metadata import metadata_for_model
+    from vlt_training.modeling import create_model
+
+    records = fx.write_cityscapes(tmp_path / "cs", {"clear": 2})
+    write_records_bag(records, tmp_path / "bag", read_image=fx.read_png_rgb, read_sem_seg=fx.read_png_train_ids)
+    torch.manual_seed(0)
+    model = create_model("vltseg_tiny_mask2former").eval()
+    size = (64, 128)  # TTA's 0.5 scale needs a patch grid of at least 2 x 4 at the smallest scale
+    metadata = metadata_for_model(model, *size)
+    checkpoint = save_checkpoint(tmp_path / "run", 1, model, metadata, "task: segmentation\n")
+    out = tmp_path / "report"
+    assert bag_eval.main(["--bag", str(tmp_path / "bag"), "--model", str(checkpoint), "--engine", "torch",
+                          "--precision", "fp32", "--tta", "--no-figures", "--out", str(out)]) == 0
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["tta"] is True
+    images = [r["expected_image"] for r in records]
+    gts = [r["expected_labels"] for r in records]
+    tta_preds = direct_predictions(TTASemantic(model), metadata, images, size)
+    plain_preds = direct_predictions(model, metadata, images, size)
+    want, one_pass = (miou(p, gts, len(metadata.class_names)) for p in (tta_preds, plain_preds))
+    assert abs(want - one_pass) > 0.004  # this seed's random model: TTA changes the score (0.0121 vs 0.0065)
+    got = report["conditions"]["clear"]["segmentation"]["mIoU"]
+    assert got == pytest.approx(want, abs=1e-3)

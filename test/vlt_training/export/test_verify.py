@@ -77,3 +77,35 @@ def test_unreachable_checkpoint_dataset_falls_back(tmp_path):
     (tmp_path / "config.yaml").write_text("eval:\n  datasets:\n  - {name: cityscapes, root: /nonexistent, split: val}\n")
     assert images_from_checkpoint(tmp_path, 2) == []
     assert images_from_checkpoint(None, 2) == []
+
+
+class _FixedEngine:
+    """An engine stand-in that returns given outputs (verify_engine is the thing under test, not the engine)."""
+
+    def __init__(self, outputs):
+        from types import SimpleNamespace
+
+        self.outputs = outputs
+        self.info = SimpleNamespace(engine="fixed", precision="fp32")
+
+    def infer(self, images):
+        return self.outputs
+
+
+def test_parity_on_no_detections_is_reported_not_silent(caplog):
+    """detection_agreement is 1.0 with nothing to compare; verify_engine says how many detections it compared and
+    warns when there were none."""
+    from vlt_training.export.verify import count_detections, verify_engine
+
+    images = np.zeros((1, 3, 8, 16), np.float32)
+    some = det([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 1, 1]], [0.9, 0.8, 0.01], [0, 1, 1])
+    assert count_detections(some) == 2
+    report = verify_engine(_FixedEngine(some), some, images, "noise", DET)
+    assert report.compared_detections == 2 and "over 2 detections" in report.summary()
+    nothing = det([[0, 0, 1, 1]], [0.0], [0])
+    with caplog.at_level("WARNING"):
+        report = verify_engine(_FixedEngine(nothing), nothing, images, "noise", DET)
+    assert report.passed and report.compared_detections == 0
+    assert "no detections above 0.05" in caplog.text and "over 0 detections" in report.summary()
+    seg = {"labels": np.zeros((1, 8, 16), np.uint8), "confidence": np.zeros((1, 8, 16), np.float32)}
+    assert verify_engine(_FixedEngine(seg), seg, images, "noise", SEG).compared_detections is None
