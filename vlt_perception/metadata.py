@@ -41,7 +41,8 @@ class ModelMetadata:
     Graph contract (ONNX / TensorRT): input ``images`` float32 (B, 3, H, W) normalised RGB; segmentation outputs
     ``labels`` uint8 (B, H, W) and optionally ``confidence`` float32 (B, H, W); detection outputs ``boxes``
     float32 (B, K, 4) as x1, y1, x2, y2 in network-input pixels, ``scores`` float32 (B, K) (0 for padding) and
-    ``labels`` int64 (B, K) indexing ``class_names``.
+    ``labels`` int64 (B, K) indexing ``class_names``; Mask R-CNN graphs add ``masks`` float32 (B, K, M, M), each
+    slot's mask probabilities in its box's frame (the node and bag tools use boxes only).
     """
 
     task: str = TASK_SEGMENTATION

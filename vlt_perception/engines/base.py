@@ -2,7 +2,8 @@
 
 Implementations: ``onnxruntime_engine.OnnxRuntimeEngine``, ``tensorrt_engine.TensorRTEngine`` and
 ``torch_engine.TorchEngine``. None of them is imported here, so importing this module needs only numpy.
-The graph contract (input ``images``; outputs ``labels``/``confidence`` or ``boxes``/``scores``/``labels``) is
+The graph contract (input ``images``; outputs ``labels``/``confidence`` or ``boxes``/``scores``/``labels`` [+
+``masks``]) is
 documented on :class:`vlt_perception.metadata.ModelMetadata`.
 """
 

@@ -211,18 +211,22 @@ class DetectionEvaluator:
 
 
 def _as_rles(masks: Any, count: int, what: str, image_id: Any) -> list:
-    """COCO RLEs of ``count`` masks given as (count, H, W) binary arrays or a list of RLE dicts."""
+    """COCO RLEs of ``count`` masks given as (count, H, W) binary arrays or a list of compressed RLE dicts
+    (uncompressed RLE needs the image size, which the evaluator does not keep: decode it first)."""
     if masks is None:
         raise ValueError(f"image {image_id!r}: iou_type='segm' needs {what}")
     if isinstance(masks, (list, tuple)) and all(isinstance(m, dict) for m in masks):
         rles = list(masks)
+        if any(isinstance(m.get("counts"), list) for m in rles):
+            raise ValueError(f"image {image_id!r}: {what}: uncompressed RLE (counts as a list); pass binary masks "
+                             "or compressed RLE (pycocotools.mask.encode)")
     else:
         from pycocotools import mask as mask_utils
 
         array = np.asarray(masks)
-        if array.ndim != 3 or (array.shape[0] and array.shape[0] != count):
+        if array.ndim != 3 or array.shape[0] != count:
             raise ValueError(f"image {image_id!r}: {what} must be ({count}, H, W), got shape {array.shape}")
-        if array.shape[0] == 0:
+        if count == 0:
             return []
         rles = mask_utils.encode(np.asfortranarray(array.transpose(1, 2, 0).astype(np.uint8)))
     if len(rles) != count:

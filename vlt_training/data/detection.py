@@ -158,15 +158,18 @@ class DetectionTrainDataset(Dataset):
         return T.to_tensor(image, self.mean, self.std), target
 
 
-def model_predicts_masks(model_name: str) -> bool:
-    """Whether a registered detector needs instance masks to train: registry names say the head, and only
-    ``*_maskrcnn`` models have a mask branch."""
+def model_predicts_masks(model_name: str, overrides: dict | None = None) -> bool:
+    """Whether a registered detector needs instance masks to train: registry names say the head (``*_maskrcnn``
+    models have a mask branch), and a ``mask_convs`` override adds one to a ``*_fasterrcnn`` model."""
+    overrides = overrides or {}
+    if "mask_convs" in overrides:
+        return overrides["mask_convs"] is not None
     return model_name.endswith("_maskrcnn")
 
 
 def build_train_dataset(records: list[dict], cfg: Config, mean, std) -> DetectionTrainDataset:
-    return DetectionTrainDataset(records, cfg.data.crop_size, cfg.data.augment, mean, std,
-                                 with_masks=model_predicts_masks(cfg.model.name))
+    with_masks = model_predicts_masks(cfg.model.name, cfg.model.overrides)
+    return DetectionTrainDataset(records, cfg.data.crop_size, cfg.data.augment, mean, std, with_masks=with_masks)
 
 
 def has_annotations(record: dict) -> bool:

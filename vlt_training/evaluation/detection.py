@@ -11,6 +11,7 @@ where the records carry masks: each detection's box-frame mask is pasted into th
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -26,6 +27,8 @@ from vlt_training.data.detection import annotations_to_arrays, clip_boxes
 from vlt_training.engine.amp import autocast
 from vlt_training.evaluation.segmentation import model_norm, preprocess
 
+log = logging.getLogger(__name__)
+
 
 MASK_THRESHOLD = 0.5  # torchvision / detectron2: a pasted mask probability above this is the object
 MASK_METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR", "per_class_AP", "per_class_AP50")
@@ -36,15 +39,15 @@ def predict_boxes(model: nn.Module, image: np.ndarray, eval_cfg: EvalConfig, mea
                   amp: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detections on one (H, W, 3) uint8 RGB image: boxes (N, 4) float32 xyxy in the image's pixels, scores (N,),
     labels (N,) int64. The model must be in eval mode."""
-    det = predict_detections(model, image, eval_cfg, mean, std, device, amp)
+    det = predict_detections(model, image, eval_cfg, mean, std, device, amp, with_masks=False)
     return det["boxes"], det["scores"], det["labels"]
 
 
 @torch.no_grad()
 def predict_detections(model: nn.Module, image: np.ndarray, eval_cfg: EvalConfig, mean, std, device="cpu",
-                       amp: str = "none") -> dict[str, np.ndarray]:
+                       amp: str = "none", with_masks: bool = True) -> dict[str, np.ndarray]:
     """:func:`predict_boxes` as a dict (``boxes``, ``scores``, ``labels``), plus ``masks`` (N, H, W) uint8 in
-    the image's pixels when the model predicts masks (Mask R-CNN)."""
+    the image's pixels when the model predicts masks (Mask R-CNN) and ``with_masks``."""
     if eval_cfg.mode != "whole":
         raise ValueError(f"detection evaluation supports eval.mode=whole only, got {eval_cfg.mode!r}")
     if getattr(eval_cfg, "tta", False):
@@ -62,11 +65,20 @@ def predict_detections(model: nn.Module, image: np.ndarray, eval_cfg: EvalConfig
     boxes = boxes * np.array([w / rw, h / rh, w / rw, h / rh], dtype=np.float32)  # back to the original pixels
     out = {"boxes": clip_boxes(boxes, h, w), "scores": det["scores"].float().cpu().numpy(),
            "labels": det["labels"].cpu().numpy().astype(np.int64)}
-    if "masks" in det:
-        # The box-frame masks go to the boxes in original pixels (before clipping, as torchvision pastes them).
-        probs = det["masks"].float().cpu()[:, None]  # N, 1, M, M
-        pasted = paste_masks_in_image(probs, torch.from_numpy(boxes), (h, w))  # N, 1, H, W
-        out["masks"] = (pasted[:, 0] > MASK_THRESHOLD).numpy().astype(np.uint8)
+    if with_masks and "masks" in det:
+        out["masks"] = paste_masks(det["masks"].float().cpu(), boxes, (h, w))
+    return out
+
+
+def paste_masks(box_masks: torch.Tensor, boxes: np.ndarray, size: tuple[int, int], chunk: int = 16) -> np.ndarray:
+    """(N, M, M) box-frame mask probabilities -> (N, H, W) uint8 masks in the image, thresholded at
+    :data:`MASK_THRESHOLD`. ``boxes`` (N, 4) in the image's pixels, before clipping (as torchvision pastes them).
+    Pasted ``chunk`` masks at a time: a float (N, H, W) at 1024 x 2048 would take 8 MB per detection."""
+    out = np.zeros((len(boxes), *size), np.uint8)
+    for start in range(0, len(boxes), chunk):
+        probs = box_masks[start:start + chunk, None]  # n, 1, M, M
+        pasted = paste_masks_in_image(probs, torch.from_numpy(boxes[start:start + chunk]), size)  # n, 1, H, W
+        out[start:start + chunk] = (pasted[:, 0] > MASK_THRESHOLD).numpy()
     return out
 
 
@@ -98,6 +110,10 @@ def evaluate_records(model: nn.Module, records: list[dict], cfg: Config, device=
     # Mask AP where the model predicts masks and every record has them (else boxes only, as before).
     with_masks = bool(getattr(model, "predicts_masks", False)) and all(
         instance_masks_available(r) for r in records)
+    if getattr(model, "predicts_masks", False) and not with_masks:
+        missing = sum(not instance_masks_available(r) for r in records)
+        log.warning("mask AP not computed: %d of %d records have no instance masks (instance map or COCO "
+                    "segmentation for every annotation); box metrics only", missing, len(records))
     mask_overall, mask_per_condition = new_evaluator("segm"), {}
     try:
         for record in tqdm(records, desc="eval", disable=None if progress is None else not progress, leave=False):
@@ -106,7 +122,7 @@ def evaluate_records(model: nn.Module, records: list[dict], cfg: Config, device=
                 raise ValueError(f"{record.get('file_name')}: category_id {int(gt_labels.max())} but the model has "
                                  f"{len(class_names)} classes {class_names}")
             image = read_image(record)
-            det = predict_detections(model, image, cfg.eval, mean, std, device, amp)
+            det = predict_detections(model, image, cfg.eval, mean, std, device, amp, with_masks=with_masks)
             boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
             key = f"{record.get('dataset', '')}/{record['image_id']}"
             cond = str(record.get("condition") or "all")

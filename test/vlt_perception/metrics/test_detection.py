@@ -204,6 +204,12 @@ def test_mask_ap_scores_masks_not_boxes_and_matches_pycocotools_json():
         DetectionEvaluator(CLASSES, iou_type="segm").add("b", boxes, labels, boxes, scores, labels)
     with pytest.raises(ValueError, match="iou_type"):
         DetectionEvaluator(CLASSES, iou_type="keypoints")
+    with pytest.raises(ValueError, match=r"predicted masks must be \(2, H, W\)"):
+        DetectionEvaluator(CLASSES, iou_type="segm").add("c", boxes, labels, boxes, scores, labels, gt_masks=gt,
+                                                         pred_masks=np.zeros((0, h, w), np.uint8))
+    with pytest.raises(ValueError, match="uncompressed RLE"):
+        DetectionEvaluator(CLASSES, iou_type="segm").add("d", boxes[:1], labels[:1], [], [], [], gt_masks=[
+            {"size": [h, w], "counts": [h * w]}], pred_masks=[])
 
     def rle(m):
         r = mask_utils.encode(np.asfortranarray(m))

@@ -202,6 +202,7 @@ def test_dataset_reads_masks_from_the_instance_map(tmp_path):
     assert torch.equal(target["masks"][0].bool(), torch.from_numpy(ids == 26001))
     assert "masks" not in DetectionTrainDataset([record], (96, 160), aug, (0.5,) * 3, (0.25,) * 3)[0][1]
     assert model_predicts_masks("vltdet_tiny_maskrcnn") and not model_predicts_masks("vltdet_tiny_fasterrcnn")
+    assert model_predicts_masks("vltdet_tiny_fasterrcnn", {"mask_convs": 2})  # a mask branch by override
     cfg = Config(task="detection")
     cfg.model.name = "vltdet_vit_b16_maskrcnn"
     assert build_train_dataset([record], cfg, (0.5,) * 3, (0.25,) * 3).with_masks

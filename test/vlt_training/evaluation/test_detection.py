@@ -138,3 +138,52 @@ def test_label_outside_model_classes_names_the_file(tmp_path):
     record["annotations"][0]["category_id"] = 5
     with pytest.raises(ValueError, match="a.png.*category_id 5"):
         evaluate_records(RedOracle(), [record], Config(task="detection"))
+
+
+class RedMaskOracle(RedOracle):
+    """RedOracle plus a Mask R-CNN-style mask per detection: the red pixels inside its box, resampled to the box's
+    28 x 28 frame (so a mask pasted in the wrong frame misses the object)."""
+
+    predicts_masks = True
+
+    def forward(self, images, targets=None):
+        out = super().forward(images, targets)
+        rgb = images * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+        for img, det in zip(rgb, out["detections"]):
+            red = ((img[0] > 0.8) & (img[1] < 0.3)).float()  # H, W
+            masks = []
+            for x1, y1, x2, y2 in det["boxes"].round().int().tolist():
+                crop = red[y1:y2, x1:x2][None, None]
+                masks.append(torch.nn.functional.interpolate(crop, size=(28, 28), mode="bilinear")[0, 0])
+            det["masks"] = torch.stack(masks) if masks else torch.zeros(0, 28, 28)
+        return out
+
+
+def test_masks_are_pasted_in_original_pixels_after_resize_and_padding(tmp_path):
+    """The mask AP path: a red L-shape (not its box) seen at 0.625 x and padded comes back as the L in the original
+    image, and mask AP50 is 1 against the instance map; predict_boxes skips the pasting."""
+    from vlt_training.evaluation.detection import predict_detections
+
+    image = np.full((96, 160, 3), 40, np.uint8)
+    image[30:70, 20:44] = (255, 0, 0)
+    image[50:70, 44:84] = (255, 0, 0)  # the L: 24 x 40 + 40 x 20 px inside a 64 x 40 box
+    cv2.imwrite(str(tmp_path / "l.png"), image[..., ::-1])
+    shape = (image[..., 0] == 255).astype(np.uint8)
+    cfg = EvalConfig(resize=[60, 100], size_divisor=32)
+    det = predict_detections(RedMaskOracle().eval(), image, cfg, MEAN, STD)
+    assert det["masks"].shape == (1, 96, 160) and det["masks"].dtype == np.uint8
+    iou = (det["masks"][0] & shape).sum() / (det["masks"][0] | shape).sum()
+    assert iou > 0.9, iou
+    assert "masks" not in predict_detections(RedMaskOracle().eval(), image, cfg, MEAN, STD, with_masks=False)
+
+    ids = np.zeros((96, 160), np.uint16)
+    ids[shape.astype(bool)] = 26001
+    cv2.imwrite(str(tmp_path / "ids.png"), ids)
+    record = {"file_name": str(tmp_path / "l.png"), "image_id": "l", "height": 96, "width": 160, "dataset": "t",
+              "condition": "clear", "instance_file_name": str(tmp_path / "ids.png"),
+              "annotations": [{"bbox": [20, 30, 84, 70], "category_id": 0, "iscrowd": 0, "instance_id": 26001}]}
+    full = Config(task="detection")
+    full.eval = cfg
+    result = evaluate_records(RedMaskOracle(), [record], full)["overall"]
+    assert result["AP50"] == pytest.approx(1.0) and result["mask_AP50"] == pytest.approx(1.0)
+    assert "mask_AP50" not in evaluate_records(RedOracle(), [record], full)["overall"]

@@ -59,7 +59,7 @@ def test_tiny_model_export_parity(name, exported):
     if getattr(model, "predicts_masks", False):
         expected.add("masks")  # Mask R-CNN: (B, K, 28, 28) probabilities in each box's frame
         assert out["masks"].shape == (2, stored.max_detections, 28, 28) and out["masks"].dtype == np.float32
-        assert "masks" in report.max_abs_diff and report.max_abs_diff["masks"] < 1e-3
+        assert "masks" in report.max_abs_diff  # compared slot by slot (test_vltdet matches them by detection)
     assert set(out) == expected
     if stored.task == "semantic_segmentation":
         assert out["labels"].shape == (2, 64, 128) and out["labels"].max() < len(stored.class_names)

@@ -222,7 +222,8 @@ class VLTDet(nn.Module):
         return masks.to(torch.uint8)
 
     def export_module(self) -> nn.Module:
-        """An eval-mode module ``images -> (boxes (B, K, 4) float32, scores (B, K) float32, labels (B, K) int64)``."""
+        """An eval-mode module ``images -> (boxes (B, K, 4) float32, scores (B, K) float32, labels (B, K) int64)``
+        [+ Mask R-CNN: ``masks (B, K, M, M) float32``]."""
         return DetectionExport(self).eval()
 
 
