@@ -20,7 +20,9 @@ RoIAlign + box head, per-class decode, one NMS over every (image, class), top-``
 With ``mask_convs`` set the head is Mask R-CNN's: torchvision's ``MaskRCNNHeads`` (ViTDet: 4 convs of 256 with
 LayerNorm) and ``MaskRCNNPredictor`` on 14 x 14 RoIAlign features of the positive RoIs, trained by ``RoIHeads``'
 ``maskrcnn_loss`` (per-class sigmoid masks, 28 x 28, cross-entropy against the ground truth cropped to each RoI).
-:meth:`FasterRCNNHead.predict_masks` runs it on the fixed ``K`` detections of :meth:`predict`.
+:meth:`FasterRCNNHead.predict_masks` runs it on the fixed ``K`` detections of :meth:`predict`. That loss is a mean
+over the rank's own positive RoIs; :class:`PositiveCountingRoIHeads` counts them so that the head renormalises it to
+the positives averaged over DDP ranks, as FCOS does (one process: unchanged).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, con
 from torchvision.ops import clip_boxes_to_image
 from torchvision.ops.poolers import LevelMapper
 
+from vlt_training.engine.distributed import all_reduce_num_positives
 from vlt_training.modeling.det_head._postprocess import batched_nms_mask, top_detections
 from vlt_training.modeling.det_head._roi_align import roi_align_train
 from vlt_training.modeling.layers import LayerNorm2d
@@ -120,6 +123,22 @@ class LevelRoIAlign(nn.Module):
                 image_shapes: list[tuple[int, int]]) -> torch.Tensor:
         ids = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)])  # R, 1
         return self.pool(list(features.values()), torch.cat([ids, torch.cat(boxes)], dim=1))
+
+
+class PositiveCountingRoIHeads(RoIHeads):
+    """torchvision's ``RoIHeads``, remembering how many positive RoIs its last training call sampled.
+
+    ``RoIHeads.forward`` trains the mask branch on exactly the sampled RoIs with a label > 0 and returns
+    ``maskrcnn_loss``'s mean over them, but not their number; the DDP renormalisation needs it. Counting here, in
+    the one method that produces those labels, keeps torchvision's forward and loss unchanged (no copy of either).
+    """
+
+    last_num_positive_rois: torch.Tensor | None = None
+
+    def select_training_samples(self, proposals, targets):
+        proposals, matched_idxs, labels, regression_targets = super().select_training_samples(proposals, targets)
+        self.last_num_positive_rois = sum((lab > 0).sum() for lab in labels).float()  # scalar: this rank's positives
+        return proposals, matched_idxs, labels, regression_targets
 
 
 class FasterRCNNHead(nn.Module):
@@ -210,7 +229,7 @@ class FasterRCNNHead(nn.Module):
                 mask_head=MaskRCNNHeads(in_channels, [mask_conv_dim] * mask_convs, 1, norm_layer=LayerNorm2d),
                 mask_predictor=MaskRCNNPredictor(mask_conv_dim, mask_conv_dim, num_classes + 1),
             )
-        self.roi_heads = RoIHeads(
+        self.roi_heads = PositiveCountingRoIHeads(
             pooler, box_head, FastRCNNPredictor(box_fc_dim, num_classes + 1),
             fg_iou_thresh=roi_iou_thresh, bg_iou_thresh=roi_iou_thresh, batch_size_per_image=roi_batch_size,
             positive_fraction=roi_positive_fraction, bbox_reg_weights=None, score_thresh=score_thresh,
@@ -241,7 +260,16 @@ class FasterRCNNHead(nn.Module):
         shifted = [{"boxes": t["boxes"], "labels": t["labels"] + 1, **({"masks": t["masks"]} if self.has_masks else {})}
                    for t in targets]  # 0 = background
         _, roi_losses = self.roi_heads(named, proposals, sizes, shifted)
+        if self.has_masks:
+            roi_losses["loss_mask"] = roi_losses["loss_mask"] * self._mask_loss_scale(features[0].device)
         return {**rpn_losses, **roi_losses}
+
+    def _mask_loss_scale(self, device: torch.device) -> torch.Tensor:
+        """From ``maskrcnn_loss``'s mean over this rank's positive RoIs to a mean over the positives averaged over
+        ranks: DDP's gradient mean then equals the gradient of one process's loss on the global batch (1 in one
+        process). The other R-CNN losses divide by sampled counts, a fixed quota per image (docs/detection.md)."""
+        local = self.roi_heads.last_num_positive_rois.to(device)
+        return local.clamp_min(1.0) / all_reduce_num_positives(local, device)
 
     # ------------------------------------------------------------------ static-shape inference
     def proposals(self, features: Sequence[torch.Tensor], image_size: tuple[int, int]) -> tuple[
