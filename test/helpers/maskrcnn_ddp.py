@@ -3,10 +3,8 @@ module; test files are imported by path)."""
 
 from __future__ import annotations
 
-import os
-
 import torch
-import torch.distributed as dist
+from helpers.gloo import gloo_group, mean_over_ranks, rank_share, uneven_detection_batch
 
 from vlt_training.modeling.det_head import FasterRCNNHead
 
@@ -36,20 +34,9 @@ def _box_masks(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def make_batch():
-    """Four 64x64 images with very different numbers of objects: an even split has unequal positives per rank."""
-    g = torch.Generator().manual_seed(1)
-    features = [torch.randn(4, 16, 8, 8, generator=g), torch.randn(4, 16, 4, 4, generator=g)]
-    boxes = [
-        [[4.0, 4.0, 40.0, 44.0], [30.0, 10.0, 60.0, 50.0], [8.0, 30.0, 28.0, 60.0]],
-        [[2.0, 2.0, 62.0, 62.0], [20.0, 20.0, 36.0, 40.0]],
-        [[10.0, 10.0, 22.0, 24.0]],  # the second half (rank 1) has one small object: few positive RoIs
-        [],
-    ]
-    targets = []
-    for b in boxes:
-        box = torch.tensor(b, dtype=torch.float32).reshape(-1, 4)
-        targets.append({"boxes": box, "labels": torch.arange(len(b), dtype=torch.int64) % 3, "masks": _box_masks(box)})
-    return features, targets
+    """The FCOS test's uneven 4-image batch, with an instance mask per object."""
+    features, targets = uneven_detection_batch()
+    return features, [{**t, "masks": _box_masks(t["boxes"])} for t in targets]
 
 
 def mask_loss_and_grads(head, features, targets):
@@ -62,18 +49,11 @@ def mask_loss_and_grads(head, features, targets):
 
 
 def worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
+    with gloo_group(rank, world, port):
         head = torch.nn.parallel.DistributedDataParallel(make_head())
         features, targets = make_batch()
-        half = len(targets) // world
-        mine = slice(rank * half, (rank + 1) * half)
+        mine = rank_share(rank, world, len(targets))
         loss, grads = mask_loss_and_grads(head, [f[mine] for f in features], targets[mine])  # grads: DDP's mean
-        dist.all_reduce(loss)  # the logged loss: mean over ranks
-        loss /= world
+        loss = mean_over_ranks(loss)  # the logged loss
         if rank == 0:
             torch.save({"loss_mask": loss, "grads": grads}, out)
-    finally:
-        dist.destroy_process_group()

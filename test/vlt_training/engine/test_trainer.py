@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_contract  # noqa: E402  (helper module beside this file)
+from helpers.gloo import free_port  # noqa: E402
 
 from vlt_training.config import load_config  # noqa: E402
 from vlt_training.engine.checkpoint import (  # noqa: E402
@@ -158,12 +158,6 @@ save_file({{k: v.contiguous() for k, v in result.model.state_dict().items()}}, o
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_gloo_keep_identical_parameters(bench, tmp_path):
     from safetensors.torch import load_file
 
@@ -175,7 +169,7 @@ def test_ddp_two_processes_gloo_keep_identical_parameters(bench, tmp_path):
                                         overrides=overrides, run=str(tmp_path / "run"), out=str(tmp_path)))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")

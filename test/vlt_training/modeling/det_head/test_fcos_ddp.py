@@ -3,19 +3,12 @@ loss and the gradients of one process with the whole batch (torchvision's FCOS d
 
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.multiprocessing as mp
+from helpers.gloo import free_port
 from helpers.fcos_ddp import loss_and_grads, make_batch, make_head, worker
 
 from vlt_training.engine.distributed import all_reduce_num_positives
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_without_a_process_group_the_count_is_local():
@@ -28,7 +21,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     head = make_head()
     single_losses, single_grads = loss_and_grads(head, features, targets)
     out = tmp_path / "rank0.pt"
-    mp.spawn(worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=True)
     for name, value in single_losses.items():
         torch.testing.assert_close(ddp["losses"][name], value, rtol=1e-5, atol=1e-6)

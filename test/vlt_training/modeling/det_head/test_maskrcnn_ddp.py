@@ -4,17 +4,10 @@ half the batch each give the ``loss_mask`` and the mask-branch gradients of one 
 
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.multiprocessing as mp
+from helpers.gloo import free_port
 from helpers.maskrcnn_ddp import IMAGE_SIZE, make_batch, make_head, mask_loss_and_grads, worker
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_head_counts_the_positive_rois_it_trains_the_masks_on():
@@ -30,7 +23,7 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(tmp_path):
     single_loss, single_grads = mask_loss_and_grads(make_head(), features, targets)
     assert single_grads and all(g.abs().sum() > 0 for g in single_grads.values())
     out = tmp_path / "rank0.pt"
-    mp.spawn(worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=True)
     torch.testing.assert_close(ddp["loss_mask"], single_loss, rtol=1e-5, atol=1e-6)
     assert ddp["grads"].keys() == single_grads.keys()
