@@ -1,9 +1,10 @@
 """Write the whole procedural domain-shift benchmark folder.
 
 ``<out>/cityscapes``: the clean ``source`` domain, train and val, in the Cityscapes layout, plus
-``annotations/instances_{train,val}.json``. ``<out>/acdc``: the *same* val scenes rendered under each target
-condition, in the ACDC layout, plus ``annotations/instances_{condition}_val.json``; so source-val mIoU and
-condition mIoU are measured on identical geometry and retention (target / source) compares like with like.
+``annotations/instances_{train,val}.json`` (boxes, and masks as compressed RLE). ``<out>/acdc``: the *same* val
+scenes rendered under each target condition, in the ACDC layout, plus ``annotations/instances_{condition}_val.json``;
+so source-val mIoU and condition mIoU are measured on identical geometry and retention (target / source) compares
+like with like.
 ``<out>/benchmark.json`` records the parameters that produced it.
 
 Every image draws from its own generator seeded by (seed, split or condition, index), so the output does not depend
@@ -23,9 +24,10 @@ import numpy as np
 from vlt_perception.labels import CITYSCAPES_THING_CLASSES
 from vlt_training.synthetic.conditions import DEFAULT_STRENGTH, apply_condition, list_conditions
 from vlt_training.synthetic.scene import DRAWN_CLASSES, SceneConfig, render_scene
-from vlt_training.synthetic.writers import CocoBuilder, write_acdc_sample, write_cityscapes_sample, write_json
+from vlt_training.synthetic.writers import (CocoBuilder, instance_rle, write_acdc_sample, write_cityscapes_sample,
+                                            write_json)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the COCO json has segmentations
 
 
 def image_rng(seed: int, stream: str, index: int) -> np.random.Generator:
@@ -64,7 +66,10 @@ def _run_job(job: _Job) -> dict:
     city, name = cityscapes_name(job.split, job.index)
     paths = write_cityscapes_sample(out / "cityscapes", job.split, city, name, scene.image, scene.label_ids,
                                     scene.instance_ids)
-    result = {"index": job.index, "objects": scene.objects,
+    # The COCO json carries each object's mask too (compressed RLE of the instance map), so Mask R-CNN trains on
+    # the COCO layout as well as on the Cityscapes / ACDC instance maps.
+    objects = [{**obj, "segmentation": instance_rle(scene.instance_ids, obj["instance_id"])} for obj in scene.objects]
+    result = {"index": job.index, "objects": objects,
               "file_name": paths["image"].relative_to(out / "cityscapes").as_posix(), "conditions": {}}
     seq, acdc = acdc_name(job.index)
     for condition, strength in zip(job.conditions, job.strengths):

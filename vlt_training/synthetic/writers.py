@@ -1,4 +1,4 @@
-"""Writers of the official dataset layouts: Cityscapes, ACDC and COCO detection json.
+"""Writers of the official dataset layouts: Cityscapes, ACDC and COCO instance json (boxes and masks).
 
 Every file is written to a temporary name in its folder and renamed into place, so a crash never leaves a
 half-written PNG or json behind (a reader sees either no file or a complete one).
@@ -91,8 +91,18 @@ def write_acdc_sample(root: str | Path, condition: str, split: str, seq: str, na
     return paths
 
 
+def instance_rle(instance_ids: np.ndarray, instance_id: int) -> dict:
+    """COCO compressed RLE (``{"size": [H, W], "counts": str}``, pycocotools' encoding) of one instance of an
+    (H, W) Cityscapes instanceIds map, for a json ``segmentation``."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(instance_ids == instance_id, dtype=np.uint8))  # column-major input
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
 class CocoBuilder:
-    """Collects images and boxes and writes a COCO detection json (categories = the Cityscapes things)."""
+    """Collects images, boxes and optional masks and writes a COCO instance json (categories = the Cityscapes
+    things)."""
 
     def __init__(self, description: str = "") -> None:
         self.description = description
@@ -101,7 +111,8 @@ class CocoBuilder:
 
     def add_image(self, file_name: str, height: int, width: int, objects: list[dict]) -> int:
         """Add an image (``file_name`` relative to the dataset root) and its ``objects`` (``bbox`` x1, y1, x2, y2
-        exclusive, ``category_id`` index into the thing classes, ``area``); returns the COCO image id."""
+        exclusive, ``category_id`` index into the thing classes, ``area``, optional ``segmentation`` in COCO form);
+        returns the COCO image id."""
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)})
         for obj in objects:
@@ -113,6 +124,7 @@ class CocoBuilder:
                 "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
                 "area": float(obj.get("area", (x2 - x1) * (y2 - y1))),
                 "iscrowd": 0,
+                **({"segmentation": obj["segmentation"]} if "segmentation" in obj else {}),
             })
         return image_id
 

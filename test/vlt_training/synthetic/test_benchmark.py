@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vlt_perception.datasets import instance_masks, load_acdc, load_cityscapes, load_coco
 from vlt_training.cli import generate
 from vlt_training.synthetic import writers
 from vlt_training.synthetic.benchmark import generate_benchmark
@@ -80,6 +81,37 @@ def test_coco_json_is_valid_for_pycocotools(bench):
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())][:3] == ["person", "rider", "car"]
     anns = coco.loadAnns(coco.getAnnIds())
     assert anns and all(a["bbox"][2] > 0 and a["bbox"][3] > 0 and a["iscrowd"] == 0 for a in anns)
+
+
+def _objects_with_masks(record: dict) -> list[tuple]:
+    """(category, box, mask bytes) of every object of a record, masks from ``instance_masks``, sorted."""
+    masks = instance_masks(record)
+    assert masks is not None and masks.shape[1:] == (KW["height"], KW["width"]), record["file_name"]
+    return sorted((a["category_id"], tuple(float(v) for v in a["bbox"]), m.tobytes())
+                  for a, m in zip(record["annotations"], masks))
+
+
+def test_coco_masks_are_the_instance_maps(bench):
+    """The COCO json's segmentations decode (through the COCO loader and ``instance_masks``) to exactly the masks
+    the Cityscapes / ACDC instance maps give, object for object, and their area is the json's ``area``."""
+    from pycocotools import mask as mask_utils
+
+    out, manifest = bench
+    condition = manifest["conditions"][0]
+    pairs = [(load_coco(out / "cityscapes", "val"), load_cityscapes(out / "cityscapes", "val")),
+             (load_coco(out / "acdc", f"{condition}_val"), load_acdc(out / "acdc", "val", conditions=condition))]
+    compared = 0
+    for coco_records, map_records in pairs:
+        maps = {Path(r["file_name"]).name: r for r in map_records}
+        assert len(coco_records) == len(maps) == KW["num_val"]
+        for record in coco_records:
+            from_rle = _objects_with_masks(record)
+            assert len(from_rle) == len(record["annotations"])
+            assert from_rle == _objects_with_masks(maps[Path(record["file_name"]).name])  # the loaders' orders differ
+            compared += len(from_rle)
+    assert compared > 0
+    coco = json.loads((out / "cityscapes/annotations/instances_val.json").read_text())
+    assert all(mask_utils.area(a["segmentation"]) == a["area"] > 0 for a in coco["annotations"])
 
 
 def test_write_png_is_atomic(tmp_path, monkeypatch):
