@@ -48,7 +48,7 @@ def _step_fn(name: str, images, targets):
     import torch
 
     from vlt_training.config import OptimConfig
-    from vlt_training.engine.optim import build_optimizer
+    from vlt_training.training.optim import build_optimizer
     from vlt_training.modeling import create_model
 
     torch.manual_seed(0)

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_one(config: str, overrides: list[str], mode: str, seed: int, run_dir: Path) -> dict:
     """Train one (mode, seed) and evaluate it; returns a flat row of figures."""
-    from vlt_training.engine.modes import mode_summary
-    from vlt_training.engine.trainer import train
+    from vlt_training.training.mode_setup import mode_summary
+    from vlt_training.training.trainer import train
     from vlt_training.evaluation.runner import evaluate, write_json
 
     cfg = load_config(config, [*overrides, f"model.mode={mode}", f"train.seed={seed}"])

@@ -55,7 +55,7 @@ def _train_step_bench(iters: int, points: int = 0) -> dict:
     from vlt_training.modeling import create_model
 
     from vlt_training.config import OptimConfig
-    from vlt_training.engine.optim import build_optimizer
+    from vlt_training.training.optim import build_optimizer
 
     torch.manual_seed(0)
     overrides = {"train_num_points": points} if points else {}

@@ -7,7 +7,7 @@ with ``yaml.safe_load`` (``train.max_iters=10``, ``data.crop_size=[128,256]``, `
 Unknown keys are rejected with a message naming the file and the key, so a typo never silently trains the default.
 
 Every config key means exactly what the argument it is mapped onto means; the mapping happens in one place per
-consumer (``vlt_training.engine.trainer`` for optimiser/schedule/loop, ``vlt_training.data`` for datasets).
+consumer (``vlt_training.training.trainer`` for optimiser/schedule/loop, ``vlt_training.data`` for datasets).
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ class TorchEngine(InferenceEngine):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, tta: bool = False, **kwargs) -> "TorchEngine":
-        """Load a checkpoint folder or run folder with ``vlt_training.engine.checkpoint.load_model``.
+        """Load a checkpoint folder or run folder with ``vlt_training.training.checkpoint.load_model``.
 
         ``tta``: segmentation labels from multi-scale (0.5-1.75) + flip averaged scores
         (``vlt_training.evaluation.tta``), about 12 times the cost of one pass; for offline evaluation.
@@ -77,7 +77,7 @@ class TorchEngine(InferenceEngine):
         if not path.exists():
             raise EngineError(f"{path}: checkpoint not found")
         try:
-            from vlt_training.engine.checkpoint import load_model
+            from vlt_training.training.checkpoint import load_model
         except ImportError as exc:
             raise EngineUnavailableError(
                 "the torch engine needs vlt_training (pip install -r requirements/train.txt)") from exc

@@ -16,11 +16,11 @@ import sys
 from typing import Any
 
 from vlt_perception.launch_config import DETECTION
-from vlt_perception.nodes import common, conversions
+from vlt_perception.nodes import conversions, perception_node
 from vlt_perception.pipeline.detection import DetectionPipeline, draw_detections
 
 
-class DetectionNode(common.PerceptionNode):
+class DetectionNode(perception_node.PerceptionNode):
     NODE = DETECTION
 
     def make_pipeline(self, engine) -> DetectionPipeline:
@@ -66,7 +66,7 @@ class DetectionNode(common.PerceptionNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return common.main(DetectionNode, args)
+    return perception_node.main(DetectionNode, args)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ import sys
 from typing import Any
 
 from vlt_perception.launch_config import SEGMENTATION
-from vlt_perception.nodes import common, conversions
+from vlt_perception.nodes import conversions, perception_node
 from vlt_perception.pipeline.segmentation import SegmentationOutputs, SegmentationPipeline
 
 
-class SegmentationNode(common.PerceptionNode):
+class SegmentationNode(perception_node.PerceptionNode):
     NODE = SEGMENTATION
 
     def make_pipeline(self, engine) -> SegmentationPipeline:
@@ -61,7 +61,7 @@ class SegmentationNode(common.PerceptionNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    return common.main(SegmentationNode, args)
+    return perception_node.main(SegmentationNode, args)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ Every stage is a real command of the package, run as its own process, exactly as
 2. ``vlt_training.cli.train``           train a small VLTSeg on the source domain (CPU)
 3. ``vlt_training.cli.evaluate``        mIoU per condition with the training-side evaluator
 4. ``vlt_training.cli.export``          self-verifying ONNX export with metadata
-5. ``vlt_perception.nodes.dataset_to_bag``  one rosbag2 (MCAP) per condition, with ground truth
-6. ``vlt_perception.nodes.bag_eval``    offline evaluation of the bags through ONNX Runtime, report with figures
+5. ``vlt_perception.cli.dataset_to_bag``  one rosbag2 (MCAP) per condition, with ground truth
+6. ``vlt_perception.cli.bag_eval``    offline evaluation of the bags through ONNX Runtime, report with figures
 7. segmentation_node + evaluator_node + bag_player_node (lock-step): the bags replayed through the ROS 2 graph
 8. VLTDet (when ``--detection``): train the tiny detector, its tower initialised from step 2's VLTSeg
    (``model.init_from``), and evaluate COCO AP per condition
@@ -353,17 +353,17 @@ def _run(args, size: DemoSize, work: Path, logs: Path, report: Path, timings: di
     bags = work / "bags"
     bags.mkdir()
     started = time.monotonic()
-    run_stage("bag_source", ["-m", "vlt_perception.nodes.dataset_to_bag", "--dataset", "cityscapes",
+    run_stage("bag_source", ["-m", "vlt_perception.cli.dataset_to_bag", "--dataset", "cityscapes",
                              "--root", str(data / "cityscapes"), "--split", "val", "--out", str(bags / "source")],
               logs, echo=False)
     for condition in CONDITIONS:
         run_stage(f"bag_{condition}", [
-            "-m", "vlt_perception.nodes.dataset_to_bag", "--dataset", "acdc", "--root", str(data / "acdc"),
+            "-m", "vlt_perception.cli.dataset_to_bag", "--dataset", "acdc", "--root", str(data / "acdc"),
             "--split", "val", "--conditions", condition, "--out", str(bags / condition)], logs, echo=False)
     timings["bags"] = time.monotonic() - started
 
     offline_dir = report / "offline"
-    eval_args = ["-m", "vlt_perception.nodes.bag_eval", "--model", str(model), "--reference", str(bags / "source"),
+    eval_args = ["-m", "vlt_perception.cli.bag_eval", "--model", str(model), "--reference", str(bags / "source"),
                  "--out", str(offline_dir)]
     for condition in CONDITIONS:
         eval_args += ["--bag", str(bags / condition)]

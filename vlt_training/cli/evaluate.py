@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from vlt_training.engine.checkpoint import CONFIG_FILE, CheckpointError, load_model, resolve_checkpoint
+    from vlt_training.training.checkpoint import CONFIG_FILE, CheckpointError, load_model, resolve_checkpoint
 
     try:
         ckpt = resolve_checkpoint(args.checkpoint)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(config_path, args.overrides)
         if args.mode:
             cfg.eval.mode = args.mode
-        from vlt_training.engine.distributed import resolve_device
+        from vlt_training.training.distributed import resolve_device
 
         device = resolve_device(args.device)
         model, _ = load_model(ckpt, device=device)

@@ -65,7 +65,7 @@ def check_args(args: argparse.Namespace) -> str:
 def load(args: argparse.Namespace):
     """(model, metadata, checkpoint folder or None)."""
     if args.checkpoint is not None:
-        from vlt_training.engine.checkpoint import load_model, resolve_checkpoint
+        from vlt_training.training.checkpoint import load_model, resolve_checkpoint
 
         ckpt = resolve_checkpoint(args.checkpoint)
         model, metadata = load_model(ckpt)

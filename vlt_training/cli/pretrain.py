@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from vlt_training.engine.checkpoint import CheckpointError
-    from vlt_training.engine.trainer import train
+    from vlt_training.training.checkpoint import CheckpointError
+    from vlt_training.training.trainer import train
     from vlt_training.pretrain.models import export_open_clip
     from vlt_training.pretrain.report import pretraining_report, supervised_report, write_report
-    from vlt_training.pretrain.tasks import corpus_spec
+    from vlt_training.tasks.pretraining import corpus_spec
 
     out = args.out or f"runs/{cfg.name}"
     try:

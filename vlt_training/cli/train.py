@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from vlt_training.data.records import DataError
-    from vlt_training.engine.checkpoint import CheckpointError
-    from vlt_training.engine.trainer import train
+    from vlt_training.training.checkpoint import CheckpointError
+    from vlt_training.training.trainer import train
 
     out = args.out or f"runs/{cfg.name}"
     try:

@@ -1,4 +1,4 @@
-"""Object-detection data for the trainer (records -> augmented images + box targets) and the detection task hooks.
+"""Object-detection data for the trainer: records -> augmented images + box targets.
 
 Records come from ``vlt_perception.datasets`` with ``annotations`` ``[{"bbox": [x1, y1, x2, y2], "category_id",
 "iscrowd"}]`` (COCO json, Cityscapes / ACDC instance maps, BDD100K, the synthetic benchmark). Augmentation is the
@@ -15,10 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlt_perception.metadata import TASK_DETECTION
 from vlt_training.config import AugmentConfig, Config
 from vlt_training.data import transforms as T
-from vlt_training.engine.tasks import TaskHooks, register_task
 
 # Boxes thinner than this (in training-input pixels) after cropping are dropped: no FCOS cell can match them.
 MIN_BOX_SIDE = 1.0
@@ -175,20 +173,3 @@ def build_train_dataset(records: list[dict], cfg: Config, mean, std) -> Detectio
 def has_annotations(record: dict) -> bool:
     """Detection can use a record that lists its objects (an empty list is a valid background image)."""
     return record.get("annotations") is not None
-
-
-def _evaluate(model, records, cfg, device, amp="none") -> dict:
-    # Imported here: the evaluation module imports this one's helpers.
-    from vlt_training.evaluation.detection import evaluate_records
-
-    return evaluate_records(model, records, cfg, device=device, amp=amp)
-
-
-DETECTION = register_task(TaskHooks(
-    name="detection",
-    metadata_task=TASK_DETECTION,
-    build_train_dataset=build_train_dataset,
-    evaluate=_evaluate,
-    primary_metric="mAP",
-    record_filter=has_annotations,
-))

@@ -1,4 +1,4 @@
-"""Semantic-segmentation data for the trainer, and the segmentation task hooks."""
+"""Semantic-segmentation data for the trainer."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vlt_perception.metadata import TASK_SEGMENTATION
 from vlt_training.config import AugmentConfig, Config
 from vlt_training.data import transforms as T
-from vlt_training.engine.tasks import TaskHooks, register_task
 
 
 def _read(record: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -65,20 +63,3 @@ def build_train_dataset(records: list[dict], cfg: Config, mean, std) -> Segmenta
 
 def has_sem_seg(record: dict) -> bool:
     return bool(record.get("sem_seg_file_name"))
-
-
-def _evaluate(model, records, cfg, device, amp="none") -> dict:
-    # Imported here: the evaluation module imports this one's reader.
-    from vlt_training.evaluation.segmentation import evaluate_records
-
-    return evaluate_records(model, records, cfg, device=device, amp=amp)
-
-
-SEGMENTATION = register_task(TaskHooks(
-    name="segmentation",
-    metadata_task=TASK_SEGMENTATION,
-    build_train_dataset=build_train_dataset,
-    evaluate=_evaluate,
-    primary_metric="mIoU",
-    record_filter=has_sem_seg,
-))

@@ -15,7 +15,7 @@ from vlt_perception.atomic import atomic_write_text
 from vlt_perception.metrics.segmentation import retention
 from vlt_training.config import Config
 from vlt_training.data.records import load_records
-from vlt_training.engine.tasks import get_task
+from vlt_training.tasks.registry import get_task
 
 
 def evaluate(model: nn.Module, cfg: Config, device="cpu", amp: str = "none", mode: str | None = None) -> dict:

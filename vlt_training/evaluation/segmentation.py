@@ -16,7 +16,7 @@ from torch import nn
 from vlt_perception.metrics.segmentation import ConfusionMatrix
 from vlt_training.config import Config, EvalConfig
 from vlt_training.data import transforms as T
-from vlt_training.engine.amp import autocast
+from vlt_training.training.amp import autocast
 from vlt_training.evaluation.tta import tta_scores
 
 

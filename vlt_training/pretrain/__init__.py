@@ -5,7 +5,7 @@
 - :mod:`~vlt_training.pretrain.captions`: captions from scene content and appearance;
 - :mod:`~vlt_training.pretrain.corpus`: image-text pairs rendered on the fly, deterministic per seed;
 - :mod:`~vlt_training.pretrain.models`: open_clip CLIP + ClipLoss, and the vision-only control, for the trainer;
-- :mod:`~vlt_training.pretrain.tasks`: the ``clip_pretrain`` / ``vision_pretrain`` task hooks;
+- :mod:`~vlt_training.tasks.pretraining`: the ``clip_pretrain`` / ``vision_pretrain`` task hooks;
 - :mod:`~vlt_training.pretrain.report`: held-out retrieval and zero-shot figures beside chance.
 
 Run it with ``python -m vlt_training.cli.pretrain --config config/pretrain/tiny_clip.yaml``.

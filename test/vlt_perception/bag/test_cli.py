@@ -22,10 +22,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_dataset_to_bag_then_bag_eval(fx, tmp_path, palette_onnx):
     cityscapes = fx.write_cityscapes(tmp_path / "cs", {"clear": 2})
     acdc = fx.write_acdc(tmp_path / "acdc", {"fog": 2, "night": 1})
-    done = run("vlt_perception.nodes.dataset_to_bag", "--dataset", "cityscapes", "--root", str(tmp_path / "cs"),
+    done = run("vlt_perception.cli.dataset_to_bag", "--dataset", "cityscapes", "--root", str(tmp_path / "cs"),
                "--split", "val", "--out", str(tmp_path / "source"))
     assert done.returncode == 0, done.stderr
-    done = run("vlt_perception.nodes.dataset_to_bag", "--dataset", "acdc", "--root", str(tmp_path / "acdc"),
+    done = run("vlt_perception.cli.dataset_to_bag", "--dataset", "acdc", "--root", str(tmp_path / "acdc"),
                "--split", "val", "--conditions", "fog", "--out", str(tmp_path / "fog"), "--storage", "sqlite3",
                "--compressed", "png", "--rate", "5")
     assert done.returncode == 0, done.stderr
@@ -44,7 +44,7 @@ def test_dataset_to_bag_then_bag_eval(fx, tmp_path, palette_onnx):
     assert frames[1].stamp_ns - frames[0].stamp_ns == 200_000_000  # 5 Hz
     np.testing.assert_array_equal(frames[0].labels, acdc[0]["expected_labels"])
 
-    done = run("vlt_perception.nodes.bag_eval", "--bag", str(tmp_path / "fog"), "--model", str(palette_onnx),
+    done = run("vlt_perception.cli.bag_eval", "--bag", str(tmp_path / "fog"), "--model", str(palette_onnx),
                "--reference", str(tmp_path / "source"), "--out", str(tmp_path / "report"), "--engine", "onnxruntime")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -55,11 +55,11 @@ def test_dataset_to_bag_then_bag_eval(fx, tmp_path, palette_onnx):
 
 
 def test_cli_errors_are_clear(fx, tmp_path, palette_onnx):
-    done = run("vlt_perception.nodes.dataset_to_bag", "--dataset", "cityscapes", "--root", str(tmp_path / "none"),
+    done = run("vlt_perception.cli.dataset_to_bag", "--dataset", "cityscapes", "--root", str(tmp_path / "none"),
                "--out", str(tmp_path / "b"))
     assert done.returncode == 1 and str(tmp_path / "none") in done.stderr and "Traceback" not in done.stderr
     (tmp_path / "broken").mkdir()
-    done = run("vlt_perception.nodes.bag_eval", "--bag", str(tmp_path / "broken"), "--model", str(palette_onnx),
+    done = run("vlt_perception.cli.bag_eval", "--bag", str(tmp_path / "broken"), "--model", str(palette_onnx),
                "--out", str(tmp_path / "report"), "--no-figures")
     assert done.returncode == 1 and "broken" in done.stdout and "ERROR" in done.stdout
     report = json.loads((tmp_path / "report" / "report.json").read_text())  # written all the same
@@ -68,7 +68,7 @@ def test_cli_errors_are_clear(fx, tmp_path, palette_onnx):
 
 def test_coco_detection_bag_and_eval_in_process(fx, tmp_path, capsys):
     """COCO json -> bag with boxes only (no labels topic) -> bag_eval of a detection model: mAP per condition."""
-    from vlt_perception.nodes import bag_eval, dataset_to_bag
+    from vlt_perception.cli import bag_eval, dataset_to_bag
 
     root = tmp_path / "coco"
     (root / "fog_val").mkdir(parents=True)

@@ -39,7 +39,7 @@ def miou(preds, gts, num_classes) -> float:
 
 
 def test_torch_checkpoint_matches_the_model_run_directly(fx, tmp_path):
-    from vlt_training.engine.checkpoint import save_checkpoint
+    from vlt_training.training.checkpoint import save_checkpoint
     from vlt_training.export.model_metadata import metadata_for_model
     from vlt_training.modeling import create_model
 
@@ -65,8 +65,8 @@ def test_torch_checkpoint_matches_the_model_run_directly(fx, tmp_path):
 def test_bag_eval_cli_with_tta_scores_the_tta_predictions(fx, tmp_path, capsys):
     """``bag_eval --engine torch --tta`` end to end: the report says TTA and its mIoU is that of the multi-scale
     + flip averaged predictions (``TTASemantic``), not of one pass."""
-    from vlt_perception.nodes import bag_eval
-    from vlt_training.engine.checkpoint import save_checkpoint
+    from vlt_perception.cli import bag_eval
+    from vlt_training.training.checkpoint import save_checkpoint
     from vlt_training.evaluation.tta import TTASemantic
     from vlt_training.export.model_metadata import metadata_for_model
     from vlt_training.modeling import create_model

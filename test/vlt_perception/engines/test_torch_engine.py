@@ -64,7 +64,7 @@ def test_missing_checkpoint_names_the_path(tmp_path):
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path):
-    pytest.importorskip("vlt_training.engine.checkpoint")
+    pytest.importorskip("vlt_training.training.checkpoint")
     ckpt = tmp_path / "step_00000001"
     ckpt.mkdir()
     (ckpt / "meta.json").write_text("{not json")
@@ -83,7 +83,7 @@ def test_tuple_outputs_follow_the_contract_order():
 def test_checkpoint_with_tta(tmp_path):
     """--tta in the bag evaluation: the engine's labels come from the multi-scale + flip averaged scores."""
     from vlt_perception.engines.factory import create_engine
-    from vlt_training.engine.checkpoint import save_checkpoint
+    from vlt_training.training.checkpoint import save_checkpoint
     from vlt_training.evaluation.tta import TTASemantic
     from vlt_training.export.model_metadata import metadata_for_model
     from vlt_training.modeling import create_model

@@ -12,7 +12,7 @@ from vlt_training.data.detection import (
     augment,
     has_annotations,
 )
-from vlt_training.engine.tasks import get_task
+from vlt_training.tasks.registry import get_task
 
 RED = (255, 0, 0)
 

@@ -10,7 +10,7 @@ from vlt_training.config import AugmentConfig, DataConfig, DatasetConfig
 from vlt_training.data.records import DataError, load_records, load_train_records
 from vlt_training.data.segmentation import SegmentationTrainDataset, has_sem_seg
 from vlt_training.data.sampler import StepSampler
-from vlt_training.engine.tasks import collate_batch, get_task
+from vlt_training.tasks.registry import collate_batch, get_task
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
 

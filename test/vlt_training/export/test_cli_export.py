@@ -12,7 +12,7 @@ import torch
 
 from vlt_perception.engines import create_engine
 from vlt_training.cli.export import main
-from vlt_training.engine.checkpoint import save_checkpoint
+from vlt_training.training.checkpoint import save_checkpoint
 from vlt_training.export.model_metadata import metadata_for_model
 from vlt_training.modeling import create_model
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlt_training.config import OptimConfig
-from vlt_training.engine.optim import build_optimizer, param_groups, trainable_names
+from vlt_training.training.optim import build_optimizer, param_groups, trainable_names
 from vlt_training.modeling import create_model
 from vlt_training.modeling.modes import MODES, default_freeze_blocks, parameter_counts
 

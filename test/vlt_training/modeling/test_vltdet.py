@@ -338,8 +338,8 @@ def test_export_graph_matches_pytorch_in_onnxruntime(tiny_any, tmp_path):
 
 def test_max_detections_reaches_outputs_and_metadata():
     from vlt_training.config import Config
-    from vlt_training.engine.tasks import get_task
-    from vlt_training.engine.trainer import model_metadata
+    from vlt_training.tasks.registry import get_task
+    from vlt_training.training.trainer import model_metadata
     from vlt_training.export.model_metadata import metadata_for_model
 
     model = create_model("vltdet_tiny_fcos", max_detections=20).eval()
@@ -357,7 +357,7 @@ def test_vitdet_layer_decay_reaches_the_clip_tower():
     """ViTDet's lr factor (detectron2 get_vit_lr_decay_rate): decay ** (L + 1 - id), id 0 for the patch and
     position embeddings, i + 1 for block i; pyramid and head undecayed."""
     from vlt_training.config import OptimConfig
-    from vlt_training.engine.optim import param_groups
+    from vlt_training.training.optim import param_groups
 
     model = create_model(
         "vltdet_vit_b16_fasterrcnn", vision_cfg_overrides={"width": 64, "layers": 4, "head_width": 32},

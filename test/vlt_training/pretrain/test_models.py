@@ -73,7 +73,7 @@ def test_export_is_an_open_clip_folder(exported):
 def test_vltseg_and_vltdet_take_the_folder_as_pretrained(exported, name):
     import open_clip
 
-    from vlt_training.engine.checkpoint import build_model
+    from vlt_training.training.checkpoint import build_model
 
     _, out = exported
     clip = open_clip.create_model(f"local-dir:{out}")

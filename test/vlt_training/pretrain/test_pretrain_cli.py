@@ -60,7 +60,7 @@ def test_smoke_run_writes_a_folder_open_clip_loads(tmp_path):
 
 
 def test_contrastive_loss_falls_well_below_log_batch(tmp_path):
-    from vlt_training.engine.trainer import train
+    from vlt_training.training.trainer import train
 
     batch = 16
     cfg = load_config(CONFIG, [*SMALL, "train.max_iters=100", f"train.batch_size={batch}", "train.log_interval=10",
@@ -77,7 +77,7 @@ def test_contrastive_loss_falls_well_below_log_batch(tmp_path):
 
 @pytest.mark.cli
 def test_killed_pretraining_resumes_and_continues_the_loss_curve(tmp_path):
-    from vlt_training.engine.trainer import train
+    from vlt_training.training.trainer import train
 
     overrides = ["train.max_iters=10", "train.batch_size=4", "train.checkpoint_interval=3", "train.log_interval=1",
                  "train.keep_last=10", "pretrain.corpus.num_train=12", "pretrain.corpus.num_heldout=4",

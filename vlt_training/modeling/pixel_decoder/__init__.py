@@ -1,6 +1,6 @@
 """Pixel decoders: multi-scale feature encoders producing per-pixel mask features."""
 
 from vlt_training.modeling.pixel_decoder.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
-from vlt_training.modeling.pixel_decoder.msdeformattn import MSDeformAttnPixelDecoder
+from vlt_training.modeling.pixel_decoder.msdeform_pixel_decoder import MSDeformAttnPixelDecoder
 
 __all__ = ["MSDeformAttn", "MSDeformAttnPixelDecoder", "ms_deform_attn_core"]

@@ -1,6 +1,6 @@
 """Convert a dataset split into a rosbag2 evaluation bag (no ROS needed).
 
-    python -m vlt_perception.nodes.dataset_to_bag --dataset acdc --root DATA/acdc --split val \
+    python -m vlt_perception.cli.dataset_to_bag --dataset acdc --root DATA/acdc --split val \
         --conditions fog night --out bags/acdc_fog_night [--storage mcap|sqlite3] [--compressed jpeg] [--rate 10]
 
 Records come from ``vlt_perception.datasets.get_dataset``; see ``vlt_perception.bag.writer`` for the bag layout.

@@ -18,9 +18,9 @@ import tiny_contract  # noqa: E402  (helper module beside this file)
 from helpers.gloo import free_port  # noqa: E402
 
 from vlt_training.config import load_config  # noqa: E402
-from vlt_training.engine.checkpoint import (  # noqa: E402
+from vlt_training.training.checkpoint import (  # noqa: E402
     CheckpointError, list_checkpoints, load_model, load_trainer_state, load_weights, read_meta)
-from vlt_training.engine.trainer import train  # noqa: E402
+from vlt_training.training.trainer import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -150,7 +150,7 @@ import tiny_contract
 tiny_contract.install(None)
 from safetensors.torch import save_file
 from vlt_training.config import load_config
-from vlt_training.engine.trainer import train
+from vlt_training.training.trainer import train
 cfg = load_config({config!r}, {overrides!r})
 result = train(cfg, {run!r}, progress=False)
 rank = os.environ["RANK"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vlt_training.config import ConfigError, load_config
-from vlt_training.engine.tasks import get_task, list_tasks
+from vlt_training.tasks.registry import get_task, list_tasks
 
 CONFIG = "config/pretrain/tiny_clip.yaml"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlt_training.config import ScheduleConfig
-from vlt_training.engine.schedule import build_scheduler, lr_factor
+from vlt_training.training.schedule import build_scheduler, lr_factor
 
 
 def test_warmup_is_linear_from_ratio_to_one():

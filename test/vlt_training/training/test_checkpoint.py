@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from vlt_perception.metadata import ModelMetadata
-from vlt_training.engine import checkpoint as ckpt_mod
-from vlt_training.engine.checkpoint import (
+from vlt_training.training import checkpoint as ckpt_mod
+from vlt_training.training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     list_checkpoints,

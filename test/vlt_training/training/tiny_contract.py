@@ -47,7 +47,7 @@ class TinySegNet(nn.Module):
 
 def install(monkeypatch, **model_kwargs) -> None:
     """Make the trainer build TinySegNet(**model_kwargs) and load_model rebuild TinySegNet from meta.json."""
-    from vlt_training.engine import checkpoint, trainer
+    from vlt_training.training import checkpoint, trainer
 
     def build(cfg):
         return TinySegNet(**model_kwargs)

@@ -27,13 +27,13 @@ from vlt_perception.metadata import ModelMetadata
 from vlt_training.config import Config, ModelConfig, save_config
 from vlt_training.data.records import load_train_records
 from vlt_training.data.sampler import StepSampler
-from vlt_training.engine import checkpoint as ckpt
-from vlt_training.engine import distributed
-from vlt_training.engine.amp import autocast, grad_scaler
-from vlt_training.engine.modes import mode_summary, model_mode_kwargs, prepare_mode
-from vlt_training.engine.optim import build_optimizer
-from vlt_training.engine.schedule import build_scheduler
-from vlt_training.engine.tasks import TaskHooks, get_task
+from vlt_training.training import checkpoint as ckpt
+from vlt_training.training import distributed
+from vlt_training.training.amp import autocast, grad_scaler
+from vlt_training.training.mode_setup import mode_summary, model_mode_kwargs, prepare_mode
+from vlt_training.training.optim import build_optimizer
+from vlt_training.training.schedule import build_scheduler
+from vlt_training.tasks.registry import TaskHooks, get_task
 
 
 @dataclass

@@ -30,10 +30,10 @@ import torch
 
 _TASKS: dict[str, "TaskHooks"] = {}
 _TASK_MODULES = {
-    "segmentation": "vlt_training.data.segmentation",
-    "detection": "vlt_training.data.detection",
-    "clip_pretrain": "vlt_training.pretrain.tasks",
-    "vision_pretrain": "vlt_training.pretrain.tasks",
+    "segmentation": "vlt_training.tasks.segmentation",
+    "detection": "vlt_training.tasks.detection",
+    "clip_pretrain": "vlt_training.tasks.pretraining",
+    "vision_pretrain": "vlt_training.tasks.pretraining",
 }
 
 

@@ -12,9 +12,9 @@ import torch
 
 from vlt_perception.engines.torch_engine import TorchEngine
 from vlt_training.config import ConfigError, load_config
-from vlt_training.engine.checkpoint import load_model, read_meta, resolve_checkpoint
-from vlt_training.engine.modes import style_bank_path
-from vlt_training.engine.trainer import build_model, seed_everything, train
+from vlt_training.training.checkpoint import load_model, read_meta, resolve_checkpoint
+from vlt_training.training.mode_setup import style_bank_path
+from vlt_training.training.trainer import build_model, seed_everything, train
 
 REPO = Path(__file__).resolve().parents[3]
 

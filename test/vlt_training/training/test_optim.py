@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vlt_training.config import OptimConfig
-from vlt_training.engine.optim import build_optimizer, param_groups
+from vlt_training.training.optim import build_optimizer, param_groups
 
 
 class Backbone(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vlt_perception import launch_config as lc
-from vlt_perception.nodes import common
+from vlt_perception.nodes import perception_node
 
 
 @pytest.mark.parametrize("node", lc.NODES)
@@ -16,7 +16,7 @@ def test_every_parameter_gets_a_typed_descriptor(node):
              "double": ParameterType.PARAMETER_DOUBLE, "string": ParameterType.PARAMETER_STRING,
              "string_array": ParameterType.PARAMETER_STRING_ARRAY}
     for spec in lc.NODE_PARAMS[node]:
-        desc = common.descriptor(spec)
+        desc = perception_node.descriptor(spec)
         assert desc.name == spec.name and desc.type == types[spec.type]
         assert desc.description == spec.description and desc.description
         assert not desc.read_only  # changes apply at the next configure, or at once when dynamic
@@ -26,9 +26,9 @@ def test_every_parameter_gets_a_typed_descriptor(node):
 
 def test_ranges_and_choices_are_in_the_descriptor():
     table = lc.specs("detection_node")
-    threshold = common.descriptor(table["score_threshold"])
+    threshold = perception_node.descriptor(table["score_threshold"])
     assert (threshold.floating_point_range[0].from_value, threshold.floating_point_range[0].to_value) == (0.0, 1.0)
-    threads = common.descriptor(table["threads"])
+    threads = perception_node.descriptor(table["threads"])
     assert (threads.integer_range[0].from_value, threads.integer_range[0].to_value) == (0, 256)
-    engine = common.descriptor(table["engine"])
+    engine = perception_node.descriptor(table["engine"])
     assert "'onnxruntime'" in engine.additional_constraints and not engine.floating_point_range

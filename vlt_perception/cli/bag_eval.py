@@ -1,6 +1,6 @@
 """Offline evaluation of a model on rosbags (no ROS needed).
 
-    python -m vlt_perception.nodes.bag_eval --bag bags/acdc_fog --bag bags/acdc_night --model model.onnx \
+    python -m vlt_perception.cli.bag_eval --bag bags/acdc_fog --bag bags/acdc_night --model model.onnx \
         --reference bags/cityscapes_val --out reports/acdc [--engine onnxruntime|torch|tensorrt]
 
 Writes ``report.json`` and ``report.md`` (+ figures/) to ``--out``. Exit status 1 when a bag could not be evaluated
