@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.cli
+@pytest.mark.install
 def test_colcon_build_installs_executables_and_index_markers(tmp_path: Path) -> None:
     colcon = shutil.which("colcon")
     assert colcon, "colcon not on PATH: run the tests through ./vlt test"
