@@ -86,3 +86,23 @@ def test_stop_is_idempotent_and_rejects_new_frames():
     assert not worker.alive
     with pytest.raises(RuntimeError, match="after stop"):
         worker.submit(1)
+
+
+def test_a_frame_pending_at_stop_is_discarded():
+    proc = GatedProcessor()
+    worker = LatestFrameWorker(proc)
+    try:
+        worker.submit(0)
+        assert proc.started.acquire(timeout=10)  # frame 0 is in progress
+        worker.submit(1)  # frame 1 waits in the mailbox
+        worker.stop(timeout=0)  # ask to stop without waiting for frame 0
+        proc.gate.set()
+        worker.stop(timeout=10)
+        assert not worker.alive
+        assert proc.seen == [0]  # frame 1 arrived before stop() and must not run after it
+        assert worker.processed == 1
+        with pytest.raises(RuntimeError, match="after stop"):
+            worker.submit(2)
+    finally:
+        proc.gate.set()
+        worker.stop()
