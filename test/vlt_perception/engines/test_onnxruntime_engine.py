@@ -78,8 +78,25 @@ def test_bad_input_is_explained(seg_onnx, bad):
         engine.infer(bad)
 
 
-def test_warmup_runs(seg_onnx):
-    OnnxRuntimeEngine(seg_onnx, providers=["CPUExecutionProvider"]).warmup(1)
+class CountingSession:
+    """Forwards to the real ONNX Runtime session and records the batches it runs."""
+
+    def __init__(self, session) -> None:
+        self._session = session
+        self.batches: list[tuple[int, ...]] = []
+
+    def run(self, output_names, feeds):
+        self.batches.append(tuple(next(iter(feeds.values())).shape))
+        return self._session.run(output_names, feeds)
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_warmup_runs_the_model_at_its_input_size(seg_onnx, iterations):
+    engine = OnnxRuntimeEngine(seg_onnx, providers=["CPUExecutionProvider"])
+    session = engine.session = CountingSession(engine.session)
+    engine.warmup(iterations)
+    size = (engine.metadata.input_height, engine.metadata.input_width)
+    assert session.batches == [(1, 3, *size)] * iterations
 
 
 def test_tensorrt_provider_caches_its_engines(tmp_path):
