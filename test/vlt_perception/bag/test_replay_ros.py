@@ -88,6 +88,7 @@ def test_timed_replay_counts_every_frame_as_matched_or_dropped(fx, tiny_cityscap
     # How many the node drops depends on the machine's load (the node keeps only the newest frame); the
     # accounting must not: every ground-truth frame is either matched or reported dropped.
     assert counts.get("matched", 0) + counts["dropped_frames"] == len(records), counts
+    assert counts.get("matched", 0) >= 1, counts  # a node that publishes nothing must not pass
     assert online["bags"]["bag"]["frames"] == counts.get("matched", 0)
     assert counts.get("unmatched_predictions", 0) == 0
 
