@@ -15,7 +15,9 @@ from pathlib import Path
 
 from vlt_perception.bag import BagError
 from vlt_perception.bag.reader import Issues, open_bag
-from vlt_perception.bag.topics import BagTopics
+from vlt_perception.bag.topics import (
+    COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE, STRING_TYPE, BagTopics,
+)
 from vlt_perception.bag.typestore import get_bag_typestore
 
 MODES = ("lockstep", "realtime", "rate")
@@ -43,14 +45,58 @@ class FrameGroup:
     messages: list[PlaybackMessage] = field(default_factory=list)
 
 
+# The message types the player and the evaluator build classes for, with the module each comes from. A bag names
+# its own types: importing ``<package>.msg`` for a name taken from a bag would run whichever module of that name is
+# on sys.path (a bag folder can ship one), so only these fixed names are ever imported.
+MESSAGE_MODULES = {
+    IMAGE_TYPE: "sensor_msgs.msg",
+    COMPRESSED_IMAGE_TYPE: "sensor_msgs.msg",
+    DETECTIONS_TYPE: "vision_msgs.msg",
+    STRING_TYPE: "std_msgs.msg",
+    LABEL_INFO_TYPE: "vision_msgs.msg",
+}
+
+
 def message_class(msgtype: str):
-    """'sensor_msgs/msg/Image' -> the ROS 2 Python message class (no rclpy import; needs the message package)."""
-    package, _, name = msgtype.split("/")
+    """'sensor_msgs/msg/Image' -> the ROS 2 Python message class (no rclpy import; needs the message package).
+
+    Only the types of :data:`MESSAGE_MODULES`; any other name is refused before anything is imported.
+    """
+    module = MESSAGE_MODULES.get(msgtype)
+    if module is None:
+        raise BagError(f"message type {msgtype!r} is not one the player and evaluator handle "
+                       f"(allowed: {sorted(MESSAGE_MODULES)})")
     try:
-        return getattr(importlib.import_module(f"{package}.msg"), name)
+        return getattr(importlib.import_module(module), msgtype.rsplit("/", 1)[1])
     except (ImportError, AttributeError) as exc:
         raise BagError(f"message type {msgtype} is not available to rclpy ({exc}); for vision_msgs build the "
                        "overlay (./vlt setup) and `source tools/env.sh`") from exc
+
+
+def playback_topics(bag_types: dict[str, str], camera_topics: Iterable[str], condition_topics: Iterable[str] = (),
+                    topics: BagTopics = BagTopics()) -> tuple[dict[str, str], dict[str, str]]:
+    """Which of a bag's topics (topic -> type) the player may publish: ``(selected, skipped)``, skipped mapping
+    each refused topic to the reason.
+
+    Only the camera topics (Image or CompressedImage), the ground-truth topics (``topics.labels`` as Image,
+    ``topics.detections`` as Detection2DArray) and the condition topics (``topics.condition`` plus
+    ``condition_topics``, String). Anything else a bag carries (``/cmd_vel``, ``/tf``, ...) would reach the live
+    graph under the bag's own types, so it stays in the bag.
+    """
+    expected: dict[str, tuple[str, ...]] = {topic: (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE) for topic in camera_topics}
+    expected.setdefault(topics.labels, (IMAGE_TYPE,))
+    expected.setdefault(topics.detections, (DETECTIONS_TYPE,))
+    for topic in (topics.condition, *condition_topics):
+        expected.setdefault(topic, (STRING_TYPE,))
+    selected, skipped = {}, {}
+    for topic, msgtype in bag_types.items():
+        if topic not in expected:
+            skipped[topic] = "not a camera, ground-truth or condition topic"
+        elif msgtype not in expected[topic]:
+            skipped[topic] = f"type {msgtype!r}, expected one of {list(expected[topic])}"
+        else:
+            selected[topic] = msgtype
+    return selected, skipped
 
 
 def cdr_header_stamp(raw: bytes) -> int:

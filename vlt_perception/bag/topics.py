@@ -8,6 +8,7 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 STRING_TYPE = "std_msgs/msg/String"
+LABEL_INFO_TYPE = "vision_msgs/msg/LabelInfo"
 
 # Keys of the bag's metadata.yaml ``custom_data`` (rosbag2 >= version 6).
 CUSTOM_DATA_PREFIX = "vlt_perception."

@@ -31,7 +31,8 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 from vlt_perception.bag import BagError, BagTopics
 from vlt_perception.bag.reader import Issues
 from vlt_perception.bag.replay import (
-    MODES, bag_topics, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, read_playback,
+    MODES, bag_topics, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, playback_topics,
+    read_playback,
 )
 from vlt_perception.nodes import cli_help, signals
 
@@ -86,7 +87,12 @@ class BagPlayerNode(Node):
         """One publisher per topic of the bag, created before waiting for the graph, so that discovery is done
         when the first message goes out (a latched /condition published at once would reach a subscriber only
         after its first frames)."""
-        for topic, msgtype in bag_topics(self.p["bag"]).items():
+        selected, skipped = playback_topics(bag_topics(self.p["bag"]), self.p["camera_topics"],
+                                            self.p["latched_topics"])
+        for topic, reason in skipped.items():
+            self.get_logger().warning(f"{topic}: {reason}; not published")
+            self.counts["skipped_topics"] += 1
+        for topic, msgtype in selected.items():
             try:
                 cls = message_class(msgtype)
             except BagError as exc:
@@ -117,7 +123,10 @@ class BagPlayerNode(Node):
         raise BagError(f"startup_timeout: after {self.p['startup_timeout']} s still waiting for {missing}")
 
     def play(self) -> dict:
-        messages = read_playback(self.p["bag"], latched_topics=self.p["latched_topics"], issues=self.issues)
+        topics = [topic for topic, pub in self.publishers_.items() if pub is not None]
+        if not topics:
+            raise BagError(f"{self.p['bag']}: no camera, ground-truth or condition topic to publish")
+        messages = read_playback(self.p["bag"], topics, latched_topics=self.p["latched_topics"], issues=self.issues)
         if self.p["mode"] == "lockstep":
             self._play_lockstep(messages)
         else:

@@ -123,7 +123,7 @@ def test_launch_file_declares_every_argument_of_the_config():
 
 def test_message_class():
     assert message_class("std_msgs/msg/String").__name__ == "String"
-    with pytest.raises(BagError, match="no_such_msgs/msg/Thing is not available"):
+    with pytest.raises(BagError, match="'no_such_msgs/msg/Thing' is not one the player and evaluator handle"):
         message_class("no_such_msgs/msg/Thing")
 
 
