@@ -60,15 +60,7 @@ class DetectionPipeline:
 
     def make_filter(self, score_threshold: float, classes: Iterable[str] | None) -> DetectionFilter:
         """Validate a threshold and class-name list (empty or None = every class); raises ValueError."""
-        score_threshold = float(score_threshold)
-        if not 0.0 <= score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        names = list(classes or [])
-        unknown = [n for n in names if n not in self.class_names]
-        if unknown:
-            raise ValueError(f"unknown classes {unknown}; the model has {self.class_names}")
-        ids = frozenset(self.class_names.index(n) for n in names) if names else None
-        return DetectionFilter(score_threshold, ids)
+        return make_filter(self.class_names, score_threshold, classes)
 
     def configure(self, score_threshold: float | None = None, classes: Iterable[str] | None = None,
                   keep_classes: bool = False) -> None:
@@ -89,34 +81,61 @@ class DetectionPipeline:
         engine_start = time.perf_counter()
         raw = self.engine.infer(batch)
         engine_ms = (time.perf_counter() - engine_start) * 1e3
-        boxes, scores, ids = self._outputs(raw)  # K, 4 / K / K
-        keep = scores >= flt.score_threshold
-        keep &= scores > 0  # 0 marks padding rows in the graph contract
-        if flt.class_ids is not None:
-            keep &= np.isin(ids, list(flt.class_ids))
-        boxes = rescale_boxes(boxes[keep], (self.metadata.input_height, self.metadata.input_width), rgb.shape[:2])
-        ids = ids[keep]
-        return Detections(boxes=boxes, scores=scores[keep], class_ids=ids,
-                          class_names=[self.class_names[i] for i in ids], engine_ms=engine_ms,
-                          total_ms=(time.perf_counter() - start) * 1e3)
+        boxes, scores, ids = batch_detections(raw, ("boxes", "scores", "labels"), 1, len(self.class_names),
+                                              self.engine.info.model_path)  # 1, K, 4 / 1, K / 1, K
+        detections = filter_detections(boxes[0], scores[0], ids[0], flt, self.class_names,
+                                       (self.metadata.input_height, self.metadata.input_width), rgb.shape[:2])
+        detections.engine_ms = engine_ms
+        detections.total_ms = (time.perf_counter() - start) * 1e3
+        return detections
 
-    def _outputs(self, raw: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        source = self.engine.info.model_path
-        missing = {"boxes", "scores", "labels"} - set(raw)
-        if missing:
-            raise PipelineError(f"{source}: detection outputs {sorted(missing)} missing (has {sorted(raw)})")
-        boxes, scores, labels = raw["boxes"], raw["scores"], raw["labels"]
-        if boxes.ndim != 3 or boxes.shape[0] != 1 or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] \
-                or labels.shape != boxes.shape[:2]:
-            raise PipelineError(f"{source}: expected boxes (1, K, 4), scores (1, K), labels (1, K); got "
-                                f"{boxes.shape}, {scores.shape}, {labels.shape}")
-        ids = labels[0].astype(np.int64)
-        bad = (ids < 0) | (ids >= len(self.class_names))
-        if np.any(bad & (scores[0] > 0)):
-            raise PipelineError(f"{source}: class ids {sorted(set(ids[bad].tolist()))} outside the "
-                                f"{len(self.class_names)} classes of the metadata")
-        ids = np.where(bad, 0, ids)  # padding rows may carry any id; they are removed by the score test
-        return boxes[0].astype(np.float32), scores[0].astype(np.float32), ids
+
+def make_filter(class_names: list[str], score_threshold: float, classes: Iterable[str] | None) -> DetectionFilter:
+    """Validate a threshold and a list of names from ``class_names`` (empty or None = every class); raises
+    ValueError."""
+    score_threshold = float(score_threshold)
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    names = list(classes or [])
+    unknown = [n for n in names if n not in class_names]
+    if unknown:
+        raise ValueError(f"unknown classes {unknown}; the model has {class_names}")
+    ids = frozenset(class_names.index(n) for n in names) if names else None
+    return DetectionFilter(score_threshold, ids)
+
+
+def batch_detections(raw: dict[str, np.ndarray], names: tuple[str, str, str], batch: int, num_classes: int,
+                     source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (boxes, scores, labels) outputs called ``names`` of a detection (or multi-task) graph, checked:
+    (batch, K, 4) float32, (batch, K) float32, (batch, K) int64 class ids (padding rows' ids set to 0)."""
+    missing = set(names) - set(raw)
+    if missing:
+        raise PipelineError(f"{source}: detection outputs {sorted(missing)} missing (has {sorted(raw)})")
+    boxes, scores, labels = (raw[n] for n in names)
+    if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] \
+            or labels.shape != boxes.shape[:2]:
+        raise PipelineError(f"{source}: expected {names[0]} ({batch}, K, 4), {names[1]} ({batch}, K), {names[2]} "
+                            f"({batch}, K); got {boxes.shape}, {scores.shape}, {labels.shape}")
+    ids = labels.astype(np.int64)
+    bad = (ids < 0) | (ids >= num_classes)
+    if np.any(bad & (scores > 0)):
+        raise PipelineError(f"{source}: class ids {sorted(set(ids[bad].tolist()))} outside the "
+                            f"{num_classes} classes of the metadata")
+    ids = np.where(bad, 0, ids)  # padding rows may carry any id; they are removed by the score test
+    return boxes.astype(np.float32), scores.astype(np.float32), ids
+
+
+def filter_detections(boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray, flt: DetectionFilter,
+                      class_names: list[str], network_size: tuple[int, int],
+                      image_size: tuple[int, int]) -> Detections:
+    """One image's (K, 4) / (K,) / (K,) network outputs -> the detections ``flt`` keeps, in image pixels."""
+    keep = scores >= flt.score_threshold
+    keep &= scores > 0  # 0 marks padding rows in the graph contract
+    if flt.class_ids is not None:
+        keep &= np.isin(ids, list(flt.class_ids))
+    boxes = rescale_boxes(boxes[keep], network_size, image_size)
+    ids = ids[keep]
+    return Detections(boxes=boxes, scores=scores[keep], class_ids=ids, class_names=[class_names[i] for i in ids])
 
 
 def draw_detections(rgb: np.ndarray, detections: Detections, palette: list[list[int]] | None = None,

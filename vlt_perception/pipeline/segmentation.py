@@ -70,41 +70,62 @@ class SegmentationPipeline:
     def process(self, rgb: np.ndarray, outputs: SegmentationOutputs = SegmentationOutputs()) -> SegmentationResult:
         """Segment one (H, W, 3) uint8 RGB image. Not thread-safe (reuses its input buffer): one caller at a time."""
         start = time.perf_counter()
-        height, width = rgb.shape[:2]
-        result = SegmentationResult()
         if not outputs.any():
-            return result
+            return SegmentationResult()
         batch = self.preprocess(rgb, out=self._input)  # 1, 3, h, w float32
         engine_start = time.perf_counter()
         raw = self.engine.infer(batch)
-        result.engine_ms = (time.perf_counter() - engine_start) * 1e3
+        engine_ms = (time.perf_counter() - engine_start) * 1e3
         labels = self._labels(raw)  # h, w uint8 at network size
-        if outputs.labels:
-            result.labels = resize_labels(labels, height, width)
-        if outputs.color or outputs.overlay:
-            color = colorize_labels(labels, self._lut, height, width)  # H, W, 3
-            result.color = color if outputs.color else None
-            if outputs.overlay:
-                result.overlay = blend(rgb, color, self.overlay_alpha)
-        if outputs.confidence and "confidence" in raw:
-            result.confidence = resize_confidence(self._batch0(raw["confidence"], "confidence"), height, width)
+        confidence = self._batch0(raw["confidence"], "confidence") if outputs.confidence and "confidence" in raw \
+            else None
+        result = segmentation_result(rgb, labels, confidence, outputs, self._lut, self.overlay_alpha)
+        result.engine_ms = engine_ms
         result.total_ms = (time.perf_counter() - start) * 1e3
         return result
 
     def _batch0(self, array: np.ndarray, name: str) -> np.ndarray:
-        expected = (self.metadata.input_height, self.metadata.input_width)
-        if array.ndim != 3 or array.shape[0] != 1 or tuple(array.shape[1:]) != expected:
-            raise PipelineError(f"{self.engine.info.model_path}: output {name!r} must be (1, {expected[0]}, "
-                                f"{expected[1]}), got {array.shape}")
-        return array[0]
+        return batch_output(array, name, 1, (self.metadata.input_height, self.metadata.input_width),
+                            self.engine.info.model_path)[0]
 
     def _labels(self, raw: dict[str, np.ndarray]) -> np.ndarray:
-        if "labels" not in raw:
-            raise PipelineError(f"{self.engine.info.model_path}: no 'labels' output (has {sorted(raw)})")
-        labels = self._batch0(raw["labels"], "labels")
-        if labels.dtype != np.uint8:
-            raise PipelineError(f"{self.engine.info.model_path}: 'labels' must be uint8, got {labels.dtype}")
-        return labels
+        size = (self.metadata.input_height, self.metadata.input_width)
+        return batch_labels(raw, 1, size, self.engine.info.model_path)[0]
+
+
+def batch_output(array: np.ndarray, name: str, batch: int, size: tuple[int, int], source: str) -> np.ndarray:
+    """Check that the graph output ``name`` is (batch, H, W) with (H, W) = ``size``; returns it."""
+    if array.ndim != 3 or array.shape[0] != batch or tuple(array.shape[1:]) != tuple(size):
+        raise PipelineError(f"{source}: output {name!r} must be ({batch}, {size[0]}, {size[1]}), got {array.shape}")
+    return array
+
+
+def batch_labels(raw: dict[str, np.ndarray], batch: int, size: tuple[int, int], source: str) -> np.ndarray:
+    """The ``labels`` output of a segmentation (or multi-task) graph, checked: (batch, H, W) uint8."""
+    if "labels" not in raw:
+        raise PipelineError(f"{source}: no 'labels' output (has {sorted(raw)})")
+    labels = batch_output(raw["labels"], "labels", batch, size, source)
+    if labels.dtype != np.uint8:
+        raise PipelineError(f"{source}: 'labels' must be uint8, got {labels.dtype}")
+    return labels
+
+
+def segmentation_result(rgb: np.ndarray, labels: np.ndarray, confidence: np.ndarray | None,
+                        outputs: SegmentationOutputs, lut: np.ndarray, overlay_alpha: float) -> SegmentationResult:
+    """Network-size ``labels`` (h, w) uint8 and ``confidence`` (h, w) float32 (or None) -> the requested outputs at
+    the size of ``rgb`` (H, W, 3) uint8, the camera frame they were computed from."""
+    height, width = rgb.shape[:2]
+    result = SegmentationResult()
+    if outputs.labels:
+        result.labels = resize_labels(labels, height, width)
+    if outputs.color or outputs.overlay:
+        color = colorize_labels(labels, lut, height, width)  # H, W, 3
+        result.color = color if outputs.color else None
+        if outputs.overlay:
+            result.overlay = blend(rgb, color, overlay_alpha)
+    if outputs.confidence and confidence is not None:
+        result.confidence = resize_confidence(confidence, height, width)
+    return result
 
 
 def blend(rgb: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
