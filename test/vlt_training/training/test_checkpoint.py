@@ -231,3 +231,24 @@ def test_rebuilding_a_checkpoint_does_not_log_random_init(caplog):
     with caplog.at_level(logging.WARNING):
         create_model("vltseg_tiny_mask2former", class_names=["road", "car"])
     assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+
+
+def test_a_failed_resave_keeps_the_old_step(tmp_path, factory, monkeypatch):
+    """Re-saving a step replaces it only once the new copy is complete: a crash mid-write keeps the old one."""
+    model = ContractNet()
+    with torch.no_grad():
+        model.head.bias.fill_(1.0)
+    _save(tmp_path, 5, model)
+    with torch.no_grad():
+        model.head.bias.fill_(2.0)
+
+    def exploding_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        _save(tmp_path, 5, model)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "checkpoints") == ["step_00000005"]
+    loaded, _ = load_model(tmp_path)
+    assert torch.all(loaded.head.bias == 1.0)
