@@ -245,10 +245,10 @@ def test_a_failed_resave_keeps_the_old_step(tmp_path, factory, monkeypatch):
     def exploding_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", exploding_save)
-    with pytest.raises(OSError, match="disk full"):
-        _save(tmp_path, 5, model)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", exploding_save)
+        with pytest.raises(OSError, match="disk full"):
+            _save(tmp_path, 5, model)
     assert os.listdir(tmp_path / "checkpoints") == ["step_00000005"]
     loaded, _ = load_model(tmp_path)
     assert torch.all(loaded.head.bias == 1.0)
