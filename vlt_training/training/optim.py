@@ -1,5 +1,21 @@
 """Optimisers with VLTSeg's parameter groups: backbone lr multiplier, optional layer-wise decay, no weight decay
-on norms / biases / position embeddings / tokens / query embeddings."""
+on norms / biases / position embeddings / tokens / query embeddings.
+
+Every trainable parameter lands in one named group:
+
+=====================  =================================  ==============================================
+group                  parameters                          lr / weight decay
+=====================  =================================  ==============================================
+``backbone``           the tower (``backbone.*``)          ``lr * backbone_lr_mult`` (x layer decay) / wd
+``adapter``            the tower's block hook              ``lr`` / wd: an adapter trained from scratch
+                       (``backbone.block_hook.*``: Rein)   (w1oves/Rein: ``lr_mult=1.0`` for its tokens,
+                                                           scale and MLPs)
+``head``               everything else                     ``lr`` / wd
+=====================  =================================  ==============================================
+
+each with a ``/no_decay`` twin (weight decay 0) for norms, biases, embedding tables, Rein's tokens and scale
+(w1oves/Rein: ``decay_mult=0.0`` for ``learnable_tokens`` and ``reins.scale``).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +30,18 @@ from vlt_training.config import OptimConfig
 # Parameter names (lower case) that never get weight decay, besides 1-D tensors (norm weights, biases).
 _NO_DECAY_KEYS = ("pos_embed", "positional_embedding", "cls_token", "class_embedding", "query_embed", "query_feat",
                   "level_embed", "rel_pos", "mask_token", "reg_token", "relative_position_bias_table")
+# The tower's block hook (Rein's tokens and MLPs, FAMix's style mixing) is new, not pretrained: head lr.
+_ADAPTER = "block_hook."
+# Rein's learnable tokens (low-rank factors) and output scale: no weight decay, as in w1oves/Rein.
+_ADAPTER_NO_DECAY = ("block_hook.tokens_", "block_hook.scale")
 _BLOCK_INDEX = re.compile(r"\.(?:blocks|resblocks|layers)\.(\d+)\.")
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
     """Norm weights, biases and embedding tables are not regularised (as in timm / mmseg's paramwise_cfg)."""
     lowered = name.lower()
-    return param.ndim <= 1 or lowered.endswith(".bias") or any(key in lowered for key in _NO_DECAY_KEYS)
+    return (param.ndim <= 1 or lowered.endswith(".bias") or any(key in lowered for key in _NO_DECAY_KEYS)
+            or any(key in name for key in _ADAPTER_NO_DECAY))
 
 
 def backbone_layer_id(name: str, num_layers: int) -> int:
@@ -38,6 +59,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Split trainable parameters into groups with their own ``lr`` and ``weight_decay``.
 
     Each group's ``lr`` is the base lr times its multiplier; the schedule later scales every group alike.
+    ``group`` names the group (``backbone``, ``adapter``, ``head``, ``+ "/no_decay"``; ``backbone.layer<i>`` with
+    layer decay) and ``names`` lists its parameters (for inspection and tests; dropped by :func:`build_optimizer`).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     backbone = [n for n, _ in named if n.startswith(cfg.backbone_prefix)]
@@ -45,17 +68,25 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     if cfg.layer_decay is not None:
         ids = [int(m.group(1)) + 1 for n in backbone if (m := _BLOCK_INDEX.search("." + n))]
         num_layers = max(ids, default=0)
-    groups: dict[tuple[float, float], dict] = {}
+    adapter = cfg.backbone_prefix + _ADAPTER
+    groups: dict[tuple[str, float, float], dict] = {}
     for name, param in named:
-        mult = 1.0
-        if name.startswith(cfg.backbone_prefix):
-            mult = cfg.backbone_lr_mult
+        mult, kind = 1.0, "head"
+        if name.startswith(adapter):
+            kind = "adapter"
+        elif name.startswith(cfg.backbone_prefix):
+            mult, kind = cfg.backbone_lr_mult, "backbone"
             if cfg.layer_decay is not None:
-                mult *= cfg.layer_decay ** (num_layers + 1 - backbone_layer_id(name, num_layers))
-        decay = 0.0 if no_weight_decay(name, param) else cfg.weight_decay
-        key = (mult, decay)
+                layer = backbone_layer_id(name, num_layers)
+                mult *= cfg.layer_decay ** (num_layers + 1 - layer)
+                kind = f"backbone.layer{layer}"
+        no_decay = no_weight_decay(name, param)
+        decay = 0.0 if no_decay else cfg.weight_decay
+        label = kind + ("/no_decay" if no_decay else "")
+        key = (label, mult, decay)
         if key not in groups:
-            groups[key] = {"params": [], "names": [], "lr": cfg.lr * mult, "lr_mult": mult, "weight_decay": decay}
+            groups[key] = {"params": [], "names": [], "group": label, "lr": cfg.lr * mult, "lr_mult": mult,
+                           "weight_decay": decay}
         groups[key]["params"].append(param)
         groups[key]["names"].append(name)
     return list(groups.values())
