@@ -56,3 +56,45 @@ def test_colcon_build_installs_executables_and_index_markers(tmp_path: Path) -> 
     package_file, models = probe_proc.stdout.splitlines()[-2:]
     assert Path(package_file).resolve().is_relative_to(site.resolve()), package_file
     assert {"vlt-tiny-vit", "vlt-tiny-clip"} <= set(models.split()), models
+
+    check_installed_files(prefix, site)
+    check_every_executable_runs(prefix, env, tmp_path)
+
+
+def check_installed_files(prefix: Path, site: Path) -> None:
+    """Launch files, node configs, training recipes and open_clip model configs are in the install space."""
+    share = prefix / "share"
+    expected = {
+        share / "vlt_perception" / "launch": ROOT.glob("launch/*.launch.py"),
+        share / "vlt_perception" / "config": [*ROOT.glob("config/*.yaml"), *ROOT.glob("config/*.xml")],
+        share / "vlt_training" / "config" / "train": ROOT.glob("config/train/*.yaml"),
+        share / "vlt_training" / "config" / "pretrain": ROOT.glob("config/pretrain/*.yaml"),
+        site / "vlt_training" / "modeling" / "backbone" / "model_configs":
+            ROOT.glob("vlt_training/modeling/backbone/model_configs/*.json"),
+    }
+    for folder, sources in expected.items():
+        names = sorted(source.name for source in sources)
+        assert names, f"nothing in the source tree for {folder}"
+        missing = [name for name in names if not (folder / name).is_file()]
+        assert not missing, f"not installed into {folder}: {missing}"
+
+
+def check_every_executable_runs(prefix: Path, env: dict, cwd: Path) -> None:
+    """Every installed executable of both package names starts from the install space and answers --help.
+
+    A console entry point naming a module or function that does not exist installs fine and only fails here.
+    """
+    executables = sorted((prefix / "lib" / "vlt_perception").iterdir()) + \
+        sorted((prefix / "lib" / "vlt_training").iterdir())
+    names = {path.name for path in executables}
+    assert {"segmentation_node", "detection_node", "evaluator_node", "bag_player_node", "bag_eval",
+            "dataset_to_bag", "train", "evaluate", "export", "generate", "pretrain", "demo"} <= names, names
+    failures = []
+    for path in executables:
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            continue
+        proc = subprocess.run([sys.executable, str(path), "--help"], env=env, capture_output=True, text=True,
+                              cwd=cwd, timeout=300)
+        if proc.returncode != 0 or "usage" not in (proc.stdout + proc.stderr).lower():
+            failures.append(f"{path.parent.name}/{path.name}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    assert not failures, "\n".join(failures)
