@@ -64,5 +64,11 @@ def test_bf16_refused_without_bf16_units(seg_onnx, monkeypatch):
 
 def test_compiled_model_cache(seg_onnx, images, tmp_path):
     cache = tmp_path / "ov_cache"
-    OpenVINOEngine(seg_onnx, precision="fp32", cache_dir=cache).infer(images)
-    assert any(cache.iterdir())  # the compiled blob, reused by the next start
+    first = OpenVINOEngine(seg_onnx, precision="fp32", cache_dir=cache).infer(images)
+    blobs = sorted(p for p in cache.rglob("*") if p.is_file())
+    assert blobs  # the compiled blob, reused by the next start
+    # A second start loads the cached blob (nothing new is compiled) and computes the same outputs.
+    second = OpenVINOEngine(seg_onnx, precision="fp32", cache_dir=cache).infer(images)
+    assert sorted(p for p in cache.rglob("*") if p.is_file()) == blobs
+    np.testing.assert_array_equal(second["labels"], first["labels"])
+    np.testing.assert_allclose(second["confidence"], first["confidence"], rtol=1e-6)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from vlt_perception.engines._common import cpu_bf16_flags  # noqa: E402
 from vlt_perception.engines.base import EngineError  # noqa: E402
@@ -64,7 +64,6 @@ def test_missing_checkpoint_names_the_path(tmp_path):
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path):
-    pytest.importorskip("vlt_training.training.checkpoint")
     ckpt = tmp_path / "step_00000001"
     ckpt.mkdir()
     (ckpt / "meta.json").write_text("{not json")
