@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlt_perception.labels import IGNORE_INDEX
+from vlt_perception.metrics.calibration import CalibrationAccumulator
 from vlt_perception.metrics.segmentation import ConfusionMatrix, retention
 
 PARTS = ("labels", "boxes")
@@ -28,7 +29,7 @@ class Match:
     stamp_ns: int
     condition: str
     gt: dict = field(default_factory=dict)  # part -> value (labels (H, W) uint8 / boxes dict)
-    pred: dict = field(default_factory=dict)
+    pred: dict = field(default_factory=dict)  # also "confidence" (H, W) float32 where the model publishes it
     latency_ms: float | None = None
     image: np.ndarray | None = None  # H, W, 3 RGB when available (offline), for sample overlays
 
@@ -166,6 +167,7 @@ class _Stats:
         self.frames = 0
         self.conditions: Counter = Counter()
         self.confusion = ConfusionMatrix(num_classes, ignore_index) if num_classes else None
+        self.calibration = CalibrationAccumulator(ignore_index=ignore_index) if num_classes else None
         self.detection = None
         if thing_classes:
             from vlt_perception.metrics.detection import DetectionEvaluator
@@ -173,11 +175,14 @@ class _Stats:
             self.detection = DetectionEvaluator(thing_classes, max_detections=max_detections)
         self.latencies_ms: list[float] = []
 
-    def add(self, match: Match, image_id: str, frame_confusion: ConfusionMatrix | None) -> None:
+    def add(self, match: Match, image_id: str, frame_confusion: ConfusionMatrix | None,
+            frame_calibration: CalibrationAccumulator | None = None) -> None:
         self.frames += 1
         self.conditions[match.condition] += 1
         if self.confusion is not None and frame_confusion is not None:
             self.confusion.merge(frame_confusion)
+        if self.calibration is not None and frame_calibration is not None:
+            self.calibration.merge(frame_calibration)
         if self.detection is not None and "boxes" in match.gt and "boxes" in match.pred:
             gt, pred = match.gt["boxes"], match.pred["boxes"]
             self.detection.add(image_id, gt["boxes"], gt["labels"], pred["boxes"], pred["scores"], pred["labels"])
@@ -189,6 +194,8 @@ class _Stats:
         if self.confusion is not None and self.confusion.matrix.sum() + self.confusion.missed.sum() > 0:
             out["segmentation"] = {**self.confusion.as_dict(class_names),
                                    "confusion_matrix": self.confusion.matrix.tolist()}
+        if self.calibration is not None and self.calibration.pixels:
+            out["calibration"] = self.calibration.summary()  # ECE, AUROC, FPR95, reliability bins
         if self.detection is not None and len(self.detection):
             out["detection"] = self.detection.compute()
         out["latency_ms"] = latency_stats(self.latencies_ms)
@@ -241,17 +248,21 @@ class EvaluationAccumulator:
 
     def add(self, match: Match, bag: str) -> None:
         pred_labels = self._prediction_labels(match)
-        frame_confusion = None
+        frame_confusion = frame_calibration = None
         if pred_labels is not None and self.class_names:
             # One pass over the pixels per frame, merged into every group (bag, condition, overall).
             frame_confusion = ConfusionMatrix(len(self.class_names), self.ignore_index)
             frame_confusion.update(pred_labels, match.gt["labels"])
+            confidence = self._prediction_confidence(match)
+            if confidence is not None:
+                frame_calibration = CalibrationAccumulator(ignore_index=self.ignore_index)
+                frame_calibration.update(confidence, pred_labels, match.gt["labels"])
         image_id = f"{bag}:{match.stamp_ns}"
         groups = [self.bags.setdefault(bag, self._make())]
         if bag != self.reference:
             groups += [self.conditions.setdefault(match.condition, self._make()), self.overall]
         for stats in groups:
-            stats.add(match, image_id, frame_confusion)
+            stats.add(match, image_id, frame_confusion, frame_calibration)
         if self.wants_sample(match.condition, bag):
             self.samples.setdefault(self._sample_key(match.condition, bag), []).append(match)
 
@@ -273,6 +284,18 @@ class EvaluationAccumulator:
             self.resized_predictions += 1
             pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
         return pred
+
+    def _prediction_confidence(self, match: Match) -> np.ndarray | None:
+        """Predicted per-pixel confidence at the ground truth's size (bilinear, as the nodes resize it)."""
+        conf = match.pred.get("confidence")
+        if conf is None:
+            return None
+        gt = match.gt["labels"]
+        if conf.shape != gt.shape:
+            import cv2
+
+            conf = cv2.resize(np.asarray(conf, np.float32), (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return conf
 
     def add_counts(self, bag: str, counts: dict[str, int]) -> None:
         """Matching / reading counts (unmatched, skipped ...) reported with the bag."""

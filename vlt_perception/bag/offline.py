@@ -1,5 +1,6 @@
 """Offline evaluation: read bags with rosbags, run any engine through the deployment pipelines, match predictions
-to ground truth by stamp and report mIoU / per-class IoU, mAP, retention against a reference bag and latency.
+to ground truth by stamp and report mIoU / per-class IoU, mAP, rPD against a reference bag, calibration (ECE,
+AUROC, FPR95 of the per-pixel confidence, where the model exports it) and latency.
 
 A bag that cannot be read is reported with its error while the other bags are still evaluated; frames the reader
 skipped or could not match are counted in the report, never dropped silently.
@@ -40,7 +41,8 @@ def bag_names(paths: Sequence[str | Path]) -> list[str]:
 
 
 class _Predictor:
-    """Wraps the segmentation or detection pipeline: RGB in, ``(part, value, total_ms)`` out."""
+    """Wraps the segmentation or detection pipeline: RGB in, ``(value, total_ms, confidence)`` out (confidence:
+    the per-pixel (H, W) float32 the segmentation node would publish, None for detection or models without it)."""
 
     def __init__(self, engine, score_threshold: float) -> None:
         self.task = engine.metadata.task
@@ -48,7 +50,7 @@ class _Predictor:
             from vlt_perception.pipeline.segmentation import SegmentationOutputs, SegmentationPipeline
 
             self.pipeline = SegmentationPipeline(engine)
-            self.outputs = SegmentationOutputs(labels=True, color=False)
+            self.outputs = SegmentationOutputs(labels=True, color=False, confidence=True)
         else:
             from vlt_perception.pipeline.detection import DetectionPipeline
 
@@ -61,11 +63,11 @@ class _Predictor:
     def __call__(self, rgb: np.ndarray):
         if self.task == TASK_SEGMENTATION:
             result = self.pipeline.process(rgb, self.outputs)
-            return result.labels, result.total_ms
+            return result.labels, result.total_ms, result.confidence
         det = self.pipeline.process(rgb)
         boxes = {"boxes": det.boxes.astype(np.float64), "scores": det.scores.astype(np.float64),
                  "labels": det.class_ids.astype(np.int64)}
-        return boxes, det.total_ms
+        return boxes, det.total_ms, None
 
 
 def evaluate_bags(
@@ -146,7 +148,7 @@ def _evaluate_bag(path: Path, name: str, predictor: _Predictor, acc: EvaluationA
                 dropped_boxes += dropped
             start = time.perf_counter()
             try:
-                value, total_ms = predictor(frame.image)
+                value, total_ms, confidence = predictor(frame.image)
             except (PipelineError, EngineError, ValueError) as exc:  # one odd frame must not end the run
                 errors.add("prediction_error", f"stamp {frame.stamp_ns}: {type(exc).__name__}: {exc}")
                 continue
@@ -155,6 +157,8 @@ def _evaluate_bag(path: Path, name: str, predictor: _Predictor, acc: EvaluationA
             match = matcher.add_prediction(frame.stamp_ns, predictor.part, value,
                                            latency_ms=total_ms or (time.perf_counter() - start) * 1e3)
             if match is not None:
+                if confidence is not None:  # this frame's match: the ground truth was added just before
+                    match.pred["confidence"] = confidence
                 acc.add(match, name)
         counts = matcher.finish()
         counts.update({f"reader_{k}": v for k, v in reader.issues.counts.items()})

@@ -1,7 +1,10 @@
 """Evaluation reports: ``report.json`` (atomic) and ``report.md`` with figures (matplotlib, Agg backend).
 
-Figures: mIoU / mAP per condition (with the reference bag and retention), the row-normalised confusion matrix over
-all target frames, sample overlays (image | ground truth | prediction) per condition, and a latency histogram.
+Tables: per condition and per bag, mIoU / mAP, rPD (``100 * target / source`` score against the reference bag) and,
+where the model publishes a per-pixel confidence, ECE / AUROC / FPR95 (``vlt_perception.metrics.calibration``).
+Figures: mIoU / mAP per condition (with the reference bag), the row-normalised confusion matrix over all target
+frames, a reliability diagram per condition, sample overlays (image | ground truth | prediction) per condition,
+and a latency histogram.
 """
 
 from __future__ import annotations
@@ -57,15 +60,20 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
                   + (", test-time augmentation (multi-scale 0.5-1.75 + flip)" if model.get("tta") else ""), ""]
     if report.get("mode"):
         lines += [f"Mode: {report['mode']}", ""]
+    if report.get("complete") is False:  # an online evaluation stopped before the bag finished
+        lines += [f"**Incomplete**: the evaluation stopped before the bag finished ({report.get('finished_by')}); "
+                  "the scores cover only the frames seen until then.", ""]
     ref = report.get("reference")
-    lines += [f"Reference (source) bag: `{ref}`" if ref else "No reference bag: retention not computed.", ""]
-    lines += ["## Per condition", "", "| condition | frames | mIoU | mAP | retention mIoU | retention mAP |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"Reference (source) bag: `{ref}`" if ref else "No reference bag: rPD not computed.", ""]
+    lines += ["## Per condition", "", "rPD = 100 x target score / source score. Calibration of the per-pixel "
+              "confidence (%): ECE (15 bins), AUROC correct vs misclassified pixels, FPR at 95% TPR.", "",
+              "| condition | frames | mIoU | mAP | rPD mIoU | rPD mAP | ECE | AUROC | FPR95 |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     rows = list(report.get("conditions", {}).items()) + [("**all targets**", report.get("overall", {}))]
     for name, g in rows:
         lines.append(_row(name, g))
-    lines += ["", "## Per bag", "", "| bag | frames | mIoU | mAP | retention mIoU | latency p50 / p90 ms | issues |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines += ["", "## Per bag", "", "| bag | frames | mIoU | mAP | rPD mIoU | ECE | latency p50 / p90 ms | issues |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, g in report.get("bags", {}).items():
         lat = g.get("latency_ms") or {}
         issues = {**(g.get("counts") or {})}
@@ -76,13 +84,14 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
                      f"{_fmt((g.get('segmentation') or {}).get('mIoU'))} | "
                      f"{_fmt((g.get('detection') or {}).get('mAP'))} | "
                      f"{_fmt((g.get('retention') or {}).get('mIoU'))} | "
+                     f"{_fmt((g.get('calibration') or {}).get('ece'))} | "
                      f"{_fmt(lat.get('p50'), 1)} / {_fmt(lat.get('p90'), 1)} | {issue_text} |")
     per_class = ((report.get("overall") or {}).get("segmentation") or {}).get("per_class_iou")
     if per_class:
         lines += ["", "## Per-class IoU (all target frames)", "", "| class | IoU |", "| --- | ---: |"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in per_class.items()]
     for key, title in (("conditions", "mIoU per condition"), ("confusion", "Confusion matrix (row-normalised)"),
-                       ("latency", "Latency")):
+                       ("reliability", "Reliability diagram"), ("latency", "Latency")):
         if key in pictures:
             lines += ["", f"## {title}", "", f"![{title}]({pictures[key]})"]
     samples = [(k, v) for k, v in pictures.items() if k.startswith("sample:")]
@@ -95,9 +104,11 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
 
 
 def _row(name: str, g: dict) -> str:
-    ret = g.get("retention") or {}
+    # report.json keeps rPD as its fraction under "retention" (the key older reports and tools read): rPD = 100x it
+    ret, cal = g.get("retention") or {}, g.get("calibration") or {}
     return (f"| {name} | {g.get('frames', 0)} | {_fmt((g.get('segmentation') or {}).get('mIoU'))} | "
-            f"{_fmt((g.get('detection') or {}).get('mAP'))} | {_fmt(ret.get('mIoU'))} | {_fmt(ret.get('mAP'))} |")
+            f"{_fmt((g.get('detection') or {}).get('mAP'))} | {_fmt(ret.get('mIoU'))} | {_fmt(ret.get('mAP'))} | "
+            f"{_fmt(cal.get('ece'))} | {_fmt(cal.get('auroc'))} | {_fmt(cal.get('fpr95'))} |")
 
 
 # -------------------------------------------------------------------------------------------------- figures
@@ -130,6 +141,8 @@ def _figures(acc: EvaluationAccumulator, report: dict, folder: Path, palette) ->
         if acc.overall.confusion is not None and acc.overall.confusion.matrix.sum():
             _confusion(plt, acc.overall.confusion.matrix, acc.class_names, folder / "confusion.png")
             pictures["confusion"] = "figures/confusion.png"
+        if reliability_diagram(plt, report, folder / "reliability.png"):
+            pictures["reliability"] = "figures/reliability.png"
         latencies = [v for s in acc.bags.values() for v in s.latencies_ms]
         if latencies:
             _latency(plt, acc, folder / "latency.png")
@@ -138,8 +151,8 @@ def _figures(acc: EvaluationAccumulator, report: dict, folder: Path, palette) ->
             for i, match in enumerate(matches):
                 if "labels" in match.gt and "labels" in match.pred:
                     name = f"sample_{_safe(condition)}_{i}.png"
-                    _sample(plt, match, palette, folder / name)
-                    pictures[f"sample:{condition} {match.stamp_ns}"] = f"figures/{name}"
+                    _sample(plt, match, palette, folder / name, f"{condition}, frame {i}")
+                    pictures[f"sample:{condition}, frame {i}"] = f"figures/{name}"
     finally:
         plt.close("all")
     return pictures
@@ -170,6 +183,34 @@ def _condition_chart(plt, report: dict, path: Path) -> bool:
     ax.set_ylim(0, 100)
     for bar, v in zip(bars, values):
         ax.annotate(f"{100 * v:.1f}", (bar.get_x() + bar.get_width() / 2, 100 * v), ha="center", va="bottom")
+    _save(fig, path)
+    return True
+
+
+def reliability_diagram(plt, report: dict, path: Path) -> bool:
+    """Accuracy against mean confidence per calibration bin, one line per condition (and the reference bag);
+    the diagonal is perfect calibration. False when no group has calibration statistics."""
+    groups = []
+    ref = report.get("reference")
+    if ref and (report.get("bags", {}).get(ref) or {}).get("calibration"):
+        groups.append((f"{REFERENCE} ({ref})", report["bags"][ref]["calibration"]))
+    groups += [(name, g["calibration"]) for name, g in report.get("conditions", {}).items() if g.get("calibration")]
+    if not groups:
+        return False
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for name, cal in groups:
+        rel = cal["reliability"]
+        points = [(c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None and a is not None]
+        if points:
+            ece = cal.get("ece")
+            label = f"{name} (ECE {100 * ece:.1f})" if ece is not None else name
+            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (bin mean)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
     _save(fig, path)
     return True
 
@@ -210,7 +251,7 @@ def _small(array: np.ndarray) -> np.ndarray:
     return cv2.resize(array, (SAMPLE_WIDTH, height), interpolation=cv2.INTER_NEAREST)
 
 
-def _sample(plt, match, palette, path: Path) -> None:
+def _sample(plt, match, palette, path: Path, heading: str) -> None:
     gt, pred = match.gt["labels"], match.pred["labels"]
     panels = [] if match.image is None else [("image", _small(match.image))]
     panels += [("ground truth", colorize(_small(gt), palette)), ("prediction", colorize(_small(pred), palette))]
@@ -222,5 +263,5 @@ def _sample(plt, match, palette, path: Path) -> None:
         ax.imshow(panel, interpolation="nearest", cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=255)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"{match.condition}, stamp {match.stamp_ns}", fontsize=8)
+    fig.suptitle(heading, fontsize=8)
     _save(fig, path)

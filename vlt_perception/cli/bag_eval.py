@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the engine's own choice; ONNX Runtime runs what the file holds)")
     p.add_argument("--tta", action="store_true", help="segmentation, torch engine: multi-scale (0.5-1.75) + flip "
                    "test-time augmentation, as leaderboard figures use (about 12x slower)")
-    p.add_argument("--reference", default=None, help="source-domain bag: retention = target / reference score")
+    p.add_argument("--reference", default=None, help="source-domain bag: rPD = 100 x target / reference score")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--max-frames", type=int, default=None, help="per bag")
     p.add_argument("--score-threshold", type=float, default=0.0, help="detection models: keep scores >= this")
@@ -57,12 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, bag in report["bags"].items():
         seg, det = bag.get("segmentation") or {}, bag.get("detection") or {}
         print(f"{name}: frames={bag.get('frames', 0)} mIoU={_pct(seg.get('mIoU'))} mAP={_pct(det.get('mAP'))} "
-              f"retention={_pct((bag.get('retention') or {}).get('mIoU'))}"
+              f"rPD={_pct((bag.get('retention') or {}).get('mIoU'))}"
               + (f" ERROR: {bag['error']}" if bag.get("error") else ""))
     for name, group in report["conditions"].items():
         seg, det = group.get("segmentation") or {}, group.get("detection") or {}
         print(f"  condition {name}: frames={group.get('frames', 0)} mIoU={_pct(seg.get('mIoU'))} "
-              f"mAP={_pct(det.get('mAP'))} retention={_pct((group.get('retention') or {}).get('mIoU'))}")
+              f"mAP={_pct(det.get('mAP'))} rPD={_pct((group.get('retention') or {}).get('mIoU'))} "
+              f"ECE={_pct((group.get('calibration') or {}).get('ece'))}")
     print(f"report: {args.out}/report.md")
     return 1 if any(b.get("error") for b in report["bags"].values()) else 0
 

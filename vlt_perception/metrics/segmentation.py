@@ -67,5 +67,6 @@ class ConfusionMatrix:
 
 
 def retention(target_miou: float, source_miou: float) -> float:
-    """Domain-shift retention: target mIoU / source mIoU (NaN when the source score is 0)."""
+    """Target score / source score (NaN when the source score is 0): rPD / 100, the fraction that reports keep
+    under the key ``retention``; tables show rPD = 100 x this."""
     return float(target_miou / source_miou) if source_miou > 0 else float("nan")
