@@ -2,7 +2,7 @@
 
     python benchmarks/plot_det_budget.py [--json docs/figures/det_budget.json] [--out docs/figures/det_budget.png]
 
-The JSON holds the measured runs of docs/detection.md (sessions 6, 7, 8, 10 and 12): each was one training run plus
+The JSON holds the measured runs of docs/results.md (2026-12-02 to 2026-12-04): each was one training run plus
 one held-out evaluation with the commands given there; this script only draws them. Each series names its VM and its
 held-out set, because seconds are only comparable within one VM.
 """
@@ -32,9 +32,9 @@ def plot(data: dict, out: Path) -> None:
             continue  # the legend names the series; iteration labels would pile up on one spot
         for run, x, y in zip(runs, minutes, ap50):
             ax.annotate(f"{run['iters']} it", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
-    ax.axhline(100 * data["target_AP50"], color="grey", ls="--", lw=1, label="issue 16 target (AP50 50)")
+    ax.axhline(100 * data["target_AP50"], color="grey", ls="--", lw=1, label="target (AP50 50)")
     ax.axvline(data["demo_detection_s"] / 60, color="tab:red", ls=":", lw=1,
-               label="the demo's detection training (s10, fast VM)")
+               label="the demo's detection training (2026-12-03, fast VM)")
     ax.set_xlabel("detection training, minutes (idle 2-core CPU)")
     ax.set_ylabel("held-out source AP50 (%)")
     ax.set_title("Tiny VLTDet: AP50 against training time")

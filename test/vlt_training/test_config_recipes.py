@@ -1,4 +1,4 @@
-"""The shipped training recipes (config/train/*.yaml) against the reference settings of issue 16 point 4.
+"""The shipped training recipes (config/train/*.yaml) against the reference settings (docs/models.md).
 
 Every file must load; the reference recipes must carry the reimplementation's values, and every value where a
 recipe deliberately differs must say why in a comment on that line.

@@ -49,8 +49,8 @@ def pretrained_override(value: str) -> str:
 @dataclass
 class DemoSize:
     """How big a run is: the default aims at under 15 minutes on an idle 2-core CPU (measured 9.8 min on
-    2026-12-03: source mIoU 0.464, VLTDet source AP50 0.522 on its 64 scenes; session 7's VM ran every stage about
-    1.5x slower; 3400 segmentation iterations reached mIoU 0.643 on a VM twice as fast)."""
+    2026-12-03: source mIoU 0.464, VLTDet source AP50 0.522 on its 64 scenes; slower VMs ran every stage up to
+    1.5x slower; docs/results.md)."""
 
     num_train: int
     num_val: int

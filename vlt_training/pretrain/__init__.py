@@ -1,4 +1,4 @@
-"""Vision-language pretraining on captioned procedural scenes (issue 14).
+"""Vision-language pretraining on captioned procedural scenes.
 
 - :mod:`~vlt_training.pretrain.vocabulary`: class words and style words (shared with the FAMix prompts);
 - :mod:`~vlt_training.pretrain.appearance`: the corpus's continuous appearance family;

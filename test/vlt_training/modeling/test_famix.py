@@ -144,7 +144,7 @@ def test_pin_raises_similarity_to_the_prompt_and_lowers_its_objective(famix_mode
 
 @pytest.fixture(scope="module")
 def shipped_famix_model():
-    """VLTSeg in FAMix mode on the project's own vision-language pretrained tower (issue 14), as the ablation uses."""
+    """VLTSeg in FAMix mode on the project's own vision-language pretrained tower, as the ablation uses."""
     from vlt_perception.labels import CITYSCAPES_CLASSES
 
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """A vision-language "pretrained" tiny tower for tests (not collected by pytest): ``vlt-tiny-vit`` trained for a few
 dozen CLIP steps (open_clip's ClipLoss) on solid-colour images captioned with their colour, saved as an open_clip
-checkpoint. Stands in for the project's own pretrained tiny CLIP (issue 14) until that is shipped.
+checkpoint. Stands in for the project's own pretrained tiny CLIP where a test needs a tower of its own.
 """
 
 from __future__ import annotations
