@@ -14,6 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+KILL_AT_CHECKPOINT = REPO / "test" / "helpers" / "kill_at_checkpoint.py"
 
 # 4 training images at the tiny config's 128x256, no augmentation, evaluated on those same images: an overfitting
 # check. Not smaller: Mask2Former predicts masks at stride 4, and at 64x128 even the ground truth pooled to
@@ -68,18 +69,12 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
            "model.overrides={train_num_points: 64}", "train.max_iters=12", "train.checkpoint_interval=3",
            "train.log_interval=1", "train.keep_last=10"]
     ckpts = tmp_path / "run" / "checkpoints"
-    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 600
-        while not (ckpts.is_dir() and any(p.name.startswith("step_") for p in ckpts.iterdir())):
-            assert proc.poll() is None, f"training exited early: {proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-            time.sleep(0.1)
-    finally:
-        proc.kill()  # SIGKILL: no chance to clean up, like a lost machine
-        proc.wait()
+    # SIGKILL right after the step-6 checkpoint is on disk (test/helpers/kill_at_checkpoint.py).
+    killed = subprocess.run([sys.executable, str(KILL_AT_CHECKPOINT), "6", *cmd[2:]], cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
+    assert killed.returncode == -9, f"training was not killed at step 6: {killed.stderr[-3000:]}"
     saved = sorted(int(p.name[5:]) for p in ckpts.iterdir() if p.name.startswith("step_"))
-    assert saved and saved[-1] < 12, "the run finished before it could be killed"
+    assert saved == [3, 6]
     before = {int(r["step"]): r for r in read_log(tmp_path / "run" / "log.csv")}
 
     resumed = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)

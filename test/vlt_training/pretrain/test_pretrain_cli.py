@@ -17,6 +17,7 @@ from vlt_training.config import load_config
 
 REPO = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+KILL_AT_CHECKPOINT = REPO / "test" / "helpers" / "kill_at_checkpoint.py"
 CONFIG = "config/pretrain/tiny_clip.yaml"
 # 32 x 64 pairs (2 x 4 patches) keep every run to seconds; the tower is the same, only its input is smaller.
 SMALL = ["model.overrides={clip_model: vlt-tiny-clip, vision_cfg_overrides: {image_size: [32, 64]}}",
@@ -88,19 +89,13 @@ def test_killed_pretraining_resumes_and_continues_the_loss_curve(tmp_path):
 
     out = tmp_path / "run"
     ckpts = out / "checkpoints"
-    proc = subprocess.Popen(pretrain_cmd(out, *overrides), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 600
-        while not (ckpts.is_dir() and any(p.name.startswith("step_") for p in ckpts.iterdir())):
-            assert proc.poll() is None, f"pretraining exited early: {proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-            time.sleep(0.05)
-    finally:
-        proc.kill()  # SIGKILL: no clean-up, like a lost machine
-        proc.wait()
+    # SIGKILL right after the step-6 checkpoint is on disk (test/helpers/kill_at_checkpoint.py).
+    killed = subprocess.run([sys.executable, str(KILL_AT_CHECKPOINT), "6", *pretrain_cmd(out, *overrides)[2:]],
+                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            timeout=600)
+    assert killed.returncode == -9, f"pretraining was not killed at step 6: {killed.stderr[-3000:]}"
     saved = sorted(int(p.name[5:]) for p in ckpts.iterdir() if p.name.startswith("step_"))
-    assert saved and saved[-1] < 10, "the run finished before it could be killed"
+    assert saved == [3, 6]
     before = {int(r["step"]): r for r in read_log(out / "log.csv")}
 
     resumed = subprocess.run(pretrain_cmd(out, *overrides), cwd=REPO, env=ENV, capture_output=True, text=True,
