@@ -17,6 +17,16 @@ FIGURES = Path("docs/figures")
 
 
 def plot(data: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = draw(data)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def draw(data: dict):
+    """The figure: one series per ``series`` of the runs (AP50 in % against training minutes), the target line
+    and the demo's training time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,8 +52,7 @@ def plot(data: dict, out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

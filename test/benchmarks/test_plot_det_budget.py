@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_committed_measurements_plot(tmp_path):
+def load_plot_module():
+    spec = importlib.util.spec_from_file_location("plot_det_budget", REPO / "benchmarks" / "plot_det_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_figure_draws_every_series_with_its_measurements():
     data = json.loads((REPO / "docs/figures/det_budget.json").read_text())
-    assert len({r["series"] for r in data["runs"]}) >= 2
+    series = list(dict.fromkeys(r["series"] for r in data["runs"]))
+    assert len(series) >= 2
     assert all(0.0 <= r["AP50"] <= 1.0 and r["train_s"] > 0 for r in data["runs"])
+    fig = load_plot_module().draw(data)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for name in series:
+        runs = sorted((r for r in data["runs"] if r["series"] == name), key=lambda r: r["train_s"])
+        x, y = lines[name].get_data()
+        np.testing.assert_allclose(x, [r["train_s"] / 60 for r in runs])
+        np.testing.assert_allclose(y, [100 * r["AP50"] for r in runs])
+    target = [line for line in ax.get_lines() if line.get_label().startswith("target")]
+    assert target and np.allclose(target[0].get_ydata(), 100 * data["target_AP50"])
+    assert [t.get_text() for t in ax.get_legend().get_texts()][: len(series)] == series
+
+
+def test_the_command_writes_a_png(tmp_path):
     out = tmp_path / "det_budget.png"
     done = subprocess.run([sys.executable, "benchmarks/plot_det_budget.py", "--out", str(out)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
