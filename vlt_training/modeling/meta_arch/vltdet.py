@@ -17,6 +17,7 @@ The backbone and pyramid are the very modules VLTSeg uses (imported, not copied)
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Optional, Sequence
 
@@ -25,17 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlt_perception.labels import CITYSCAPES_THING_CLASSES
-from vlt_training.modeling.backbone import CLIPVisionBackbone
 from vlt_training.modeling.det_head import FasterRCNNHead, FCOSDetHead
 from vlt_training.modeling.layers import LayerNorm2d
-from vlt_training.modeling.neck import SimpleFeaturePyramid
+from vlt_training.modeling.meta_arch.base import TowerArgs, TowerModel, constructor_kwargs
 from vlt_training.modeling.registry import register_model
 
 
 def _kwargs(local_vars: dict) -> dict:
     """Constructor arguments from ``locals()`` (tuples as lists, as they come back from a checkpoint's JSON)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in local_vars.items()
-            if k not in ("self", "__class__", "head_kwargs")}
+    return constructor_kwargs(local_vars, exclude=("head_kwargs",))
 
 
 def _image_size(images: torch.Tensor) -> tuple[int, int]:
@@ -44,7 +43,7 @@ def _image_size(images: torch.Tensor) -> tuple[int, int]:
     return int(images.shape[-2]), int(images.shape[-1])
 
 
-class VLTDet(nn.Module):
+class VLTDet(TowerModel):
     """The detection family: backbone + simple feature pyramid + a head (a subclass builds ``self.head``).
 
     Args:
@@ -114,21 +113,9 @@ class VLTDet(nn.Module):
         self.max_detections = max_detections
 
         # No text guidance in VLTDet: without the projection every backbone parameter is trained.
-        self.backbone = CLIPVisionBackbone(
-            clip_model, pretrained=pretrained, out_indices=out_indices, drop_path_rate=drop_path_rate,
-            grad_checkpointing=grad_checkpointing, keep_projection=False,
-            vision_cfg_overrides=vision_cfg_overrides, text_cfg_overrides=text_cfg_overrides,
-            quick_gelu=quick_gelu,
-        )
-        # a rebuild from init_kwargs (pretrained=None) must get the activation the weights were trained with
-        self.init_kwargs["quick_gelu"] = self.backbone.quick_gelu
+        self.build_tower(TowerArgs.from_kwargs(self.init_kwargs), keep_projection=False)
         self.backbone.release_text_tower()
-        # rebuilt with pretrained=None, the architecture must still be the pretrained folder's (its input size)
-        self.init_kwargs.update(self.backbone.architecture_overrides)
-        self.pixel_mean = self.backbone.pixel_mean
-        self.pixel_std = self.backbone.pixel_std
-        self.neck = SimpleFeaturePyramid(self.backbone.width, pyramid_channels, scales=tuple(pyramid_scales),
-                                         multi_level=multi_level_pyramid)
+        self.build_pyramid(pyramid_channels, scales=pyramid_scales, multi_level=multi_level_pyramid)
         self.pyramid_channels = pyramid_channels
         self.num_pyramid_levels = len(pyramid_scales)
         self.extra_levels = extra_levels
@@ -149,11 +136,7 @@ class VLTDet(nn.Module):
         blocks = self.backbone.forward_intermediates(images)  # 4 x (B, C, Hp/p, Wp/p)
         # The deepest blocks feed the levels when there are fewer than four (the last block always feeds one).
         levels = list(self.neck(blocks[len(blocks) - self.num_pyramid_levels:]).values())
-        if self.detail_stem is not None:
-            levels[0] = levels[0] + self.detail_stem(images, levels[0].shape[-2:])
-        for _ in range(self.extra_levels):
-            levels.append(F.max_pool2d(levels[-1], kernel_size=1, stride=2))  # ViTDet's LastLevelMaxPool
-        return levels
+        return detection_levels(levels, images, self.detail_stem, self.extra_levels)
 
     def forward(self, images: torch.Tensor, targets: Optional[list[dict]] = None):
         """Train mode: dict of weighted losses (their sum is the loss; names depend on the head).
@@ -165,15 +148,7 @@ class VLTDet(nn.Module):
         (Mask R-CNN: and ``"masks": (N, H, W)`` uint8 at the input's size).
         """
         if not self.training:
-            outputs = self.predict(images)
-            boxes, scores, labels = outputs[:3]
-            keep = scores > 0  # B, K: padding has score 0
-            detections = [{"boxes": b[k], "scores": s[k], "labels": l[k]}
-                          for b, s, l, k in zip(boxes, scores, labels, keep)]
-            if len(outputs) > 3:
-                for det, masks, k in zip(detections, outputs[3], keep):
-                    det["masks"] = masks[k]
-            return {"detections": detections}
+            return {"detections": unpad_detections(self.predict(images))}
         targets = self._check_targets(targets, images)
         return self.losses(self.features(images), targets, _image_size(images))
 
@@ -187,44 +162,73 @@ class VLTDet(nn.Module):
         raise NotImplementedError
 
     def _check_targets(self, targets, images: torch.Tensor) -> list[dict]:
-        if targets is None or isinstance(targets, dict) or len(targets) != images.shape[0]:
-            raise ValueError(f"VLTDet in train mode needs a list of {images.shape[0]} target dicts with 'boxes', "
-                             f"'labels'; got {type(targets).__name__}")
-        checked = []
-        for i, target in enumerate(targets):
-            if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
-                raise ValueError(f"target {i}: expected a dict with 'boxes' (N, 4) and 'labels' (N,), got "
-                                 f"{sorted(target) if isinstance(target, dict) else type(target).__name__}")
-            boxes = torch.as_tensor(target.get("boxes"), dtype=torch.float32, device=images.device)
-            labels = torch.as_tensor(target.get("labels"), dtype=torch.int64, device=images.device)
-            boxes = boxes.reshape(-1, 4) if boxes.numel() == 0 else boxes
-            if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != (boxes.shape[0],):
-                raise ValueError(f"target {i}: boxes must be (N, 4) and labels (N,), got {tuple(boxes.shape)} and "
-                                 f"{tuple(labels.shape)}")
-            if (boxes[:, 2:] <= boxes[:, :2]).any():
-                raise ValueError(f"target {i}: degenerate box (x2 <= x1 or y2 <= y1) in {boxes.tolist()[:5]}")
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise ValueError(f"target {i}: labels must be in [0, {self.num_classes}), got {labels.tolist()[:10]}")
-            checked.append({"boxes": boxes, "labels": labels})
-            if self.predicts_masks:
-                checked[-1]["masks"] = self._check_masks(target, i, boxes.shape[0], images)
-        return checked
-
-    @staticmethod
-    def _check_masks(target: dict, i: int, count: int, images: torch.Tensor) -> torch.Tensor:
-        if "masks" not in target:
-            raise ValueError(f"target {i}: Mask R-CNN needs 'masks' (N, H, W) besides 'boxes' and 'labels': train it "
-                             "on records with instance masks (instance maps or COCO segmentations)")
-        masks = torch.as_tensor(target["masks"], device=images.device)
-        if masks.shape != (count, *images.shape[-2:]):
-            raise ValueError(f"target {i}: masks must be ({count}, {images.shape[-2]}, {images.shape[-1]}) (one per "
-                             f"box, at the input's size), got {tuple(masks.shape)}")
-        return masks.to(torch.uint8)
+        return check_detection_targets(targets, images, self.num_classes, self.predicts_masks)
 
     def export_module(self) -> nn.Module:
         """An eval-mode module ``images -> (boxes (B, K, 4) float32, scores (B, K) float32, labels (B, K) int64)``
         [+ Mask R-CNN: ``masks (B, K, M, M) float32``]."""
         return DetectionExport(self).eval()
+
+
+def check_detection_targets(targets, images: torch.Tensor, num_classes: int, with_masks: bool) -> list[dict]:
+    """The per-image detection targets, checked and on the images' device: ``{"boxes": (N, 4) float32 xyxy,
+    "labels": (N,) int64}`` [+ ``"masks": (N, H, W) uint8`` when ``with_masks``]."""
+    if targets is None or isinstance(targets, dict) or len(targets) != images.shape[0]:
+        raise ValueError(f"VLTDet in train mode needs a list of {images.shape[0]} target dicts with 'boxes', "
+                         f"'labels'; got {type(targets).__name__}")
+    checked = []
+    for i, target in enumerate(targets):
+        if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+            raise ValueError(f"target {i}: expected a dict with 'boxes' (N, 4) and 'labels' (N,), got "
+                             f"{sorted(target) if isinstance(target, dict) else type(target).__name__}")
+        boxes = torch.as_tensor(target.get("boxes"), dtype=torch.float32, device=images.device)
+        labels = torch.as_tensor(target.get("labels"), dtype=torch.int64, device=images.device)
+        boxes = boxes.reshape(-1, 4) if boxes.numel() == 0 else boxes
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != (boxes.shape[0],):
+            raise ValueError(f"target {i}: boxes must be (N, 4) and labels (N,), got {tuple(boxes.shape)} and "
+                             f"{tuple(labels.shape)}")
+        if (boxes[:, 2:] <= boxes[:, :2]).any():
+            raise ValueError(f"target {i}: degenerate box (x2 <= x1 or y2 <= y1) in {boxes.tolist()[:5]}")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"target {i}: labels must be in [0, {num_classes}), got {labels.tolist()[:10]}")
+        checked.append({"boxes": boxes, "labels": labels})
+        if with_masks:
+            checked[-1]["masks"] = _check_masks(target, i, boxes.shape[0], images)
+    return checked
+
+
+def _check_masks(target: dict, i: int, count: int, images: torch.Tensor) -> torch.Tensor:
+    if "masks" not in target:
+        raise ValueError(f"target {i}: Mask R-CNN needs 'masks' (N, H, W) besides 'boxes' and 'labels': train it "
+                         "on records with instance masks (instance maps or COCO segmentations)")
+    masks = torch.as_tensor(target["masks"], device=images.device)
+    if masks.shape != (count, *images.shape[-2:]):
+        raise ValueError(f"target {i}: masks must be ({count}, {images.shape[-2]}, {images.shape[-1]}) (one per "
+                         f"box, at the input's size), got {tuple(masks.shape)}")
+    return masks.to(torch.uint8)
+
+
+def detection_levels(levels: list[torch.Tensor], images: torch.Tensor, detail_stem: Optional[nn.Module],
+                     extra_levels: int) -> list[torch.Tensor]:
+    """Pyramid levels (finest first) -> the detection head's levels: the detail stem added to the finest one,
+    then ``extra_levels`` stride-2 max-pools of the coarsest (ViTDet's LastLevelMaxPool)."""
+    levels = list(levels)
+    if detail_stem is not None:
+        levels[0] = levels[0] + detail_stem(images, levels[0].shape[-2:])
+    for _ in range(extra_levels):
+        levels.append(F.max_pool2d(levels[-1], kernel_size=1, stride=2))
+    return levels
+
+
+def unpad_detections(outputs: tuple[torch.Tensor, ...]) -> list[dict]:
+    """Fixed-size (boxes, scores, labels [, masks]) -> one dict per image without the padding (score 0) slots."""
+    boxes, scores, labels = outputs[:3]
+    keep = scores > 0  # B, K: padding has score 0
+    detections = [{"boxes": b[k], "scores": s[k], "labels": l[k]} for b, s, l, k in zip(boxes, scores, labels, keep)]
+    if len(outputs) > 3:
+        for det, masks, k in zip(detections, outputs[3], keep):
+            det["masks"] = masks[k]
+    return detections
 
 
 class DetailStem(nn.Module):
@@ -342,23 +346,12 @@ class VLTDetFasterRCNN(VLTDet):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.init_kwargs.update(_kwargs({k: v for k, v in locals().items() if k != "kwargs"}))
-        if anchor_sizes is None:
-            anchor_sizes = [[8.0 * s] for s in self.strides]
-        self.loss_weights = {"loss_objectness": rpn_weight, "loss_rpn_box_reg": rpn_weight,
-                             "loss_classifier": roi_weight, "loss_box_reg": roi_weight, "loss_mask": mask_weight}
-        self.head = FasterRCNNHead(
-            self.pyramid_channels, self.num_classes, self.strides, anchor_sizes, aspect_ratios,
-            roi_levels=self.num_pyramid_levels if roi_levels is None else roi_levels, rpn_convs=rpn_convs,
-            rpn_pre_nms_topk=rpn_pre_nms_topk, rpn_post_nms_topk=rpn_post_nms_topk, rpn_nms_thresh=rpn_nms_thresh,
-            rpn_batch_size=rpn_batch_size, rpn_positive_fraction=rpn_positive_fraction,
-            rpn_iou_thresholds=rpn_iou_thresholds, box_convs=box_convs, box_conv_dim=box_conv_dim,
-            box_fc_dim=box_fc_dim, roi_output_size=roi_output_size, roi_sampling_ratio=roi_sampling_ratio,
-            roi_batch_size=roi_batch_size, roi_positive_fraction=roi_positive_fraction,
-            roi_iou_thresh=roi_iou_thresh, score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-            max_detections=self.max_detections, pre_nms_topk=self.pre_nms_topk, mask_convs=mask_convs,
-            mask_conv_dim=mask_conv_dim, mask_roi_output_size=mask_roi_output_size,
-        )
+        options = _kwargs({k: v for k, v in locals().items() if k != "kwargs"})
+        self.init_kwargs.update(options)
+        self.head, self.loss_weights = build_rcnn_head(
+            self.pyramid_channels, self.num_classes, self.strides, self.num_pyramid_levels,
+            score_thresh=self.score_thresh, nms_thresh=self.nms_thresh, max_detections=self.max_detections,
+            pre_nms_topk=self.pre_nms_topk, **options)
         self.predicts_masks = self.head.has_masks
 
     def losses(self, features, targets, image_size):
@@ -372,6 +365,30 @@ class VLTDetFasterRCNN(VLTDet):
         if not self.predicts_masks:
             return boxes, scores, labels
         return boxes, scores, labels, self.head.predict_masks(features, boxes, labels)
+
+
+def rcnn_head_defaults() -> dict:
+    """The Faster R-CNN / Mask R-CNN head options with their defaults: :class:`VLTDetFasterRCNN`'s own arguments
+    (one list of defaults for VLTDet and the multi-task model)."""
+    params = inspect.signature(VLTDetFasterRCNN.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def build_rcnn_head(channels: int, num_classes: int, strides: Sequence[float], num_levels: int, *,
+                    score_thresh: float, nms_thresh: float, max_detections: int, pre_nms_topk: int,
+                    anchor_sizes=None, aspect_ratios=(0.5, 1.0, 2.0), roi_levels=None, rpn_weight=1.0,
+                    roi_weight=1.0, mask_weight=1.0, **options) -> tuple[FasterRCNNHead, dict[str, float]]:
+    """ViTDet's two-stage head on pyramid levels of ``channels`` at ``strides`` (``num_levels`` of them without
+    the extra levels) and the weights of its losses; ``options`` are :class:`FasterRCNNHead`'s."""
+    if anchor_sizes is None:
+        anchor_sizes = [[8.0 * s] for s in strides]
+    loss_weights = {"loss_objectness": rpn_weight, "loss_rpn_box_reg": rpn_weight,
+                    "loss_classifier": roi_weight, "loss_box_reg": roi_weight, "loss_mask": mask_weight}
+    head = FasterRCNNHead(
+        channels, num_classes, strides, anchor_sizes, aspect_ratios,
+        roi_levels=num_levels if roi_levels is None else roi_levels, score_thresh=score_thresh,
+        nms_thresh=nms_thresh, max_detections=max_detections, pre_nms_topk=pre_nms_topk, **options)
+    return head, loss_weights
 
 
 class VLTDetMaskRCNN(VLTDetFasterRCNN):

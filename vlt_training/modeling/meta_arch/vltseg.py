@@ -21,17 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlt_perception.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
-from vlt_training.modeling.backbone import CLIPVisionBackbone
 from vlt_training.modeling.criterion import HungarianMatcher, SetCriterion, batch_sem_seg_to_instances
-from vlt_training.modeling.modes import apply_mode
-from vlt_training.modeling.neck import SimpleFeaturePyramid
+from vlt_training.modeling.meta_arch.base import TowerArgs, TowerModel, constructor_kwargs
 from vlt_training.modeling.pixel_decoder import MSDeformAttnPixelDecoder
 from vlt_training.modeling.registry import register_model
 from vlt_training.modeling.text_guidance import DEFAULT_PROMPT, DenseCLIPGuidance
 from vlt_training.modeling.transformer_decoder import MultiScaleMaskedTransformerDecoder
 
 
-class VLTSeg(nn.Module):
+class VLTSeg(TowerModel):
     """Mask2Former semantic segmentation on an open_clip vision tower.
 
     Args:
@@ -116,32 +114,37 @@ class VLTSeg(nn.Module):
         if not class_names:
             raise ValueError("class_names is empty")
         # everything needed to rebuild this model: create_model(model_name, **init_kwargs)
-        self.init_kwargs = {
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items()
-            if k not in ("self", "__class__")
-        }
+        self.init_kwargs = constructor_kwargs(locals())
         self.model_name = "vltseg"
-        self.pretrained_source = pretrained
         self.class_names = class_names
         self.num_classes = len(class_names)
         self.ignore_index = ignore_index
+        self.build_tower(TowerArgs.from_kwargs(self.init_kwargs), keep_projection=text_guidance,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std, pin_norm=True)
+        self._build_guidance(text_guidance, concat_score_maps, pixel_text_weight, prompt_template,
+                             text_context_length, context_decoder_width, context_decoder_heads,
+                             context_decoder_layers, text_temperature)
+        if mode != "famix":  # FAMix's style mining needs the text tower; the trainer releases it after mining
+            self.backbone.release_text_tower()
+        extra = self.num_classes if self.concat_score_maps else 0
+        # which backbone map gets the score maps: the one feeding the stride-16 level (all levels share one map
+        # in the single-level pyramid)
+        self.score_map_index = 2 if multi_level_pyramid else 3
+        self.build_pyramid(pyramid_channels, multi_level=multi_level_pyramid,
+                           extra_in_channels=(0, 0, extra, 0) if multi_level_pyramid else (extra,) * 4)
+        self._build_mask2former(
+            pyramid_channels, conv_dim=conv_dim, mask_dim=mask_dim, encoder_layers=encoder_layers,
+            encoder_ffn_dim=encoder_ffn_dim, encoder_heads=encoder_heads, encoder_points=encoder_points,
+            hidden_dim=hidden_dim, num_queries=num_queries, nheads=nheads, dim_feedforward=dim_feedforward,
+            dec_layers=dec_layers, class_weight=class_weight, mask_weight=mask_weight, dice_weight=dice_weight,
+            no_object_weight=no_object_weight, train_num_points=train_num_points, oversample_ratio=oversample_ratio,
+            importance_sample_ratio=importance_sample_ratio)
+        self.apply_training_mode(mode, mode_options)
 
-        self.backbone = CLIPVisionBackbone(
-            clip_model, pretrained=pretrained, out_indices=out_indices, drop_path_rate=drop_path_rate,
-            grad_checkpointing=grad_checkpointing, keep_projection=text_guidance,
-            vision_cfg_overrides=vision_cfg_overrides, text_cfg_overrides=text_cfg_overrides,
-            quick_gelu=quick_gelu,
-        )
-        # a rebuild from init_kwargs (pretrained=None) must get the activation the weights were trained with
-        self.init_kwargs["quick_gelu"] = self.backbone.quick_gelu
-        self.pixel_mean = tuple(float(v) for v in (pixel_mean or self.backbone.pixel_mean))
-        self.pixel_std = tuple(float(v) for v in (pixel_std or self.backbone.pixel_std))
-        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
-            raise ValueError(f"pixel_mean/pixel_std must be 3 values with std > 0: {pixel_mean} / {pixel_std}")
-        # A rebuilt model gets its weights from the checkpoint, not from the pretrained source (which may not
-        # exist where the checkpoint is loaded); the normalisation of that source is pinned instead.
-        self.init_kwargs.update(pretrained=None, pixel_mean=list(self.pixel_mean), pixel_std=list(self.pixel_std))
-        self.init_kwargs.update(self.backbone.architecture_overrides)  # a pretrained folder's input size / text cfg
+    def _build_guidance(self, text_guidance: bool, concat_score_maps: bool, pixel_text_weight: float,
+                        prompt_template: str, text_context_length: int, context_decoder_width: int,
+                        context_decoder_heads: int, context_decoder_layers: int, text_temperature: float) -> None:
+        """DenseCLIP's pixel-text score maps (``self.pixel_text``), or nothing without text guidance."""
         self.text_guidance = text_guidance
         self.concat_score_maps = text_guidance and concat_score_maps
         self.pixel_text_weight = pixel_text_weight
@@ -149,22 +152,17 @@ class VLTSeg(nn.Module):
         if text_guidance:
             clip = self.backbone.open_clip_model()
             self.pixel_text = DenseCLIPGuidance(
-                clip, clip.tokenizer, class_names, self.backbone.embed_dim, num_context=text_context_length,
+                clip, clip.tokenizer, self.class_names, self.backbone.embed_dim, num_context=text_context_length,
                 prompt_template=prompt_template, decoder_width=context_decoder_width,
                 decoder_heads=context_decoder_heads, decoder_layers=context_decoder_layers,
                 temperature=text_temperature,
             )
-        if mode != "famix":  # FAMix's style mining needs the text tower; the trainer releases it after mining
-            self.backbone.release_text_tower()
 
-        extra = self.num_classes if self.concat_score_maps else 0
-        # which backbone map gets the score maps: the one feeding the stride-16 level (all levels share one map
-        # in the single-level pyramid)
-        self.score_map_index = 2 if multi_level_pyramid else 3
-        self.neck = SimpleFeaturePyramid(
-            self.backbone.width, pyramid_channels, multi_level=multi_level_pyramid,
-            extra_in_channels=(0, 0, extra, 0) if multi_level_pyramid else (extra,) * 4,
-        )
+    def _build_mask2former(self, pyramid_channels: int, *, conv_dim, mask_dim, encoder_layers, encoder_ffn_dim,
+                           encoder_heads, encoder_points, hidden_dim, num_queries, nheads, dim_feedforward,
+                           dec_layers, class_weight, mask_weight, dice_weight, no_object_weight, train_num_points,
+                           oversample_ratio, importance_sample_ratio) -> None:
+        """The Mask2Former head on the four pyramid levels: pixel decoder, masked-attention decoder, criterion."""
         self.pixel_decoder = MSDeformAttnPixelDecoder(
             [pyramid_channels] * 4, conv_dim=conv_dim, mask_dim=mask_dim, encoder_layers=encoder_layers,
             encoder_ffn_dim=encoder_ffn_dim, encoder_heads=encoder_heads, encoder_points=encoder_points,
@@ -179,15 +177,6 @@ class VLTSeg(nn.Module):
             no_object_weight=no_object_weight, num_points=train_num_points, oversample_ratio=oversample_ratio,
             importance_sample_ratio=importance_sample_ratio,
         )
-        self.mode = mode
-        self.frozen_modules = apply_mode(self, mode, mode_options)
-
-    def train(self, mode: bool = True) -> "VLTSeg":
-        """Train / eval mode; the training mode's frozen parts always stay in eval (no dropout, no drop path)."""
-        super().train(mode)
-        for name in self.frozen_modules:
-            self.get_submodule(name).eval()
-        return self
 
     # ------------------------------------------------------------------ forward
     def _features(self, images: torch.Tensor) -> tuple[dict, Optional[torch.Tensor]]:
@@ -207,9 +196,12 @@ class VLTSeg(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         pyramid, scores = self._features(images)
+        return self.mask2former_outputs(pyramid), scores
+
+    def mask2former_outputs(self, pyramid: dict) -> dict:
+        """The Mask2Former head on the pyramid levels ``res2`` .. ``res5``."""
         mask_features, multi_scale = self.pixel_decoder(pyramid)
-        queries = getattr(self.backbone.block_hook, "decoder_queries", dict)()  # Rein's tokens as queries
-        return self.predictor(multi_scale, mask_features, **queries), scores
+        return self.predictor(multi_scale, mask_features, **self.decoder_queries())  # Rein's tokens as queries
 
     def forward(self, images: torch.Tensor, targets=None):
         """Train mode: dict of weighted losses (their sum is the loss). Eval mode: ``{"sem_seg": (B, K, H, W)}``.
@@ -221,13 +213,20 @@ class VLTSeg(nn.Module):
             return {"sem_seg": self.semantic_inference(images)}
         if targets is None:
             raise ValueError("VLTSeg in train mode needs targets with 'sem_seg'")
-        sem_seg = self._stack_targets(targets, images)
-        # pad labels like the images (backbone pads to a multiple of the patch size); padding is ignored
-        ph, pw = self.backbone.padded_size(*images.shape[-2:])
-        padded = F.pad(sem_seg, (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=self.ignore_index)
-        if hasattr(self.backbone.block_hook, "set_labels"):  # FAMix mixes styles per labelled patch
-            self.backbone.block_hook.set_labels(padded)
+        padded = self.padded_sem_seg(targets, images)
+        self.set_hook_labels(padded)  # FAMix mixes styles per labelled patch
         outputs, scores = self.forward_outputs(images)
+        return self.segmentation_losses(outputs, scores, padded)
+
+    def padded_sem_seg(self, targets, images: torch.Tensor) -> torch.Tensor:
+        """The checked (B, H, W) labels, padded like the images (the backbone pads to a multiple of the patch
+        size) with the ignore label."""
+        sem_seg = self._stack_targets(targets, images)
+        ph, pw = self.backbone.padded_size(*images.shape[-2:])
+        return F.pad(sem_seg, (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=self.ignore_index)
+
+    def segmentation_losses(self, outputs: dict, scores: Optional[torch.Tensor], padded: torch.Tensor) -> dict:
+        """Mask2Former's weighted losses (+ DenseCLIP's pixel-text loss) against the padded labels (B, Hp, Wp)."""
         instances = batch_sem_seg_to_instances(padded, self.num_classes, self.ignore_index)
         losses = self.criterion(outputs, instances)
         if scores is not None and self.pixel_text_weight > 0:
@@ -257,6 +256,10 @@ class VLTSeg(nn.Module):
     def semantic_inference(self, images: torch.Tensor) -> torch.Tensor:
         """Semantic scores (B, K, H, W): softmax class scores (no-object dropped) x sigmoid masks."""
         outputs, _ = self.forward_outputs(images)
+        return self.semantic_scores(outputs, images)
+
+    def semantic_scores(self, outputs: dict, images: torch.Tensor) -> torch.Tensor:
+        """Mask2Former outputs -> semantic scores (B, K, H, W) at the size of ``images``."""
         cls = outputs["pred_logits"].softmax(-1)[..., :-1]  # B, Q, K
         masks = outputs["pred_masks"].sigmoid()  # B, Q, h4, w4
         sem = torch.einsum("bqc,bqhw->bchw", cls, masks)  # B, K, h4, w4
