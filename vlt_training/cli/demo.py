@@ -12,7 +12,7 @@ Every stage is a real command of the package, run as its own process, exactly as
 8. VLTDet (when ``--detection``): train the tiny detector, its tower initialised from step 2's VLTSeg
    (``model.init_from``), and evaluate COCO AP per condition
 
-It ends with a per-condition table (mIoU, retention, latency) and a report folder ``<workdir>/report``.
+It ends with a per-condition table (mIoU, rPD, ECE, latency) and a report folder ``<workdir>/report``.
 ROS graph stages must run inside a private network namespace (``./vlt demo`` does that).
 """
 
@@ -211,7 +211,8 @@ def _p50(entry: dict | None) -> float:
 
 
 def summary_rows(offline: dict, online: dict[str, dict], training_eval: dict | None) -> list[dict]:
-    """One row per condition (source first): offline and online mIoU, retention vs the source, latencies.
+    """One row per condition (source first): offline and online mIoU, retention vs the source (the table shows it
+    as rPD = 100 x retention), the offline ECE of the per-pixel confidence, latencies.
 
     ``offline`` is bag_eval's report.json (the reference bag is the source domain), ``online`` maps bag names
     (``source``, ``fog`` ...) to evaluator_node reports, ``training_eval`` is the evaluate CLI's JSON.
@@ -227,6 +228,7 @@ def summary_rows(offline: dict, online: dict[str, dict], training_eval: dict | N
             "condition": name,
             "mIoU": miou,
             "retention": miou / source_miou if source_miou > 0 else math.nan,
+            "ECE": _float((entry.get("calibration") or {}).get("ece")),
             "online_mIoU": _miou(live.get("overall")),
             "engine_ms_p50": _p50(entry),
             "end_to_end_ms_p50": _p50(live.get("overall")),
@@ -258,10 +260,11 @@ def format_table(rows: list[dict]) -> str:
     def ms(v):
         return "    n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:7.1f}"
 
-    lines = ["condition    mIoU  retention  online mIoU  train-eval mIoU  engine ms p50  end-to-end ms p50  dropped",
-             "-" * 103]
+    lines = ["condition    mIoU     rPD     ECE  online mIoU  train-eval mIoU  engine ms p50  end-to-end ms p50  "
+             "dropped", "-" * 107]
     for r in rows:
-        lines.append(f"{r['condition']:<11} {pct(r['mIoU'])}     {pct(r['retention'])}       {pct(r['online_mIoU'])}"
+        lines.append(f"{r['condition']:<11} {pct(r['mIoU'])}  {pct(r['retention'])}  {pct(r.get('ECE'))}"
+                     f"       {pct(r['online_mIoU'])}"
                      f"           {pct(r['train_eval_mIoU'])}        {ms(r['engine_ms_p50'])}"
                      f"            {ms(r['end_to_end_ms_p50'])}  {r['dropped'] if r['dropped'] is not None else 'n/a'}")
     return "\n".join(lines)
