@@ -50,6 +50,8 @@ def test_tiny_model_export_parity(name, exported):
     images, source = verification_batch(stored, count=2)
     report = verify_onnx(path, model, stored, images, source)
     assert report.passed, report.summary()
+    # Deformable attention is exported as gathers: no GridSample, which TensorRT 10.14 / 11.1 miscompile.
+    assert "GridSample" not in {node.op_type for node in onnx.load(str(path)).graph.node}
     engine = OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"])
     assert engine.metadata == stored
     out = engine.infer(images)  # batch of 2 through the dynamic batch axis

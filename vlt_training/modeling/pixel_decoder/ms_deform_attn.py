@@ -1,8 +1,14 @@
 """Multi-scale deformable attention (Deformable DETR) in pure PyTorch.
 
-The sampling runs on ``F.grid_sample`` with static level shapes (Python ints), so the same code trains on CPU/GPU
-and exports to ONNX opset >= 16 (GridSample) without custom ops or data-dependent shapes. This is the real path,
-not a debugging fallback of a CUDA kernel.
+Three forms of the same sampling, all with static level shapes (Python ints), so the code trains on CPU/GPU and
+exports to ONNX without custom ops or data-dependent shapes. This is the real path, not a debugging fallback of a
+CUDA kernel:
+
+- ``level`` / ``point``: ``F.grid_sample`` per level or per (level, point). Training uses ``level``.
+- ``gather``: bilinear interpolation written as row gathers and arithmetic (ONNX ``Gather``, ``Floor``, ``Mul``,
+  ``Add``), with no ``GridSample``. Inference and every ONNX export use it: TensorRT 10.14 and 11.1 build engines
+  from GridSample-based deformable attention that give wrong outputs (NVIDIA/TensorRT#4813), and GridSample at
+  opset 20 fails in others (NVIDIA/TensorRT#4646). A graph without GridSample carries neither risk.
 """
 
 from __future__ import annotations
@@ -17,41 +23,95 @@ from torch import nn
 from vlt_training.modeling.layers import cached_constant
 
 
+SAMPLING_METHODS = ("level", "point", "gather")
+
+
 def ms_deform_attn_core(
     value: torch.Tensor,
     spatial_shapes: Sequence[tuple[int, int]],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
-    per_point: bool = False,
+    method: str = "level",
 ) -> torch.Tensor:
-    """Deformable attention sampling.
+    """Deformable attention sampling (bilinear, zeros outside the map, ``align_corners=False``).
 
     Args:
         value: (B, S, M, D) values of all levels flattened, S = sum(h * w), M heads of D channels.
         spatial_shapes: [(h, w)] per level.
         sampling_locations: (B, Q, M, L, P, 2) normalised x, y in [0, 1].
         attention_weights: (B, Q, M, L, P), softmax-normalised over L * P.
-        per_point: one ``grid_sample`` per (level, point) instead of one per level (same result).
+        method: ``level`` (one ``grid_sample`` per level), ``point`` (one per (level, point)) or ``gather``
+            (no ``grid_sample``: row gathers of the four neighbours, see :func:`_sample_by_gather`).
     Returns:
         (B, Q, M * D).
 
-    The two forms trade the number of ops against the shape of the weighted sum, and each wins somewhere
-    (measured on a 2-core AVX512-BF16 CPU): per level, the P points of a level are sampled together and the
-    (B*M, D, Q, P) result is weighted and summed over P. Fewer ops: the tiny model's training step is 9 % faster
-    than per point (0.186 vs 0.203 s). Per point, each sample is weighted and added as it comes, so nothing is
-    reduced over a short innermost axis: OpenVINO bf16 then skips an f32->bf16 blocked reorder and a slow
-    ReduceSum per level (ViT-S/16 VLTSeg at 512x1024: 1.85 -> 1.64 s). :class:`MSDeformAttn` uses per point
-    in eval mode (inference, export) and per level in training.
+    ``level`` and ``point`` trade the number of ops against the shape of the weighted sum (measured on a 2-core
+    AVX512-BF16 CPU): per level, the P points of a level are sampled together and the (B*M, D, Q, P) result is
+    weighted and summed over P. Fewer ops: the tiny model's training step is 9 % faster than per point (0.186 vs
+    0.203 s). Per point, each sample is weighted and added as it comes, so nothing is reduced over a short
+    innermost axis, which suits OpenVINO bf16.
     """
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"unknown deformable attention sampling {method!r}; expected one of {SAMPLING_METHODS}")
     b, _, m, d = value.shape
     _, q, _, n_levels, n_points, _ = sampling_locations.shape
+    if method == "gather":
+        out = _sample_by_gather(value, spatial_shapes, sampling_locations, attention_weights)  # B*M, Q, D
+        return out.view(b, m, q, d).transpose(1, 2).reshape(b, q, m * d)
     # B, h*w, M, D -> B*M, D, h, w per level
     levels = [v.flatten(2).transpose(1, 2).reshape(b * m, d, h, w)
               for v, (h, w) in zip(value.split([h * w for h, w in spatial_shapes], dim=1), spatial_shapes)]
     grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
-    sample = _sample_per_point if per_point else _sample_per_level
+    sample = _sample_per_point if method == "point" else _sample_per_level
     out = sample(levels, grids, attention_weights)  # B*M, D, Q
     return out.view(b, m * d, q).transpose(1, 2).contiguous()
+
+
+# The four neighbours of a sampling point as (dx, dy) from its top-left one.
+_CORNERS = ((0, 0), (1, 0), (0, 1), (1, 1))
+
+
+def _sample_by_gather(
+    value: torch.Tensor,
+    spatial_shapes: Sequence[tuple[int, int]],
+    locations: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """value (B, S, M, D), locations (B, Q, M, L, P, 2) in [0, 1], weights (B, Q, M, L, P) -> (B*M, Q, D).
+
+    ``grid_sample``'s bilinear rule written out: the pixel position is ``x * w - 0.5`` (pixel centres at
+    ``(i + 0.5) / w``); each of the four neighbours gets the product of its two linear weights, and a neighbour
+    outside the map gets weight 0 (zeros padding) while its index is clamped to a valid row. Each neighbour is one
+    ``Gather`` of (B*M*Q) rows of D channels from the values laid out as (B*M*S, D) rows, weighted and added as
+    it comes, so the largest intermediate is (B*M, Q, D) like the per-point ``grid_sample`` form. Index and weight
+    arithmetic runs in float32 whatever the value dtype: bf16 cannot even represent pixel positions beyond 256.
+    """
+    b, s, m, d = value.shape
+    _, q, _, n_levels, n_points, _ = locations.shape
+    rows = value.permute(0, 2, 1, 3).reshape(b * m * s, d)  # B*M*S, D: row (bm * S + level start + y * w + x)
+    # B, Q, M, L, P, 2 -> L, P, B*M, Q, 2 (and weights -> L, P, B*M, Q): one slice per (level, point)
+    locations = locations.float().permute(3, 4, 0, 2, 1, 5).reshape(n_levels, n_points, b * m, q, 2)
+    weights = weights.float().permute(3, 4, 0, 2, 1).reshape(n_levels, n_points, b * m, q)
+    # First row of each (batch, head) block: bm * S, as a (B*M, 1) column (B is dynamic in exported graphs).
+    block_start = (torch.arange(b * m, device=value.device) * s).unsqueeze(1)
+    out = None
+    start = 0
+    for level, (h, w) in enumerate(spatial_shapes):
+        for point in range(n_points):
+            px = locations[level, point, ..., 0] * w - 0.5  # B*M, Q
+            py = locations[level, point, ..., 1] * h - 0.5
+            x0, y0 = px.floor(), py.floor()
+            fx, fy = px - x0, py - y0
+            for dx, dy in _CORNERS:
+                cx, cy = x0 + dx, y0 + dy
+                inside = (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
+                corner_weight = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
+                corner_weight = torch.where(inside, corner_weight * weights[level, point], 0.0)  # B*M, Q
+                index = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)).long() + start + block_start  # B*M, Q
+                part = rows[index] * corner_weight.unsqueeze(-1).to(value.dtype)  # B*M, Q, D
+                out = part if out is None else out + part
+        start += h * w
+    return out
 
 
 def _sample_per_level(levels: list[torch.Tensor], grids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -84,7 +144,15 @@ def _sample_per_point(levels: list[torch.Tensor], grids: torch.Tensor, weights: 
 
 
 class MSDeformAttn(nn.Module):
-    """Multi-scale deformable attention module (Zhu et al., 2021) with Deformable DETR's initialisation."""
+    """Multi-scale deformable attention module (Zhu et al., 2021) with Deformable DETR's initialisation.
+
+    Training samples with ``grid_sample`` per level (fastest backward); eval mode, and so every ONNX export,
+    uses the gather form, which no TensorRT version miscompiles (see the module docstring). Set the class or
+    instance attributes ``train_sampling`` / ``eval_sampling`` to one of :data:`SAMPLING_METHODS` to compare.
+    """
+
+    train_sampling = "level"
+    eval_sampling = "gather"
 
     def __init__(self, d_model: int = 256, n_levels: int = 3, n_heads: int = 8, n_points: int = 4):
         super().__init__()
@@ -133,5 +201,6 @@ class MSDeformAttn(nn.Module):
         normalizer = cached_constant(("deform_normalizer", tuple(spatial_shapes)), query.device, query.dtype,
                                      lambda: torch.tensor([[w, h] for h, w in spatial_shapes], dtype=torch.float32))
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        out = ms_deform_attn_core(v, spatial_shapes, locations, weights, per_point=not self.training)
+        method = self.train_sampling if self.training else self.eval_sampling
+        out = ms_deform_attn_core(v, spatial_shapes, locations, weights, method=method)
         return self.output_proj(out)

@@ -31,7 +31,9 @@ def test_export_module_onnx_matches_onnxruntime(tmp_path, clip_model, text_guida
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
     assert {op.domain for op in proto.graph.node} <= {"", "ai.onnx"}, "custom ops in the graph"
-    assert "GridSample" in {op.op_type for op in proto.graph.node}  # deformable attention is in there
+    ops = {op.op_type for op in proto.graph.node}
+    # Deformable attention is in there as gathers, not GridSample (which TensorRT 10.14 / 11.1 miscompile).
+    assert "GridSample" not in ops and "Gather" in ops
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     batch = torch.randn(2, 3, h, w)  # traced with batch 1, run with batch 2
