@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from vlt_perception.bag import BagError
 from vlt_perception.bag import messages as M
+from vlt_perception.bag.limits import BagLimits, check_mcap
 from vlt_perception.bag.topics import (
     COMPRESSED_IMAGE_TYPE, CUSTOM_DATA_PREFIX, DETECTIONS_TYPE, IMAGE_TYPE, STRING_TYPE, BagTopics,
 )
@@ -63,9 +65,12 @@ class Frame:
     log_time_ns: int = 0
 
 
-def open_bag(path: str | Path, issues: Issues | None = None):
+def open_bag(path: str | Path, issues: Issues | None = None, limits: BagLimits | None = None):
     """An open rosbags ``Reader``; when rosbags cannot open the bag, what :class:`SalvagedBag` recovers from the
-    storage files (noted in ``issues`` as ``truncated``). Raises BagError naming the bag when nothing is readable."""
+    storage files (noted in ``issues`` as ``truncated``). Raises BagError naming the bag when nothing is readable.
+
+    MCAP files are checked against ``limits`` first (:func:`~vlt_perception.bag.limits.check_mcap`): rosbags
+    inflates a whole chunk before it checks the chunk's size."""
     from vlt_perception.bag.salvage import SalvagedBag
 
     get_bag_typestore()  # fails with an install hint when rosbags is missing
@@ -75,6 +80,9 @@ def open_bag(path: str | Path, issues: Issues | None = None):
     issues = issues if issues is not None else Issues()
     if not path.exists():
         raise BagError(f"{path}: bag does not exist")
+    limits = limits or BagLimits()
+    for file in _storage_files(path):
+        check_mcap(file, limits)  # returns at once for files that are not MCAP
     try:
         reader = Reader(path)
         reader.open()
@@ -82,7 +90,7 @@ def open_bag(path: str | Path, issues: Issues | None = None):
     except Exception as exc:  # rosbags raises ReaderError, KeyError, struct errors ... on broken files
         error = f"{type(exc).__name__}: {exc}"
     try:
-        salvaged = SalvagedBag(path)
+        salvaged = SalvagedBag(path, limits)
     except Exception as exc:
         raise BagError(f"{path}: cannot open bag ({error}) and nothing could be salvaged ({exc}); is it a rosbag2 "
                        "folder, .mcap or .db3 file?") from exc
@@ -93,6 +101,20 @@ def open_bag(path: str | Path, issues: Issues | None = None):
     for note in salvaged.notes:
         issues.add("salvage_note", note)
     return salvaged
+
+
+def _storage_files(path: Path) -> list[Path]:
+    """The storage files rosbags may open: ``path`` itself, or a folder's ``*.mcap`` plus the files its
+    metadata.yaml names (rosbags takes each name's last part, inside the folder)."""
+    if path.is_file():
+        return [path]
+    files = set(path.glob("*.mcap"))
+    try:
+        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        files.update(path / Path(str(name)).name for name in info.get("relative_file_paths") or [])
+    except Exception:  # missing or damaged metadata: rosbags fails on it and salvage reads the folder
+        pass
+    return sorted(f for f in files if f.is_file())
 
 
 class BagFrameReader:
