@@ -24,6 +24,7 @@ _OP_HEADER, _OP_FOOTER, _OP_MESSAGE, _OP_CHUNK, _OP_CHUNK_INDEX = 0x01, 0x02, 0x
 _RECORD_HEADER = 9  # opcode (1) + length (8)
 _FOOTER = _RECORD_HEADER + 20 + len(MCAP_MAGIC)  # footer record (summary start, summary offset start, crc) + magic
 _PIECE = 1 << 20  # streamed decompression hands out at most this much at a time
+_CHECKED: set[tuple] = set()  # (resolved path, size, mtime, limits) of files that passed check_mcap
 
 
 def _env_bytes(name: str, default: int) -> int:
@@ -112,7 +113,11 @@ def check_mcap(file: str | Path, limits: BagLimits | None = None) -> None:
     own bounds)."""
     limits = limits or BagLimits()
     file = Path(file)
-    size = file.stat().st_size
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, limits)
+    if key in _CHECKED:  # a bag is opened several times (topics, playback, frames): inflate it once
+        return
+    size = stat.st_size
     with file.open("rb") as f:
         if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
             return  # not MCAP: rosbags refuses it
@@ -126,6 +131,7 @@ def check_mcap(file: str | Path, limits: BagLimits | None = None) -> None:
         chunks = _check_records(f, file, len(MCAP_MAGIC), data_end, limits)
         if data_end < size - _FOOTER:
             _check_chunk_index(f, file, data_end, size - _FOOTER, chunks)
+    _CHECKED.add(key)
 
 
 def _check_records(f, file: Path, start: int, end: int, limits: BagLimits) -> dict[int, tuple[str, int, int]]:
