@@ -11,6 +11,7 @@ TRAINING = "vlt_training"
 NODES = {
     "segmentation_node": "vlt_perception.nodes.segmentation_node:main",
     "detection_node": "vlt_perception.nodes.detection_node:main",
+    "multitask_node": "vlt_perception.nodes.multitask_node:main",
     "dataset_to_bag": "vlt_perception.cli.dataset_to_bag:main",
     "bag_eval": "vlt_perception.cli.bag_eval:main",
     "evaluator_node": "vlt_perception.nodes.evaluator_node:main",

@@ -20,6 +20,7 @@ import yaml
 PACKAGE = "vlt_perception"
 SEGMENTATION = "segmentation_node"
 DETECTION = "detection_node"
+MULTITASK = "multitask_node"
 NODES = (SEGMENTATION, DETECTION)
 ENGINES = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
 PRECISIONS = ("", "fp32", "fp16", "bf16", "int8")
@@ -107,6 +108,18 @@ NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
     ),
 }
 
+
+# One node for both tasks and for many cameras: the segmentation and the detection parameters, plus the cameras.
+NODE_PARAMS[MULTITASK] = NODE_PARAMS[SEGMENTATION] + NODE_PARAMS[DETECTION][len(_COMMON):] + (
+    ParamSpec("cameras", "string_array", "Camera names; each camera's topics are under ~/<camera>/ (in/image -> "
+              "out/labels, out/detections ...). Empty = one camera on ~/in/image, as the single-task nodes."),
+    ParamSpec("batch_window_ms", "double", "How long the oldest waiting frame waits for the other cameras' frames; "
+              "a batch goes as soon as every publishing camera has a frame, or when this window closes.",
+              min=0.0, max=600000.0),
+    ParamSpec("camera_timeout_ms", "double", "A camera that sent nothing for this long is silent: batches no "
+              "longer wait for it (until its next frame).", min=1.0, max=600000.0),
+    ParamSpec("max_batch", "int", "Most frames per engine call (more cameras: several calls).", min=1, max=256),
+)
 
 def specs(node: str) -> dict[str, ParamSpec]:
     if node not in NODE_PARAMS:
