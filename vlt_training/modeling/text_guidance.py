@@ -9,8 +9,8 @@ Context-Aware Prompting", CVPR 2022), for the ViT towers of VLTSeg.
     t' = t + gamma * ContextDecoder(t, visual context)          (gamma: D values, initialised to 1e-4)
     score maps s = <z / |z|, t' / |t'|> (B, K, h, w)
         -> concatenated to the stride-16 input of the feature pyramid (DenseCLIP's ``score_concat_index=2`` for ViTs)
-        -> auxiliary pixel-text loss: cross-entropy of s / tau against the labels, weight 0.4 (DenseCLIP's
-           identity head)
+        -> auxiliary pixel-text loss: cross-entropy of s / tau, upsampled bilinearly to the labels, weight 0.4
+           (DenseCLIP's identity head)
 
 The text tower stays frozen (``requires_grad=False``, always in eval mode) but now runs in training, because the
 context vectors in its input learn. Its weights are part of the model's state dict, so a checkpoint alone rebuilds
@@ -212,8 +212,12 @@ class DenseCLIPGuidance(nn.Module):
         return torch.einsum("bdhw,bkd->bkhw", F.normalize(dense, dim=1), F.normalize(text, dim=-1))
 
     def loss(self, scores: torch.Tensor, sem_seg: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        """Pixel-text cross-entropy: scores (B, K, h, w), labels (B, H, W) downsampled by nearest neighbour."""
-        labels = F.interpolate(sem_seg[:, None].float(), size=scores.shape[-2:], mode="nearest")[:, 0].long()
+        """Pixel-text cross-entropy at the labels' resolution, as DenseCLIP's identity head (mmseg's decode-head
+        loss): ``scores / tau`` (B, K, h, w) upsampled bilinearly (``align_corners=False``) to the labels (B, H, W).
+        Every labelled pixel counts once; downsampling the labels instead would drop thin classes."""
+        labels = sem_seg.long()  # B, H, W
         if (labels == ignore_index).all():
             return scores.sum() * 0.0
-        return F.cross_entropy(scores.float() / self.temperature, labels, ignore_index=ignore_index)
+        logits = F.interpolate(scores.float() / self.temperature, size=labels.shape[-2:], mode="bilinear",
+                               align_corners=False)  # B, K, H, W
+        return F.cross_entropy(logits, labels, ignore_index=ignore_index)
