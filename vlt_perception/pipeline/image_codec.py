@@ -191,6 +191,10 @@ def _header_size(data: bytes, kind: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # PIL refuses a header over 2 * Image.MAX_IMAGE_PIXELS (about 179 Mpx; the warning above about 89 Mpx
+        # becomes an error under -W error) before our max_pixels check sees the size: the same "too large" frame.
+        raise ImageDecodeError(KIND_TOO_LARGE, f"{kind} image: header over PIL's pixel limit: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(KIND_COMPRESSED, f"{kind} data has a corrupt header: {exc}") from exc
 

@@ -240,3 +240,38 @@ def test_the_chunk_index_must_point_at_checked_chunks(tmp_path):
     with pytest.raises(BagError, match=f"chunk index at byte {len(body)} describes a chunk at byte {hidden_at}"):
         check_mcap(bag)
 
+
+
+def test_a_bomb_header_frame_is_counted_and_the_bag_still_read(fx, tmp_path):
+    """A compressed frame whose PNG header claims 200 Mpx (over PIL's own limit) is one undecodable frame, not the
+    end of the evaluation."""
+    import zlib
+
+    from vlt_perception.bag import messages as M
+    from vlt_perception.bag.reader import BagFrameReader
+    from vlt_perception.bag.typestore import get_bag_typestore
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 10_000, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+    store = get_bag_typestore()
+    compressed, image = "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image"
+    frames = [fx.synthetic_frame(i, "clear") for i in range(3)]
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        cam = writer.add_connection("/camera/image_raw/compressed", compressed, typestore=store)
+        gt = writer.add_connection("/ground_truth/labels", image, typestore=store)
+        for i, (rgb, labels) in enumerate(frames):
+            stamp = (i + 1) * 100_000_000
+            msg = M.compressed_image_msg(store, rgb, stamp, "png")
+            if i == 1:
+                msg.data = np.frombuffer(bomb, np.uint8)
+            writer.write(cam, stamp, store.serialize_cdr(msg, compressed))
+            writer.write(gt, stamp + 1, store.serialize_cdr(M.labels_msg(store, labels, stamp), image))
+    with BagFrameReader(tmp_path / "bag") as reader:
+        read = list(reader.frames())
+        issues = reader.issues.as_dict()
+    assert [f.stamp_ns for f in read if f.image is not None] == [100_000_000, 300_000_000]
+    assert issues["undecodable_message"]["count"] == 1
+    assert "pixel limit" in issues["undecodable_message"]["examples"][0]

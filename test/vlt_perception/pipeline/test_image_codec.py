@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import array
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -198,6 +200,26 @@ def test_compressed_too_large(rgb):
     with pytest.raises(ImageDecodeError, match="max_pixels") as err:
         decode_compressed("png", _pil_bytes(rgb, "PNG"), max_pixels=H * W - 1)
     assert err.value.kind == codec.KIND_TOO_LARGE
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` (a few dozen bytes, no pixel data)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_a_header_over_pils_bomb_limit_is_too_large():
+    """PIL raises its own DecompressionBombError on headers over ~179 Mpx, before max_pixels is checked: it must
+    come out as the codec's too_large kind (the node counts by kind; offline evaluation skips ValueErrors)."""
+    bomb = _png_header_only(20_000, 10_000)  # 200 Mpx
+    assert 20_000 * 10_000 > 2 * Image.MAX_IMAGE_PIXELS
+    for max_pixels in (codec.DEFAULT_MAX_PIXELS, 10**9):
+        with pytest.raises(ImageDecodeError) as err:
+            decode_compressed("png", bomb, max_pixels=max_pixels)
+        assert err.value.kind == codec.KIND_TOO_LARGE and "png image" in str(err.value)
 
 
 def test_strings_from_the_wire_are_cut_in_error_messages():
