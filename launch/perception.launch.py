@@ -1,7 +1,8 @@
 """Start the perception nodes: ``ros2 launch vlt_perception perception.launch.py seg_model:=model.onnx``.
 
 Arguments (see ``vlt_perception.launch_config.LAUNCH_ARGUMENTS``): nodes (segmentation | detection | both),
-seg_model, det_model, camera_topic, compressed, namespace, params_file, engine, fastdds_profile. What they turn into is decided by
+seg_model, det_model, camera_topic, compressed, namespace, params_file, engine, fastdds_profile, cameras (one
+multitask_node for a camera list, e.g. ``cameras:=[front,left,right,rear]``), model. What they turn into is decided by
 :func:`vlt_perception.launch_config.perception_nodes` (plain, tested Python); this file only wraps it in
 ``launch_ros`` actions. ``launch`` is imported inside the functions so that the module loads without it.
 """

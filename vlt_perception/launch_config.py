@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,38 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "fastdds_profile": ("", "Fast DDS XML profile for the nodes: empty = the packaged large-image profile "
                         "(config/fastdds_large_images.xml) unless FASTDDS_DEFAULT_PROFILES_FILE is already set; "
                         "a path = that file; none = leave the middleware settings alone."),
+    "cameras": ("", "Camera names, e.g. [front,left,right,rear]: one multitask_node runs every camera (one engine "
+                "call per batch) and both tasks of the model, instead of nodes; camera c's topic is camera_topic "
+                "with {camera} replaced by c (default /{camera}/image_raw)."),
+    "model": ("", "Model of the multitask_node (multi-task, segmentation or detection); empty = seg_model, else "
+              "det_model."),
 }
+# camera_topic when cameras are given and camera_topic is left at its default.
+MULTI_CAMERA_TOPIC = "/{camera}/image_raw"
+# A camera name becomes a namespace of multitask_node's topics: one ROS name token.
+_CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def check_cameras(cameras: list[str]) -> str | None:
+    """None when ``cameras`` is a usable camera list for multitask_node, else the reason."""
+    bad = [c for c in cameras if not _CAMERA_NAME.fullmatch(c)]
+    if bad:
+        return f"cameras: {bad} are not valid names (letters, digits and _, starting with a letter)"
+    if len(set(cameras)) != len(cameras):
+        return f"cameras: names repeat in {cameras}"
+    return None
+
+
+def parse_cameras(text: str) -> list[str]:
+    """``[front,left]``, ``front,left`` or ``['front', 'left']`` (as ros2 launch passes it) -> names; '' -> []."""
+    body = text.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    names = [n.strip().strip("'\"").strip() for n in body.split(",")] if body.strip() else []
+    reason = check_cameras(names)
+    if reason:
+        raise ConfigError(f"launch argument {reason}")
+    return names
 
 # Fast DDS reads its default XML profile from these (the first is the current name, the second the older one).
 FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
@@ -266,6 +298,8 @@ def perception_nodes(
     params_file: str = "",
     engine: str = "",
     fastdds_profile: str = "",
+    cameras: str = "",
+    model: str = "",
 ) -> list[NodeLaunch]:
     """The nodes to start for the launch arguments (strings as ``ros2 launch`` passes them).
 
@@ -273,6 +307,7 @@ def perception_nodes(
     ``~/in/image`` (or ``<camera_topic>/compressed`` onto ``~/in/compressed`` with ``compressed:=true``).
     ``params_file`` (optional, validated here) overrides the packaged defaults; ``engine`` and the model paths,
     when given, override both. ``fastdds_profile``: see :func:`middleware_env` (every node gets that environment).
+    ``cameras`` (e.g. ``[front,left]``): one multitask_node for all cameras instead, see :func:`multitask_launch`.
     """
     wanted = _which_nodes(nodes)
     env = middleware_env(fastdds_profile)
@@ -282,6 +317,11 @@ def perception_nodes(
     if engine and engine not in ENGINES:
         raise ConfigError(f"launch argument engine: expected one of {list(ENGINES)}, got {engine!r}")
     user_params = read_params_file(params_file) if params_file else {}
+    camera_names = parse_cameras(cameras)
+    if camera_names:
+        topic = MULTI_CAMERA_TOPIC if camera_topic == LAUNCH_ARGUMENTS["camera_topic"][0] else camera_topic
+        return [multitask_launch(camera_names, model or seg_model or det_model, topic, use_compressed, namespace,
+                                 params_file, user_params, engine, env)]
     remap = (("~/in/compressed", f"{camera_topic}/compressed") if use_compressed else ("~/in/image", camera_topic))
     models = {SEGMENTATION: seg_model, DETECTION: det_model}
     launches = []
@@ -304,6 +344,39 @@ def perception_nodes(
         launches.append(NodeLaunch(node, node, namespace, parameters, [remap], env=dict(env)))
     return launches
 
+
+
+def multitask_launch(cameras: list[str], model: str, camera_topic: str, use_compressed: bool, namespace: str,
+                     params_file: str, user_params: dict[str, dict[str, Any]], engine: str,
+                     env: dict[str, str]) -> NodeLaunch:
+    """One multitask_node for ``cameras``: camera c's ``~/c/in/image`` remapped onto ``camera_topic`` with
+    ``{camera}`` replaced by c (``<topic>/compressed`` onto ``~/c/in/compressed`` with compressed images)."""
+    if "{camera}" not in camera_topic and len(cameras) > 1:
+        raise ConfigError(f"launch argument camera_topic: {camera_topic!r} has no {{camera}} placeholder, so "
+                          f"{len(cameras)} cameras would share it; e.g. camera_topic:=/{{camera}}/image_raw")
+    for key, section in user_params.items():
+        if key in ("/**", MULTITASK) or key.endswith(f"/{MULTITASK}"):
+            validate_params(MULTITASK, section, f"{params_file} [{key}]")
+    overrides: dict[str, Any] = {"input_type": "compressed" if use_compressed else "raw", "cameras": list(cameras)}
+    if model:
+        overrides["model_path"] = model
+    if engine:
+        overrides["engine"] = engine
+    if not model and not _file_sets(user_params, MULTITASK, "model_path"):
+        raise ConfigError(f"{MULTITASK}: no model: pass model:=PATH (or seg_model / det_model) or set model_path "
+                          "in params_file")
+    remappings = []
+    for camera in cameras:
+        topic = camera_topic.replace("{camera}", camera)
+        if not topic or topic.endswith("/"):
+            raise ConfigError(f"launch argument camera_topic: bad topic name {topic!r} for camera {camera}")
+        remappings.append((f"~/{camera}/in/compressed", f"{topic}/compressed") if use_compressed
+                          else (f"~/{camera}/in/image", topic))
+    parameters: list = [str(config_dir() / f"{MULTITASK}.yaml")]
+    if params_file:
+        parameters.append(str(params_file))
+    parameters.append(overrides)
+    return NodeLaunch(MULTITASK, MULTITASK, namespace, parameters, remappings, env=dict(env))
 
 def _which_nodes(nodes: str) -> list[str]:
     aliases = {"segmentation": SEGMENTATION, "seg": SEGMENTATION, "detection": DETECTION, "det": DETECTION}

@@ -21,12 +21,11 @@ and one status per camera: received, processed, dropped, errors, latency).
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from typing import Any
 
-from vlt_perception.launch_config import MULTITASK
+from vlt_perception.launch_config import MULTITASK, check_cameras
 from vlt_perception.metadata import TASK_DETECTION, TASK_MULTITASK
 from vlt_perception.nodes import conversions, perception_node
 from vlt_perception.pipeline import serialized
@@ -35,20 +34,8 @@ from vlt_perception.pipeline.detection import draw_detections
 from vlt_perception.pipeline.multitask import FrameRequest, MultiTaskPipeline
 from vlt_perception.pipeline.segmentation import SegmentationOutputs
 
-# A camera name is one ROS name token: it becomes a namespace of the node's topics.
-_CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _SINGLE = "camera"  # the batcher's name for the one camera of a node without `cameras`
 _SEGMENTATION_IMAGES = (("labels", "mono8"), ("color", "rgb8"), ("overlay", "rgb8"), ("confidence", "32FC1"))
-
-
-def check_cameras(cameras: list[str]) -> str | None:
-    """None when ``cameras`` is a usable camera list, else the reason."""
-    bad = [c for c in cameras if not _CAMERA_NAME.fullmatch(c)]
-    if bad:
-        return f"cameras: {bad} are not valid names (letters, digits and _, starting with a letter)"
-    if len(set(cameras)) != len(cameras):
-        return f"cameras: names repeat in {cameras}"
-    return None
 
 
 class MultiTaskNode(perception_node.PerceptionNode):
