@@ -52,8 +52,10 @@ def test_gta5_fixed_resize_then_crop_512():
     aug = cfg.data.augment
     assert (aug.scale, aug.keep_ratio, aug.resize_ratio) == ([720, 1280], False, [1.0, 1.0])
     assert cfg.data.crop_size == [512, 512]
-    # synthetic-to-Cityscapes evaluation at 1024x512, slide 512 / 426
-    assert _datasets(cfg)["cityscapes"].resize == [512, 1024]
+    # synthetic-to-real evaluation at 1024x512 keep-ratio (reference test/synth2{cityscapes,bdd100k,mapillary}.py,
+    # commit 126afc4: Resize(scale=(1024, 512), keep_ratio=True)), slide 512 / 426
+    ds = _datasets(cfg)
+    assert ds["cityscapes"].resize == ds["bdd100k"].resize == ds["mapillary"].resize == [512, 1024]
     assert (cfg.eval.mode, cfg.eval.crop_size, cfg.eval.stride) == ("slide", [512, 512], [426, 426])
     # the reference's constant-then-poly schedule: PolyLR(begin=500)
     assert (cfg.schedule.warmup_iters, cfg.schedule.warmup_ratio) == (500, 1.0)
@@ -62,7 +64,9 @@ def test_gta5_fixed_resize_then_crop_512():
 def test_cityscapes_crop_1024_and_acdc_eval_1080p_slide_1024_768():
     cfg = load_config(CONFIG_DIR / "cityscapes_acdc_eva02_l14.yaml")
     assert cfg.data.crop_size == [1024, 1024]
-    assert cfg.data.augment.keep_ratio and cfg.data.augment.resize_ratio == [0.5, 2.0]
+    # reference train/cityscapes_1024x1024.py: Resize(scale=(2048, 1024)) (keep_ratio=False), no scale jitter
+    aug = cfg.data.augment
+    assert (aug.scale, aug.keep_ratio, aug.resize_ratio) == ([1024, 2048], False, [1.0, 1.0])
     assert (cfg.eval.mode, cfg.eval.crop_size, cfg.eval.stride) == ("slide", [1024, 1024], [768, 768])
     ds = _datasets(cfg)
     assert ds["acdc"].resize == [1080, 1920] and ds["cityscapes"].resize == [1024, 2048]
