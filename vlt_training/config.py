@@ -26,7 +26,7 @@ import yaml
 from vlt_perception.atomic import atomic_write_text
 from vlt_perception.resources import resolve_config
 
-TASKS = ("segmentation", "detection", "clip_pretrain", "vision_pretrain")
+TASKS = ("segmentation", "detection", "multitask", "clip_pretrain", "vision_pretrain")
 AMP_MODES = ("none", "bf16", "fp16")
 EVAL_MODES = ("whole", "slide")
 OPTIMIZERS = ("adamw", "lamb")

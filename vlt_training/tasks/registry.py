@@ -32,6 +32,7 @@ _TASKS: dict[str, "TaskHooks"] = {}
 _TASK_MODULES = {
     "segmentation": "vlt_training.tasks.segmentation",
     "detection": "vlt_training.tasks.detection",
+    "multitask": "vlt_training.tasks.multitask",
     "clip_pretrain": "vlt_training.tasks.pretraining",
     "vision_pretrain": "vlt_training.tasks.pretraining",
 }

@@ -82,6 +82,8 @@ def model_metadata(model: nn.Module, cfg: Config, hooks: TaskHooks, step: int) -
         task=hooks.metadata_task, model_name=model.model_name, class_names=names, palette=[list(c) for c in palette],
         mean=mean, std=std, input_height=cfg.data.crop_size[0], input_width=cfg.data.crop_size[1],
         max_detections=int(getattr(model, "max_detections", 100)),  # detection: K output slots of the graph
+        # multi-task models: the detection head's classes (class_names are the segmentation classes there)
+        detection_class_names=list(getattr(model, "detection_class_names", None) or []),
         extra={"config_name": cfg.name, "step": step,
                "train_datasets": [f"{d.name}:{d.split}" for d in cfg.data.train], **mode_summary(model)},
     )
