@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vlt_perception.metadata import TASK_DETECTION, ModelMetadata
+from vlt_perception.metadata import TASK_DETECTION, TASK_MULTITASK, ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 # (B, K, M, M) mask probabilities in each box's frame, is optional: Mask R-CNN graphs have it, others do not.
 _SEG_OUTPUTS = {"labels": 2, "confidence": 1}
 _DET_OUTPUTS = {"boxes": 1, "scores": 1, "labels": 7, "masks": 1}
+# Multi-task graphs: the segmentation outputs, then the detection outputs under det_* names (det_masks optional).
+_MULTITASK_OUTPUTS = {**_SEG_OUTPUTS, **{f"det_{name}": dtype for name, dtype in _DET_OUTPUTS.items()}}
 
 
 class ExportError(RuntimeError):
@@ -36,6 +38,8 @@ class ExportError(RuntimeError):
 
 
 def contract_outputs(metadata: ModelMetadata) -> dict[str, int]:
+    if metadata.task == TASK_MULTITASK:
+        return dict(_MULTITASK_OUTPUTS)
     return dict(_DET_OUTPUTS if metadata.task == TASK_DETECTION else _SEG_OUTPUTS)
 
 
@@ -66,6 +70,9 @@ def output_names_of(module: nn.Module, example: torch.Tensor, metadata: ModelMet
             raise ExportError(f"export_module() returned {unknown}, not in the {metadata.task} contract {expected}")
         return [n for n in expected if n in names]
     count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+    if metadata.task == TASK_MULTITASK and count not in (5, 6):
+        raise ExportError(f"multi-task export_module() must return labels, confidence, det_boxes, det_scores, "
+                          f"det_labels [, det_masks]; got {count} outputs")
     if metadata.task == TASK_DETECTION and count not in (3, 4):
         raise ExportError(f"detection export_module() must return boxes, scores, labels [, masks]; got {count} "
                           "outputs")
@@ -129,6 +136,10 @@ def check_graph(model, metadata: ModelMetadata, source: str, dynamic_batch: bool
         raise ExportError(f"{source}: the exporter fixed the batch at {fixed[0]} (the model specialises on it); "
                           "use --static-batch or the torchscript exporter")
     contract = contract_outputs(metadata)
+    required = {name for name in contract if name not in ("masks", "det_masks", "confidence")}
+    missing = sorted(required - {out.name for out in model.graph.output})
+    if missing and metadata.task == TASK_MULTITASK:
+        raise ExportError(f"{source}: the {metadata.task} graph lacks outputs {missing}")
     for out in model.graph.output:
         want = contract.get(out.name)
         got = out.type.tensor_type.elem_type

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlt_perception.metadata import TASK_DETECTION, ModelMetadata
+from vlt_perception.metadata import TASK_DETECTION, TASK_MULTITASK, ModelMetadata
 from vlt_perception.pipeline.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ class ParityReport:
     threshold: float | None = None
     # detection: reference detections above the score threshold that the agreement was computed on (None: seg.)
     compared_detections: int | None = None
+    # multi-task graphs: ``label_agreement`` is the segmentation's, this the detection outputs' (None otherwise)
+    detection_agreement: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +46,8 @@ class ParityReport:
         diffs = ", ".join(f"{k} {v:.3g}" for k, v in self.max_abs_diff.items())
         verdict = "" if self.threshold is None else (" PASS" if self.passed else " FAIL") + f" (>= {self.threshold})"
         compared = "" if self.compared_detections is None else f" over {self.compared_detections} detections"
+        if self.detection_agreement is not None:  # multi-task: label agreement is the segmentation's
+            compared = f"; detection agreement {self.detection_agreement:.5f}{compared}"
         return (f"{self.engine} {self.precision} vs torch on {self.num_images} {self.image_source} images: label "
                 f"agreement {self.label_agreement:.5f}{compared}{verdict}; max |diff| {diffs or 'n/a'}")
 
@@ -167,9 +171,18 @@ def compare_outputs(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], meta
             diffs[name] = float(np.max(np.abs(value.astype(np.float64) - out[name]))) if value.size else 0.0
     if metadata.task == TASK_DETECTION:
         return detection_agreement(ref, out), diffs
+    if metadata.task == TASK_MULTITASK:  # the segmentation half here; detection_outputs() gives the other half
+        ref, out = {"labels": ref["labels"]}, {"labels": out["labels"]}
     if ref["labels"].shape != out["labels"].shape:
         raise ValueError(f"labels: shape {out['labels'].shape} != reference {ref['labels'].shape}")
     return float(np.mean(ref["labels"] == out["labels"])), diffs
+
+
+def detection_outputs(outputs: dict[str, np.ndarray], metadata: ModelMetadata) -> dict[str, np.ndarray]:
+    """The detection outputs of a detection or multi-task graph under the detection contract's names."""
+    if metadata.task != TASK_MULTITASK:
+        return outputs
+    return {name[len("det_"):]: value for name, value in outputs.items() if name.startswith("det_")}
 
 
 def torch_reference(model, images: np.ndarray, metadata: ModelMetadata) -> dict[str, np.ndarray]:
@@ -189,17 +202,20 @@ def verify_engine(engine, reference: dict[str, np.ndarray], images: np.ndarray, 
     agreement, diffs = compare_outputs(reference, outputs, metadata)
     precision = engine.info.precision
     threshold = FP32_MIN_AGREEMENT if precision == "fp32" else None
-    passed = threshold is None or agreement >= threshold
+    det_agreement = None
+    if metadata.task == TASK_MULTITASK:  # both halves must hold: pixels and detections
+        det_agreement = detection_agreement(detection_outputs(reference, metadata), detection_outputs(outputs, metadata))
+    passed = threshold is None or (agreement >= threshold and (det_agreement is None or det_agreement >= threshold))
     compared = None
-    if metadata.task == TASK_DETECTION:
-        compared = count_detections(reference)
+    if metadata.task in (TASK_DETECTION, TASK_MULTITASK):
+        compared = count_detections(detection_outputs(reference, metadata))
         if compared == 0:
             # detection_agreement is 1.0 when there is nothing to compare: say so rather than pass silently
             log.warning("%s parity: the PyTorch reference has no detections above %.2f on these %d %s images, so "
                         "the boxes were not compared; give --verify-images DIR with objects in them",
                         engine.info.engine, DETECTION_SCORE_THRESHOLD, images.shape[0], source)
     return ParityReport(engine.info.engine, precision, source, images.shape[0], agreement, diffs, passed, threshold,
-                        compared)
+                        compared, det_agreement)
 
 
 def count_detections(outputs: dict[str, np.ndarray], score_threshold: float | None = None) -> int:
