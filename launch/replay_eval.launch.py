@@ -4,7 +4,9 @@
         [mode:=lockstep|realtime|rate] [rate:=1.0] [out:=replay_report] [compressed:=false] [engine:=auto]
 
 Everything decided here comes from ``vlt_perception.bag.replay.replay_eval_nodes`` (plain Python, tested);
-this file only turns it into launch_ros actions.
+this file only turns it into launch_ros actions. Bad arguments, a model or a bag that does not exist fail the
+launch before anything starts. The evaluator's exit ends the launch (non-zero when the evaluation failed or was
+incomplete); the segmentation node or the player dying ends it at once, non-zero, with a one-line reason.
 """
 
 from launch import LaunchDescription
@@ -28,10 +30,17 @@ ARGUMENTS = {
 }
 
 
-def _end_launch(event, context):
+def _on_exit(launch, event, context):
+    """A process of the job ended: the evaluator's exit ends the launch with its outcome; the segmentation node
+    or the player ending while the launch still runs fails it at once, with a one-line reason (else the player
+    would wait out its start-up timeout and the evaluator would wait forever)."""
     from vlt_perception.bag.replay import evaluation_finished
+    from vlt_perception.launch_config import process_exited
 
-    return [EmitEvent(event=Shutdown(reason=evaluation_finished(event.returncode)))]
+    if launch.ends_launch:
+        return [EmitEvent(event=Shutdown(reason=evaluation_finished(event.returncode)))]
+    process_exited(launch, event.returncode, shutting_down=bool(getattr(context, "is_shutdown", False)))
+    return None
 
 
 def _nodes(context):
@@ -43,8 +52,9 @@ def _nodes(context):
         node = Node(package=n.package, executable=n.executable, name=n.name, namespace=n.namespace,
                     parameters=n.parameters, remappings=n.remappings, additional_env=n.env, output="screen")
         actions.append(node)
-        if n.ends_launch:  # the evaluator: its exit ends the launch (the segmentation node would run forever)
-            actions.append(RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_end_launch)))
+        if n.ends_launch or n.exit_fails_launch != "never":
+            actions.append(RegisterEventHandler(OnProcessExit(
+                target_action=node, on_exit=lambda event, ctx, n=n: _on_exit(n, event, ctx))))
     return actions
 
 

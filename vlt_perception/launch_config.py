@@ -1,10 +1,11 @@
 """Node parameters and launch configuration of the perception nodes, as plain Python (no rclpy, no launch).
 
-One table per node (:data:`NODE_PARAMS`) says what each parameter is: type, description, whether it may change
-while the node runs, and its allowed values. The default values live only in ``config/<node>.yaml``; the nodes
-read them from there (:func:`load_defaults`) and declare each parameter once with a descriptor built from the
-table. ``launch/perception.launch.py`` turns :func:`perception_nodes` into ``launch_ros`` actions; everything it
-decides is here, where tests can reach it.
+One table per node (:data:`NODE_PARAMS`: the perception nodes, the evaluator and the bag player) says what each
+parameter is: type, description, whether it may change while the node runs, whether it is read-only, and its allowed
+values. The default values live only in ``config/<node>.yaml``; the nodes read them from there
+(:func:`load_defaults`) and declare each parameter once with a descriptor built from the table
+(:func:`vlt_perception.nodes.parameters.declare_table`). ``launch/perception.launch.py`` turns
+:func:`perception_nodes` into ``launch_ros`` actions; everything it decides is here, where tests can reach it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ PACKAGE = "vlt_perception"
 SEGMENTATION = "segmentation_node"
 DETECTION = "detection_node"
 MULTITASK = "multitask_node"
-NODES = (SEGMENTATION, DETECTION)
+EVALUATOR = "evaluator_node"
+BAG_PLAYER = "bag_player_node"
+NODES = (SEGMENTATION, DETECTION)  # the perception nodes perception.launch.py starts
 ENGINES = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
 PRECISIONS = ("", "fp32", "fp16", "bf16", "int8")
 INPUT_TYPES = ("raw", "compressed")
+PLAYER_MODES = ("lockstep", "realtime", "rate")  # vlt_perception.bag.replay.MODES (a test keeps them equal)
+CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+# The largest frame a node may be told to accept: 500 Mpx (1.5 GB of RGB), far above any camera, so that a
+# parameter cannot make the decoder allocate without bound.
+MAX_PIXELS_LIMIT = 500_000_000
 PYTHON_TYPES = {"bool": (bool,), "int": (int,), "double": (float, int), "string": (str,), "string_array": (list,)}
 
 
@@ -35,21 +43,33 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One node parameter. ``dynamic`` parameters apply while running; the others at the next configure."""
+    """One node parameter. ``dynamic`` parameters apply while running; the others at the next configure.
+
+    ``read_only``: set at start-up only (command line, params file, launch file); a SetParameters request from
+    the graph is refused. The parameters that choose which model and which runtime run are read-only, so that no
+    participant of the DDS domain can make a node load another file.
+    """
 
     name: str
     type: str  # a key of PYTHON_TYPES
     description: str
     dynamic: bool = False
+    read_only: bool = False
     choices: tuple = ()
     min: float | None = None
     max: float | None = None
 
-    def check(self, value: Any) -> str | None:
-        """None when ``value`` is acceptable, else the reason (for logs and SetParametersResult)."""
+    def check(self, value: Any, from_file: bool = False) -> str | None:
+        """None when ``value`` is acceptable, else the reason (for logs and SetParametersResult).
+
+        ``from_file``: a value as a params file or ``-p`` gives it, which ROS declares with the type it reads; a
+        whole number there cannot become a double parameter (rclpy refuses INTEGER for DOUBLE at declaration).
+        """
         types = PYTHON_TYPES[self.type]
         if not isinstance(value, types) or (self.type != "bool" and isinstance(value, bool)):
             return f"{self.name} must be {self.type}, got {type(value).__name__} {value!r}"
+        if from_file and self.type == "double" and isinstance(value, int):
+            return f"{self.name} must be double, got integer {value} (write {value}.0)"
         if self.type == "string_array" and not all(isinstance(v, str) for v in value):
             return f"{self.name} must be a list of strings, got {value!r}"
         if self.type == "double" and not math.isfinite(value):
@@ -65,14 +85,14 @@ class ParamSpec:
 
 _COMMON = (
     ParamSpec("model_path", "string", "Model to load: .onnx, TensorRT .engine/.plan or a training checkpoint "
-              "folder. Classes, palette, normalisation and input size come from its metadata."),
+              "folder. Classes, palette, normalisation and input size come from its metadata.", read_only=True),
     ParamSpec("engine", "string", "Inference engine: auto picks TensorRT for .onnx when TensorRT and a GPU "
               "are present, else ONNX Runtime; openvino runs .onnx on the CPU in bf16 where the CPU has bf16 "
-              "units (the fastest CPU path).", choices=ENGINES),
+              "units (the fastest CPU path).", choices=ENGINES, read_only=True),
     ParamSpec("precision", "string", "Engine precision; empty = the engine's default (TensorRT fp16, torch and "
               "OpenVINO bf16 where the CPU has it, ONNX Runtime: as exported).", choices=PRECISIONS),
     ParamSpec("providers", "string_array", "ONNX Runtime execution providers in order of preference; empty = "
-              "TensorRT, CUDA, CPU (what really runs is reported on /diagnostics)."),
+              "TensorRT, CUDA, CPU (what really runs is reported on /diagnostics).", read_only=True),
     ParamSpec("threads", "int", "Engine CPU threads; 0 = the engine's default.", min=0, max=256),
     ParamSpec("spin_wait", "bool", "ONNX Runtime's idle CPU threads busy-wait for work: slightly faster engine, "
               "but they hold cores the node's other threads and other processes need."),
@@ -82,7 +102,8 @@ _COMMON = (
               "transitions on ~/change_state)."),
     ParamSpec("input_type", "string", "raw: subscribe sensor_msgs/Image on ~/in/image; compressed: "
               "sensor_msgs/CompressedImage (JPEG/PNG) on ~/in/compressed.", choices=INPUT_TYPES),
-    ParamSpec("max_pixels", "int", "Frames with more pixels are rejected as malformed.", min=1),
+    ParamSpec("max_pixels", "int", "Frames with more pixels are rejected as malformed.", min=1,
+              max=MAX_PIXELS_LIMIT),
     ParamSpec("serialized_messages", "bool", "Take camera images and publish output images as serialized CDR "
               "(decoded / encoded with rosbags) instead of rclpy message objects: same wire format, ~1 ms less "
               "CPU per 1080p frame each way, malformed payloads counted as bad frames."),
@@ -91,6 +112,12 @@ _COMMON = (
               "slower accelerator, to see frame dropping and latency on a fast machine (tests use it).",
               min=0.0, max=60000.0),
 )
+
+
+def _at_start(name: str, type_: str, description: str, **kwargs: Any) -> ParamSpec:
+    """A parameter read once, at start-up (read-only)."""
+    return ParamSpec(name, type_, description, read_only=True, **kwargs)
+
 
 NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
     SEGMENTATION: _COMMON + (
@@ -107,6 +134,55 @@ NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
                   dynamic=True),
         ParamSpec("publish_debug_image", "bool", "Create ~/out/debug_image (rgb8 camera image with boxes)."),
     ),
+    # The evaluator and the player read their parameters once, at start-up: all read-only.
+    EVALUATOR: (
+        _at_start("labels_topic", "string", "Predicted train-ID labels (mono8); '' = none."),
+        _at_start("detections_topic", "string", "Predicted vision_msgs/Detection2DArray; '' = none."),
+        _at_start("gt_labels_topic", "string", "Ground-truth labels (mono8); '' = none."),
+        _at_start("gt_detections_topic", "string", "Ground-truth Detection2DArray; '' = none."),
+        _at_start("condition_topic", "string", "Latched std_msgs/String with the current condition."),
+        _at_start("camera_topic", "string", "Camera input of the graph: end-to-end latency starts at its arrival "
+                  "(taken as raw bytes, not decoded); '' = from the ground truth's arrival."),
+        _at_start("camera_type", "string", "Message type of camera_topic.", choices=CAMERA_TYPES),
+        _at_start("class_names", "string_array", "Segmentation classes (train IDs index them)."),
+        _at_start("thing_classes", "string_array", "Detection classes of the model (class_id names or indices)."),
+        _at_start("out_dir", "string", "Report folder (report.json, report.md, figures/)."),
+        _at_start("reference_report", "string", "An offline bag_eval report.json made with --reference: "
+                  "retention against its reference."),
+        _at_start("bag_name", "string", "Name of this run in the report."),
+        _at_start("done_topic", "string", "std_msgs/String from the player: finish when it arrives; '' = none "
+                  "(then idle_timeout ends the evaluation)."),
+        _at_start("done_grace", "double", "Seconds to wait for in-flight predictions after done.",
+                  min=0.0, max=3600.0),
+        _at_start("idle_timeout", "double", "Finish after this many seconds without messages (0 = never).",
+                  min=0.0, max=86400.0),
+        _at_start("exit_when_done", "bool", "Shut down after writing the report."),
+        _at_start("figures", "bool", "Draw report figures."),
+    ),
+    BAG_PLAYER: (
+        _at_start("bag", "string", "rosbag2 folder, .mcap or .db3 to play (required)."),
+        _at_start("mode", "string", "lockstep: one frame at a time, each answered before the next; realtime: the "
+                  "bag's spacing; rate: the bag's spacing divided by rate.", choices=PLAYER_MODES),
+        _at_start("rate", "double", "Speed factor for mode rate (2.0 = twice as fast).", min=1e-3, max=1000.0),
+        _at_start("result_topic", "string", "lockstep: the output whose header stamp ends a frame."),
+        _at_start("result_type", "string", "Message type of result_topic."),
+        _at_start("lockstep_timeout", "double", "lockstep: seconds to wait for a result before counting the frame "
+                  "as dropped.", min=0.0, max=3600.0),
+        _at_start("lockstep_resend", "double", "lockstep: re-publish the image after this many seconds without a "
+                  "result (a node that has not yet discovered all its subscribers skips frames); 0 = never.",
+                  min=0.0, max=3600.0),
+        _at_start("camera_topics", "string_array", "Topics that carry the camera frames."),
+        _at_start("latched_topics", "string_array", "Topics republished transient-local (late joiners get the "
+                  "last)."),
+        _at_start("wait_topics", "string_array", "Before playing, wait until each has a subscriber."),
+        _at_start("startup_timeout", "double", "Seconds to wait for wait_topics subscribers and the result_topic "
+                  "publisher.", min=0.0, max=86400.0),
+        _at_start("settle_time", "double", "Seconds between the graph being seen and the first message (the "
+                  "subscribers' side of discovery may lag: first frames would be lost).", min=0.0, max=60.0),
+        _at_start("done_topic", "string", "Latched std_msgs/String with a JSON summary when playback ends."),
+        _at_start("condition_settle", "double", "Seconds between a condition change and the next frame "
+                  "(cross-topic ordering).", min=0.0, max=60.0),
+    ),
 }
 
 
@@ -121,6 +197,7 @@ NODE_PARAMS[MULTITASK] = NODE_PARAMS[SEGMENTATION] + NODE_PARAMS[DETECTION][len(
               "longer wait for it (until its next frame).", min=1.0, max=600000.0),
     ParamSpec("max_batch", "int", "Most frames per engine call (more cameras: several calls).", min=1, max=256),
 )
+
 
 def specs(node: str) -> dict[str, ParamSpec]:
     if node not in NODE_PARAMS:
@@ -162,7 +239,7 @@ def validate_params(node: str, params: dict[str, Any], source: str) -> None:
     if unknown:
         raise ConfigError(f"{source}: unknown {node} parameters {unknown}; known: {sorted(table)}")
     for name, value in params.items():
-        reason = table[name].check(value)
+        reason = table[name].check(value, from_file=True)
         if reason:
             raise ConfigError(f"{source}: {reason}")
 
@@ -179,6 +256,13 @@ def load_defaults(node: str, path: str | Path | None = None) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"{path}: no default for {missing}")
     return dict(params)
+
+
+def parameter_help(node: str) -> list[tuple[str, str, str]]:
+    """(name, default, description) of every parameter of ``node``, for a node's ``--help``."""
+    defaults = load_defaults(node)
+    return [(name, repr(defaults[name]), spec.description + (" Read-only." if spec.read_only else ""))
+            for name, spec in specs(node).items()]
 
 
 # --- launch ---------------------------------------------------------------------------------------------------
@@ -274,6 +358,28 @@ class NodeLaunch:
     package: str = PACKAGE
     env: dict[str, str] = field(default_factory=dict)  # additional environment of the process
     ends_launch: bool = False  # its exit ends the whole launch (an evaluation job), with its outcome
+    # Whether its exit while the launch still runs fails the launch (see process_exited): "never"; "error" (a
+    # non-zero exit: a job step such as the bag player); "any" (a node the job needs until the end).
+    exit_fails_launch: str = "never"
+
+
+class LaunchFailed(RuntimeError):
+    """Raised in a launch event handler: ``ros2 launch`` logs its message as one line ("Caught exception in
+    launch") and exits non-zero, after shutting the other processes down."""
+
+
+def process_exited(launch: NodeLaunch, returncode: int | None, shutting_down: bool) -> None:
+    """Raise :class:`LaunchFailed` when ``launch``'s process ended while the launch still needed it.
+
+    ``shutting_down``: the launch is already ending (Ctrl-C, or the job finished): exits are expected then.
+    """
+    policy = launch.exit_fails_launch
+    if policy not in ("never", "error", "any"):
+        raise ValueError(f"exit_fails_launch: expected never, error or any, got {policy!r}")
+    if shutting_down or policy == "never" or (policy == "error" and returncode == 0):
+        return
+    raise LaunchFailed(f"{launch.executable} ({launch.name}) exited with code {returncode} before the job "
+                       "finished; see its log above")
 
 
 def _parse_bool(value: str | bool, name: str) -> bool:
@@ -334,9 +440,13 @@ def perception_nodes(
             overrides["model_path"] = models[node]
         if engine:
             overrides["engine"] = engine
-        if not overrides.get("model_path") and not _file_sets(user_params, node, "model_path"):
-            raise ConfigError(f"{node}: no model: pass {'seg' if node == SEGMENTATION else 'det'}_model:=PATH or "
-                              "set model_path in params_file")
+        argument = f"{'seg' if node == SEGMENTATION else 'det'}_model"
+        if overrides.get("model_path"):
+            _check_model(overrides["model_path"], f"launch argument {argument}")
+        elif _file_sets(user_params, node, "model_path"):
+            _check_model(_file_value(user_params, node, "model_path"), f"{params_file}: {node} model_path")
+        else:
+            raise ConfigError(f"{node}: no model: pass {argument}:=PATH or set model_path in params_file")
         parameters: list = [str(config_dir() / f"{node}.yaml")]
         if params_file:
             parameters.append(str(params_file))
@@ -397,3 +507,19 @@ def _which_nodes(nodes: str) -> list[str]:
 def _file_sets(user_params: dict[str, dict[str, Any]], node: str, name: str) -> bool:
     return any(section.get(name) for key, section in user_params.items()
                if key in ("/**", node) or key.endswith(f"/{node}"))
+
+
+def _file_value(user_params: dict[str, dict[str, Any]], node: str, name: str) -> Any:
+    """The value of ``name`` for ``node`` in a params file (a section naming the node wins over ``/**``)."""
+    values = [section[name] for key, section in user_params.items()
+              if section.get(name) and (key in ("/**", node) or key.endswith(f"/{node}"))]
+    named = [section[name] for key, section in user_params.items()
+             if section.get(name) and key != "/**" and (key == node or key.endswith(f"/{node}"))]
+    return (named or values)[-1]
+
+
+def _check_model(path: str, what: str) -> None:
+    """A model that does not exist fails the launch before any process starts (the node would exit 1 at once,
+    and the processes that wait for it would wait)."""
+    if not Path(path).exists():
+        raise ConfigError(f"{what}: {path} does not exist")

@@ -12,6 +12,15 @@ from vlt_perception import launch_config as lc
 from vlt_perception.launch_config import ConfigError, perception_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
+MODELS = ("m", "m.onnx", "s.onnx", "d.onnx", "seg.onnx", "det.onnx")
+
+
+@pytest.fixture(autouse=True)
+def models_here(tmp_path, monkeypatch):
+    """The launch configuration checks that model paths exist: the tests run where these model files are."""
+    for name in MODELS:
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.mark.parametrize("node", lc.NODES)
@@ -74,14 +83,14 @@ def test_param_spec_accepts_good_values():
 
 
 def test_both_nodes_with_models_and_remapping():
-    seg, det = perception_nodes(nodes="both", seg_model="/m/seg.onnx", det_model="/m/det.onnx",
+    seg, det = perception_nodes(nodes="both", seg_model="seg.onnx", det_model="det.onnx",
                                 camera_topic="/cam/front/image", namespace="car1", engine="onnxruntime")
     assert (seg.executable, det.executable) == ("segmentation_node", "detection_node")
     assert seg.namespace == det.namespace == "car1"
     assert seg.remappings == [("~/in/image", "/cam/front/image")]
     assert seg.parameters[0] == str(ROOT / "config" / "segmentation_node.yaml")
-    assert seg.parameters[-1] == {"input_type": "raw", "model_path": "/m/seg.onnx", "engine": "onnxruntime"}
-    assert det.parameters[-1]["model_path"] == "/m/det.onnx"
+    assert seg.parameters[-1] == {"input_type": "raw", "model_path": "seg.onnx", "engine": "onnxruntime"}
+    assert det.parameters[-1]["model_path"] == "det.onnx"
 
 
 def test_compressed_input_remaps_the_compressed_topic():
@@ -91,7 +100,7 @@ def test_compressed_input_remaps_the_compressed_topic():
 
 
 def test_params_file_is_validated_and_may_carry_the_model(tmp_path):
-    good = _write(tmp_path, "/**:\n  ros__parameters:\n    model_path: /m/det.onnx\n    score_threshold: 0.5\n")
+    good = _write(tmp_path, "/**:\n  ros__parameters:\n    model_path: det.onnx\n    score_threshold: 0.5\n")
     (det,) = perception_nodes(nodes="detection", params_file=str(good))
     assert det.parameters == [str(ROOT / "config" / "detection_node.yaml"), str(good), {"input_type": "raw"}]
     bad = _write(tmp_path, "detection_node:\n  ros__parameters:\n    score_threshold: 2.0\n", "bad.yaml")
@@ -137,7 +146,7 @@ def test_launch_file_builds_nodes_from_launch_config(monkeypatch):
     assert declared == {name: default for name, (default, _) in lc.LAUNCH_ARGUMENTS.items()}
     opaque = description[-1].kwargs["function"]
     context = {name: default for name, (default, _) in lc.LAUNCH_ARGUMENTS.items()}
-    context.update(nodes="both", seg_model="/m/s.onnx", det_model="/m/d.onnx", namespace="ns")
+    context.update(nodes="both", seg_model="s.onnx", det_model="d.onnx", namespace="ns")
     nodes = opaque(context)
     expected = perception_nodes(**context)
     assert [n.kwargs["executable"] for n in nodes] == ["segmentation_node", "detection_node"]
@@ -195,3 +204,134 @@ def test_large_image_profile_reaches_every_node_unless_the_user_chose_one(no_pro
         perception_nodes(seg_model="s.onnx", fastdds_profile=str(tmp_path / "missing.xml"))
     monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_cyclonedds_cpp")
     assert perception_nodes(seg_model="s.onnx")[0].env == {}
+
+
+def test_a_model_that_does_not_exist_fails_the_launch_before_anything_starts(tmp_path):
+    with pytest.raises(ConfigError, match=r"launch argument seg_model: does/not/exist\.onnx does not exist"):
+        perception_nodes(seg_model="does/not/exist.onnx")
+    with pytest.raises(ConfigError, match=r"launch argument det_model: gone\.onnx does not exist"):
+        perception_nodes(nodes="both", seg_model="s.onnx", det_model="gone.onnx")
+    params = _write(tmp_path, "detection_node:\n  ros__parameters:\n    model_path: missing/det.onnx\n", "det.yaml")
+    with pytest.raises(ConfigError, match=r"det\.yaml: detection_node model_path: missing/det\.onnx does not exist"):
+        perception_nodes(nodes="detection", params_file=str(params))
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (seg,) = perception_nodes(seg_model=str(folder))  # a checkpoint folder is a model too
+    assert seg.parameters[-1]["model_path"] == str(folder)
+
+
+def _replay_launch(monkeypatch, tmp_path, **arguments):
+    """The replay launch file against the stand-ins: (actions its OpaqueFunction returns, every action created)."""
+    from helpers.fake_launch import load_launch_file
+
+    module, created = load_launch_file(monkeypatch, ROOT / "launch" / "replay_eval.launch.py")
+    description = module.generate_launch_description()
+    bag = tmp_path / "bag"
+    bag.mkdir(exist_ok=True)
+    context = {name: default for name, (default, _) in module.ARGUMENTS.items()}
+    context.update({"bag": str(bag), "model": "m.onnx", **arguments})
+    return description[-1].kwargs["function"](context), created
+
+
+def test_replay_launch_with_a_missing_model_starts_nothing(monkeypatch, tmp_path):
+    with pytest.raises(ConfigError, match=r"launch argument model: does/not/exist\.onnx does not exist"):
+        _replay_launch(monkeypatch, tmp_path, model="does/not/exist.onnx")
+    from helpers.fake_launch import Recorder
+
+    assert not [a for a in Recorder.created if "executable" in a.kwargs]  # no Node action was built
+
+
+def _exit_handlers(actions):
+    """{executable: on_exit function} of the OnProcessExit handlers the replay launch registers."""
+    nodes = [a for a in actions if "executable" in a.kwargs]
+    handlers = {}
+    for action in actions:
+        if "executable" in action.kwargs:
+            continue
+        on_exit = action.args[0]
+        target = on_exit.kwargs["target_action"]
+        assert target in nodes
+        handlers[target.kwargs["executable"]] = on_exit.kwargs["on_exit"]
+    return handlers
+
+
+class _Context:
+    def __init__(self, is_shutdown: bool) -> None:
+        self.is_shutdown = is_shutdown
+
+
+def test_replay_launch_fails_at_once_when_the_node_or_the_player_dies(monkeypatch, tmp_path):
+    """The node exiting 1 (a model it cannot load) or the player failing must end the launch non-zero with a
+    one-line reason, instead of the player waiting out its start-up timeout and the evaluator waiting forever."""
+    import types
+
+    actions, _ = _replay_launch(monkeypatch, tmp_path)
+    handlers = _exit_handlers(actions)
+    assert set(handlers) == {"segmentation_node", "bag_player_node", "evaluator_node"}
+    running, ending = _Context(False), _Context(True)
+
+    def exited(code):
+        return types.SimpleNamespace(returncode=code)
+
+    for code in (1, 0, -9):  # the node must run until the evaluation is done: any exit fails the job
+        with pytest.raises(lc.LaunchFailed, match=rf"segmentation_node \(segmentation_node\) exited with code {code}"):
+            handlers["segmentation_node"](exited(code), running)
+    with pytest.raises(lc.LaunchFailed, match="bag_player_node .* exited with code 1") as failed:
+        handlers["bag_player_node"](exited(1), running)
+    assert "\n" not in str(failed.value)
+    assert handlers["bag_player_node"](exited(0), running) is None  # playback done: the evaluator ends the job
+    # when the launch is already ending (the evaluator finished, or Ctrl-C) the others' exits are expected
+    assert handlers["segmentation_node"](exited(0), ending) is None
+    assert handlers["bag_player_node"](exited(-2), ending) is None
+    (emit,) = handlers["evaluator_node"](exited(0), running)
+    assert "report written" in emit.kwargs["event"].kwargs["reason"]
+    with pytest.raises(RuntimeError, match="exited with 1"):  # an incomplete or failed evaluation fails the launch
+        handlers["evaluator_node"](exited(1), ending)
+
+
+def test_process_exited_policies():
+    launch = lc.NodeLaunch("x_node", "x", "")
+    lc.process_exited(launch, 1, shutting_down=False)  # "never": a plain launch does not care
+    launch.exit_fails_launch = "error"
+    lc.process_exited(launch, 0, shutting_down=False)
+    with pytest.raises(lc.LaunchFailed, match="x_node \\(x\\) exited with code 3 before the job finished"):
+        lc.process_exited(launch, 3, shutting_down=False)
+    launch.exit_fails_launch = "sometimes"
+    with pytest.raises(ValueError, match="exit_fails_launch"):
+        lc.process_exited(launch, 3, shutting_down=False)
+
+
+@pytest.mark.parametrize("node", [lc.EVALUATOR, lc.BAG_PLAYER])
+def test_evaluator_and_player_defaults_come_from_their_config(node):
+    defaults = lc.load_defaults(node)
+    assert set(defaults) == set(lc.specs(node))
+    assert all(spec.read_only for spec in lc.NODE_PARAMS[node])
+
+
+def test_evaluator_and_player_defaults_agree_with_the_bag_layout():
+    from vlt_perception.bag.replay import MODES
+    from vlt_perception.bag.topics import BagTopics
+    from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES
+
+    topics = BagTopics()
+    evaluator, player = lc.load_defaults(lc.EVALUATOR), lc.load_defaults(lc.BAG_PLAYER)
+    assert (evaluator["gt_labels_topic"], evaluator["gt_detections_topic"], evaluator["condition_topic"],
+            evaluator["camera_topic"]) == (topics.labels, topics.detections, topics.condition, topics.image)
+    assert evaluator["class_names"] == list(CITYSCAPES_CLASSES)
+    assert evaluator["thing_classes"] == list(CITYSCAPES_THING_CLASSES)
+    assert player["camera_topics"] == [topics.image, f"{topics.image}/compressed"]
+    assert player["latched_topics"] == [topics.condition] and player["wait_topics"] == [topics.image]
+    assert set(lc.PLAYER_MODES) == set(MODES)
+
+
+def test_params_file_doubles_must_be_written_as_doubles(tmp_path):
+    """ROS declares a whole number in a params file as INTEGER, which a double parameter refuses: say so at launch."""
+    params = _write(tmp_path, "/**:\n  ros__parameters:\n    diagnostics_period: 2\n", "ints.yaml")
+    with pytest.raises(ConfigError, match=r"ints\.yaml \[/\*\*\]: diagnostics_period must be double, got integer 2"):
+        perception_nodes(seg_model="s.onnx", params_file=str(params))
+
+
+def test_max_pixels_has_a_maximum():
+    spec = lc.specs(lc.SEGMENTATION)["max_pixels"]
+    assert spec.check(lc.MAX_PIXELS_LIMIT) is None
+    assert "<=" in spec.check(lc.MAX_PIXELS_LIMIT + 1)

@@ -222,6 +222,8 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
         raise ConfigError("launch argument bag: required (a rosbag2 folder, .mcap or .db3)")
     if not Path(bag).exists():
         raise ConfigError(f"launch argument bag: {bag} does not exist")
+    if not model or not Path(model).exists():  # the node would exit 1 at once; nothing must start
+        raise ConfigError(f"launch argument model: {model or 'required'}{' does not exist' if model else ''}")
     if mode not in MODES:
         raise ConfigError(f"launch argument mode: expected one of {list(MODES)}, got {mode!r}")
     try:
@@ -234,6 +236,7 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
                               compressed=compressed, namespace=namespace, engine=engine,
                               fastdds_profile=fastdds_profile)
     use_compressed = seg.remappings[0][0] == "~/in/compressed"  # as perception_nodes decided it
+    seg.exit_fails_launch = "any"  # the job needs it until the evaluator is done
     prefix = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
     labels = f"{prefix}/{seg.name}/out/labels"
     # the player is the camera: it needs the same large-image middleware settings as the node
@@ -242,6 +245,7 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
         # The evaluator must hear the node's labels from the first frame (the node skips unsubscribed outputs).
         "wait_topics": [topics.image, topics.labels, topics.condition, labels], "done_topic": "/bag_player/done",
     }])
+    player.exit_fails_launch = "error"  # a failed player fails the job; its normal end is the evaluator's cue
     # An evaluation job: the evaluator's exit (report written) ends the launch, with its outcome.
     evaluator = NodeLaunch("evaluator_node", "evaluator", namespace, env=dict(seg.env), ends_launch=True,
                            parameters=[{

@@ -19,8 +19,7 @@ import time
 
 try:
     import rclpy
-    from rcl_interfaces.msg import ParameterDescriptor
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
@@ -28,44 +27,24 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
     raise ImportError("bag_player_node needs rclpy: source a ROS 2 distribution, or pip install -r "
                       "requirements/ros.txt and `source tools/env.sh`") from exc
 
-from vlt_perception.bag import BagError, BagTopics
+from vlt_perception.bag import BagError
 from vlt_perception.bag.reader import Issues
 from vlt_perception.bag.replay import (
-    MODES, bag_topics, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, playback_topics,
+    bag_topics, cdr_header_stamp, lockstep_groups, message_class, playback_offset_s, playback_topics,
     read_playback,
 )
-from vlt_perception.nodes import cli_help, signals
+from vlt_perception.launch_config import BAG_PLAYER
+from vlt_perception.nodes import parameters
+from vlt_perception.nodes.runner import run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-PARAMS = {  # name: (default, description)
-    "bag": ("", "rosbag2 folder, .mcap or .db3 to play"),
-    "mode": ("lockstep", f"one of {MODES}"),
-    "rate": (1.0, "speed factor for mode 'rate' (2.0 = twice as fast)"),
-    "result_topic": ("/segmentation_node/out/labels", "lockstep: the output whose header stamp ends a frame"),
-    "result_type": ("sensor_msgs/msg/Image", "message type of result_topic"),
-    "lockstep_timeout": (5.0, "lockstep: seconds to wait for a result before counting the frame as dropped"),
-    "lockstep_resend": (1.0, "lockstep: re-publish the image after this many seconds without a result (a node "
-                             "that has not yet discovered all its subscribers skips frames); 0 = never"),
-    "camera_topics": ([BagTopics.image, f"{BagTopics.image}/compressed"], "topics that carry the camera frames"),
-    "latched_topics": ([BagTopics.condition], "topics republished transient-local (late joiners get the last)"),
-    "wait_topics": ([BagTopics.image], "before playing, wait until each has a subscriber"),
-    "startup_timeout": (30.0, "seconds to wait for wait_topics subscribers and the result_topic publisher"),
-    "settle_time": (1.0, "seconds between the graph being seen and the first message (the subscribers' side of "
-                         "discovery may lag: first frames would be lost)"),
-    "done_topic": ("/bag_player/done", "latched std_msgs/String with a JSON summary when playback ends"),
-    "condition_settle": (0.05, "seconds between a condition change and the next frame (cross-topic ordering)"),
-}
 
 
 class BagPlayerNode(Node):
     def __init__(self) -> None:
         super().__init__("bag_player")
-        for name, (default, text) in PARAMS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text))
-        self.p = {name: self.get_parameter(name).value for name in PARAMS}
-        if self.p["mode"] not in MODES:
-            raise BagError(f"parameter mode: expected one of {MODES}, got {self.p['mode']!r}")
+        self.p = parameters.values(self, parameters.declare_table(self, BAG_PLAYER))
         if not self.p["bag"]:
             raise BagError("parameter bag: required")
         self.publishers_: dict[str, object] = {}
@@ -181,50 +160,40 @@ class BagPlayerNode(Node):
             self.counts["resent"] += 1
 
 
-def main(args: list[str] | None = None) -> int:
-    if cli_help.maybe_print_help("bag_player_node", __doc__, _parameter_help(), args):
-        return 0
-    # The first signal interrupts play() (KeyboardInterrupt); later ones, during shutdown, do nothing.
-    stop_signals = signals.install(raise_first=True)
-    rclpy.init(args=args)
-    node, code = None, 0
-    executor = SingleThreadedExecutor()
-    stop = threading.Event()
+    # --- running (see vlt_perception.nodes.runner.run_node) --------------------------------------------------------
 
-    def spin() -> None:  # callbacks (results) while play() blocks this thread
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, daemon=True)
-    try:
-        node = BagPlayerNode()
-        executor.add_node(node)
-        spinner.start()
-        node.create_publishers()
-        node.wait_for_graph()
-        summary = node.play()
-        node.get_logger().info(f"playback done: {json.dumps(summary)}")
+    def serve(self, stop) -> int:
+        """Publishers, wait for the graph, play, publish the summary; result callbacks run in a thread meanwhile."""
+        self._executor = SingleThreadedExecutor()
+        self._executor.add_node(self)
+        self._spinning = threading.Event()
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
+        self._spinner.start()
+        self.create_publishers()
+        self.wait_for_graph()
+        summary = self.play()
+        self.get_logger().info(f"playback done: {json.dumps(summary)}")
         time.sleep(0.5)  # let the latched done message and the last frames go out
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except BagError as exc:
-        print(f"bag_player_node: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        stop_signals.closing()
-        stop.set()
-        if spinner.is_alive():
-            spinner.join(timeout=5)
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        stop_signals.reinstall()
-    return code
+        return 0
+
+    def _spin(self) -> None:  # callbacks (results) while play() blocks the main thread
+        while not self._spinning.is_set() and rclpy.ok():
+            self._executor.spin_once(timeout_sec=0.05)
+
+    def before_exit(self, code: int) -> int:
+        spinner = getattr(self, "_spinner", None)
+        if spinner is not None:
+            self._spinning.set()
+            if spinner.is_alive():
+                spinner.join(timeout=5)
+            self._executor.shutdown()
+        return code
 
 
-def _parameter_help() -> list[tuple[str, str, str]]:
-    return [(name, repr(default), text) for name, (default, text) in PARAMS.items()]
+def main(args: list[str] | None = None) -> int:
+    # The first signal interrupts play() (KeyboardInterrupt); later ones, during shutdown, do nothing.
+    return run_node("bag_player_node", BagPlayerNode, args, doc=__doc__, table=BAG_PLAYER, expected=(BagError,),
+                    raise_first=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ topics and the latched condition topic; pairs them by header stamp with :class:`
 StampMatcher` and writes the same report as the offline ``bag_eval`` (plus end-to-end latency: ground truth
 received -> prediction received, and dropped frames = ground truth never answered). The report is written when
 ``done_topic`` says the player finished (after ``done_grace`` s), after ``idle_timeout`` s without messages (for
-``ros2 bag play``), or on shutdown (Ctrl-C).
+``ros2 bag play``), or on shutdown (Ctrl-C). A report written on shutdown before either of the first two is marked
+incomplete (``"complete": false`` in report.json, a line in report.md) and the node exits 1: an evaluation that did
+not see the whole bag is not a success.
 
     python -m vlt_perception.nodes.evaluator_node --ros-args -p out_dir:=reports/online \
         -p labels_topic:=/segmentation_node/out/labels
@@ -20,8 +22,7 @@ from pathlib import Path
 
 try:
     import rclpy
-    from rcl_interfaces.msg import ParameterDescriptor
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -30,38 +31,22 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
     raise ImportError("evaluator_node needs rclpy: source a ROS 2 distribution, or pip install -r "
                       "requirements/ros.txt and `source tools/env.sh`") from exc
 
-from vlt_perception.bag import BagError, BagTopics
+from vlt_perception.bag import BagError
 from vlt_perception.bag import messages as M
 from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher
 from vlt_perception.bag.reader import UNKNOWN_CONDITION, Issues
 from vlt_perception.bag.replay import cdr_header_stamp, message_class
 from vlt_perception.bag.report import write_report
-from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES, IGNORE_INDEX
-from vlt_perception.nodes import cli_help, signals
+from vlt_perception.labels import IGNORE_INDEX
+from vlt_perception.launch_config import EVALUATOR
+from vlt_perception.nodes import parameters
+from vlt_perception.nodes.runner import run_node
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Deep reliable queues: in realtime replay a burst must queue here, not vanish (drops belong to the graph).
 QUEUE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-PARAMS = {  # name: (default, description)
-    "labels_topic": ("/segmentation_node/out/labels", "predicted train-ID labels (mono8); '' = none"),
-    "detections_topic": ("", "predicted vision_msgs/Detection2DArray; '' = none"),
-    "gt_labels_topic": (BagTopics.labels, "ground-truth labels (mono8); '' = none"),
-    "gt_detections_topic": (BagTopics.detections, "ground-truth Detection2DArray; '' = none"),
-    "condition_topic": (BagTopics.condition, "latched std_msgs/String with the current condition"),
-    "camera_topic": (BagTopics.image, "camera input of the graph: end-to-end latency starts at its arrival "
-                                      "(taken as raw bytes, not decoded); '' = from the ground truth's arrival"),
-    "camera_type": ("sensor_msgs/msg/Image", "message type of camera_topic (or sensor_msgs/msg/CompressedImage)"),
-    "class_names": (list(CITYSCAPES_CLASSES), "segmentation classes (train IDs index them)"),
-    "thing_classes": (list(CITYSCAPES_THING_CLASSES), "detection classes of the model (class_id names or indices)"),
-    "out_dir": ("replay_report", "report folder (report.json, report.md, figures/)"),
-    "reference_report": ("", "an offline bag_eval report.json with --reference: retention against its reference"),
-    "bag_name": ("online", "name of this run in the report"),
-    "done_topic": ("/bag_player/done", "std_msgs/String from the player: finish when it arrives; '' = none"),
-    "done_grace": (1.0, "seconds to wait for in-flight predictions after done"),
-    "idle_timeout": (0.0, "finish after this many seconds without messages (0 = never)"),
-    "exit_when_done": (True, "shut down after writing the report"),
-    "figures": (True, "draw report figures"),
-}
+# How the evaluation ended: these mean the whole bag was seen (the report is complete), anything else does not.
+COMPLETE = ("player done", "idle timeout")
 
 
 def reference_scores(path: str) -> tuple[str, dict]:
@@ -79,9 +64,7 @@ def reference_scores(path: str) -> tuple[str, dict]:
 class EvaluatorNode(Node):
     def __init__(self) -> None:
         super().__init__("evaluator")
-        for name, (default, text) in PARAMS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=text))
-        self.p = {name: self.get_parameter(name).value for name in PARAMS}
+        self.p = parameters.values(self, parameters.declare_table(self, EVALUATOR))
         gt_parts = [part for part, key in (("labels", "gt_labels_topic"), ("boxes", "gt_detections_topic"))
                     if self.p[key]]
         pred_parts = [part for part, key in (("labels", "labels_topic"), ("boxes", "detections_topic"))
@@ -97,10 +80,13 @@ class EvaluatorNode(Node):
         self.condition = UNKNOWN_CONDITION
         self.player_summary: dict = {}
         self.finished = False
+        self.complete = False
         self.last_message = time.monotonic()
         self._done_at: float | None = None
         self._subscribe(gt_parts, pred_parts)
         self.create_timer(0.2, self._on_timer)
+        self.get_logger().info(f"evaluating {'+'.join(pred_parts)} against ground truth {'+'.join(gt_parts)}; "
+                               f"report to {self.p['out_dir']}")
 
     def _subscribe(self, gt_parts, pred_parts) -> None:
         def sub(topic, cls, handler, qos=QUEUE):
@@ -179,50 +165,48 @@ class EvaluatorNode(Node):
             self.finish("player done" if done else "idle timeout")
 
     def finish(self, reason: str) -> dict:
-        """Count what never matched and write the report (once)."""
+        """Count what never matched and write the report (once). Only the player's done message and the idle
+        timeout mean the bag was seen to its end; any other end (shutdown) marks the report incomplete."""
         self.finished = True
+        complete = reason in COMPLETE
+        if not complete and self._done_at is not None:
+            complete, reason = True, f"{reason} after player done"  # only the grace period was cut short
+        self.complete = complete
         counts = self.matcher.finish()
         counts.update({k: v for k, v in self.issues.counts.items()})
         counts["dropped_frames"] = counts.get("unmatched_ground_truth", 0)
         self.acc.add_counts(self.p["bag_name"], counts)
         self.acc.set_bag_info(self.p["bag_name"], issues=self.issues.as_dict(), player=self.player_summary)
-        report = write_report(self.acc, self.p["out_dir"], {"mode": "online", "finished_by": reason},
-                              figures=self.p["figures"])
-        self.get_logger().info(f"report written to {self.p['out_dir']} ({reason}): "
-                               f"{counts.get('matched', 0)} frames matched, {counts['dropped_frames']} dropped")
+        report = write_report(self.acc, self.p["out_dir"], {"mode": "online", "finished_by": reason,
+                                                           "complete": complete}, figures=self.p["figures"])
+        summary = (f"report written to {self.p['out_dir']} ({reason}): {counts.get('matched', 0)} frames matched, "
+                   f"{counts['dropped_frames']} dropped")
+        if complete:
+            self.get_logger().info(summary)
+        else:
+            self.get_logger().error(f"evaluation incomplete: stopped before the bag finished; {summary}")
         return report
+
+    # --- running (see vlt_perception.nodes.runner.run_node) --------------------------------------------------------
+
+    def serve(self, stop) -> int:
+        executor = SingleThreadedExecutor()
+        executor.add_node(self)
+        while rclpy.ok() and not (self.finished and self.p["exit_when_done"]):
+            executor.spin_once(timeout_sec=0.1)
+        return 0
+
+    def before_exit(self, code: int) -> int:
+        """The report is written however the evaluation ends (Ctrl-C after ``ros2 bag play`` too); an incomplete
+        one is not a success (exit 1)."""
+        if not self.finished:
+            self.finish("shutdown")
+        return code or (0 if self.complete else 1)
 
 
 def main(args: list[str] | None = None) -> int:
-    if cli_help.maybe_print_help("evaluator_node", __doc__, _parameter_help(), args):
-        return 0
-    stop = signals.install()  # before rclpy.init: later signals must not interrupt writing the report
-    rclpy.init(args=args)
-    node, code = None, 0
-    try:
-        node = EvaluatorNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not (node.finished and node.p["exit_when_done"]):
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, BagError) as exc:  # bad parameters (nothing to compare, a missing message package ...)
-        print(f"evaluator_node: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        stop.closing()
-        if node is not None and not node.finished:
-            node.finish("shutdown")  # Ctrl-C after `ros2 bag play`: the report is still written
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        stop.reinstall()
-    return code
-
-
-def _parameter_help() -> list[tuple[str, str, str]]:
-    return [(name, repr(default), text) for name, (default, text) in PARAMS.items()]
+    return run_node("evaluator_node", EvaluatorNode, args, doc=__doc__, table=EVALUATOR,
+                    expected=(ValueError, BagError))  # bad parameters: nothing to compare, a missing package ...
 
 
 if __name__ == "__main__":

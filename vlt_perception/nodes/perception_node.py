@@ -1,8 +1,12 @@
-"""What both perception nodes share: parameters, lifecycle, input subscription, worker, diagnostics, ``main``.
+"""The lifecycle base node of the perception nodes: parameters, lifecycle, input subscription, worker, diagnostics.
+
+A subclass sets ``NODE`` (its parameter table and ``config/<NODE>.yaml``) and provides the pipeline and its outputs
+(:meth:`PerceptionNode.make_pipeline`, ``create_outputs``, ``wants_output``, ``process_frame``); its executable's
+``main`` is ``perception_node.main(NodeClass, args)``, which runs it with :func:`.runner.run_node`.
 
 Lifecycle (``rclpy.lifecycle``): *configure* loads the engine and creates the publishers, *activate* subscribes
 to the camera and starts the latest-frame worker, *deactivate* unsubscribes and stops it, *cleanup* frees the
-engine. With ``autostart`` (default true) ``main`` runs configure + activate at start-up and exits non-zero when
+engine. With ``autostart`` (default true) ``serve`` runs configure + activate at start-up and exits non-zero when
 configure fails (missing or corrupt model); with ``autostart:=false`` the node waits for transitions on
 ``~/change_state`` (lifecycle_msgs/srv/ChangeState).
 
@@ -17,10 +21,6 @@ import time
 from typing import Any
 
 try:
-    import rclpy
-    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
-                                    SetParametersResult)
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
@@ -30,21 +30,14 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
     raise ImportError("the perception nodes need rclpy: source a ROS 2 distribution, or pip install -r "
                       "requirements/ros.txt and `source tools/env.sh`") from exc
 
-from vlt_perception.launch_config import ConfigError, ParamSpec, load_defaults, specs
-from vlt_perception.nodes import cli_help, conversions, signals
+from vlt_perception.launch_config import ConfigError, ParamSpec
+from vlt_perception.nodes import conversions, parameters
+from vlt_perception.nodes.runner import run_node, spin_until_shutdown
 from vlt_perception.pipeline import serialized
 from vlt_perception.pipeline.image_codec import ImageDecodeError
 from vlt_perception.pipeline.latest_frame import LatestFrameWorker
 from vlt_perception.pipeline.malloc_tuning import keep_large_buffers_in_heap
 from vlt_perception.pipeline.stats import ErrorThrottle, PipelineStats
-
-_ROS_TYPES = {
-    "bool": (ParameterType.PARAMETER_BOOL, Parameter.Type.BOOL),
-    "int": (ParameterType.PARAMETER_INTEGER, Parameter.Type.INTEGER),
-    "double": (ParameterType.PARAMETER_DOUBLE, Parameter.Type.DOUBLE),
-    "string": (ParameterType.PARAMETER_STRING, Parameter.Type.STRING),
-    "string_array": (ParameterType.PARAMETER_STRING_ARRAY, Parameter.Type.STRING_ARRAY),
-}
 
 # Camera input: sensor data (best effort, keep last 1). Outputs: reliable keep-last-1, which both reliable and
 # best-effort subscribers accept. Both overridable with qos_overrides.<topic>.<publisher|subscription>.<policy>.
@@ -61,19 +54,9 @@ def _cut(text: str) -> str:
     return text if len(text) <= _MAX_LOG_TEXT else f"{text[:_MAX_LOG_TEXT]}... ({len(text)} characters)"
 
 
-def descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    """A ParameterDescriptor from the spec table (ranges are enforced by rclpy itself)."""
-    desc = ParameterDescriptor(name=spec.name, type=_ROS_TYPES[spec.type][0], description=spec.description)
-    if spec.choices:
-        desc.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
-    if not spec.dynamic:
-        desc.additional_constraints = (desc.additional_constraints + "; " if desc.additional_constraints else "") + \
-            "applied at the next configure/activate"
-    if spec.type == "double" and spec.min is not None and spec.max is not None:
-        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max))]
-    if spec.type == "int" and spec.min is not None:
-        desc.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max or 2**62), step=1)]
-    return desc
+def descriptor(spec: ParamSpec):
+    """A ParameterDescriptor from the spec table (see :func:`vlt_perception.nodes.parameters.descriptor`)."""
+    return parameters.descriptor(spec)
 
 
 class PerceptionNode(LifecycleNode):
@@ -83,7 +66,7 @@ class PerceptionNode(LifecycleNode):
 
     def __init__(self, node_name: str | None = None, **kwargs: Any) -> None:
         super().__init__(node_name or self.NODE, **kwargs)
-        self.specs = specs(self.NODE)
+        keep_large_buffers_in_heap()  # before the first frame: 1080p buffers without fresh page faults each time
         self.stats = PipelineStats()
         self.throttle = ErrorThrottle(period_s=5.0)
         self.engine = None
@@ -98,41 +81,14 @@ class PerceptionNode(LifecycleNode):
         self._serialized = False  # serialized_messages, read at activate
         self._serialized_type = serialized.IMAGE
         self.configure_error = ""
-        # Validation first, so that values given on the command line / in params files are checked on declare.
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._declare_parameters(load_defaults(self.NODE))
+        # Unknown keys and bad values from the command line / params files: ConfigError naming the file.
+        self.specs = parameters.declare_table(self, self.NODE, check=self.check_parameter)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
     # --- parameters ---------------------------------------------------------------------------------------------
 
-    def _declare_parameters(self, defaults: dict[str, Any]) -> None:
-        for name, spec in self.specs.items():
-            ros_type = _ROS_TYPES[spec.type][1]
-            if spec.type == "string_array":
-                # rclpy infers BYTE_ARRAY from [], so declare the type first, then set the default if unset.
-                param = self.declare_parameter(name, ros_type, descriptor(spec))
-                if param.type_ == Parameter.Type.NOT_SET:
-                    self.set_parameters([Parameter(name, ros_type, defaults[name])])
-            else:
-                self.declare_parameter(name, defaults[name], descriptor(spec))
-
     def param(self, name: str) -> Any:
-        return self.get_parameter(name).value
-
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        for p in params:
-            spec = self.specs.get(p.name)
-            if spec is None:  # qos_overrides.*, use_sim_time, ...: rclpy validates those
-                continue
-            value = p.value if p.type_ != Parameter.Type.NOT_SET else None
-            if value is None:
-                continue  # an empty YAML list arrives unset; _declare_parameters fills in the default
-            if spec.type == "double" and isinstance(value, int):
-                value = float(value)
-            reason = spec.check(value) or self.check_parameter(p.name, value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        return SetParametersResult(successful=True)
+        return parameters.value(self, name, self.specs.get(name))
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
         changed = {p.name: p.value for p in params if p.name in self.specs and self.specs[p.name].dynamic}
@@ -235,6 +191,7 @@ class PerceptionNode(LifecycleNode):
     def close(self) -> None:
         """Stop the worker and free everything (safe in any state, also after rclpy shut down)."""
         self._stop_input()
+        self.report_suppressed_errors(final=True)  # a burst the throttle still holds back is not lost
         self._destroy_outputs()
         self._release_engine()
 
@@ -308,9 +265,10 @@ class PerceptionNode(LifecycleNode):
             more = f" ({suppressed} more since the last report)" if suppressed else ""
             self.get_logger().error(f"skipping frame: {text}{more}")
 
-    def report_suppressed_errors(self) -> None:
-        """Log the errors the throttle held back in windows that have closed (timer callback)."""
-        for kind, count, latest in self.throttle.flush():
+    def report_suppressed_errors(self, final: bool = False) -> None:
+        """Log the errors the throttle held back in windows that have closed (timer callback); ``final``: all of
+        them, whether or not their window has closed (the node stops)."""
+        for kind, count, latest in self.throttle.flush(force=final):
             self.get_logger().error(f"skipped {count} more frame(s) of kind {kind} in the last "
                                     f"{self.throttle.period_s:g} s; latest: {latest}")
 
@@ -372,58 +330,29 @@ class PerceptionNode(LifecycleNode):
         raise NotImplementedError
 
 
+    # --- running (see vlt_perception.nodes.runner.run_node) --------------------------------------------------------
+
+    def serve(self, stop) -> int:
+        """With ``autostart``: configure + activate (exit 1 when either fails), then spin until shutdown."""
+        if self.param("autostart"):
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                self.get_logger().fatal(f"start-up failed: {self.configure_error}")
+                return 1
+            if stop.requested.is_set():
+                return 0
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                self.get_logger().fatal("activate failed")
+                return 1
+        if stop.requested.is_set():
+            return 0
+        return spin_until_shutdown(self)
+
+    def before_exit(self, code: int) -> int:
+        self.close()
+        return code
+
+
 def main(node_class: type[PerceptionNode], args: list[str] | None = None) -> int:
-    """Run a perception node until SIGINT/SIGTERM; returns the exit code (1 when start-up fails).
-
-    Any number of SIGINT / SIGTERM, also during shutdown, ends in a clean exit 0 (see :mod:`.signals`).
-    """
-    if cli_help.maybe_print_help(node_class.NODE, sys.modules[node_class.__module__].__doc__,
-                                 parameter_help(node_class.NODE), args):
-        return 0
-    keep_large_buffers_in_heap()  # before the first frame: 1080p buffers without fresh page faults each time
-    stop = signals.install()  # before rclpy.init, so that rclpy's handler chains to it
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = node_class()
-        if node.param("autostart") and not stop.requested.is_set():
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal(f"start-up failed: {node.configure_error}")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("activate failed")
-                return 1
-        if not stop.requested.is_set():
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ConfigError as exc:
-        print(f"{node_class.NODE}: {exc}", file=sys.stderr)
-        code = 1
-    except Exception as exc:
-        if node is not None and not rclpy.ok():
-            # SIGINT/SIGTERM shut the context down while the executor was waiting; rclpy then sometimes raises
-            # RCLError ("context is not valid") instead of ExternalShutdownException: still a normal exit.
-            pass
-        elif type(exc).__module__.startswith("rclpy"):  # e.g. a bad parameter value at declare time
-            print(f"{node_class.NODE}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            code = 1
-        else:
-            raise
-    finally:
-        stop.closing()
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-        stop.reinstall()
-    return code
-
-
-def parameter_help(node: str) -> list[tuple[str, str, str]]:
-    """(name, default, description) of every parameter of ``node``, for ``--help``."""
-    defaults = load_defaults(node)
-    return [(name, repr(defaults[name]), spec.description) for name, spec in specs(node).items()]
+    """Run a perception node until SIGINT/SIGTERM; returns the exit code (1 when start-up fails)."""
+    return run_node(node_class.NODE, node_class, args, doc=sys.modules[node_class.__module__].__doc__,
+                    table=node_class.NODE)

@@ -9,6 +9,11 @@ end the process with a traceback and exit code -2.
 :func:`install` puts a Python handler in place *before* ``rclpy.init`` (so rclpy chains to it) that only counts
 the signal: shutting down is left to rclpy's context shutdown on the first one, and every later one is a no-op.
 Shutdown time stays bounded by the node's own cleanup (worker join timeouts), not by signals.
+
+When the node has shut down, :meth:`ShutdownSignals.ignore` sets both signals to ``SIG_IGN`` for the rest of the
+process. Python's finalisation puts ``SIG_DFL`` back for every signal that has a Python handler (it leaves ignored
+ones alone), so a signal landing while the interpreter exits, for example ``ros2 launch``'s own SIGINT 50 ms after
+the group's, would otherwise kill the process with exit code -2 and no shutdown log.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ class ShutdownSignals:
     def __init__(self, raise_first: bool = False) -> None:
         self.raise_first = raise_first
         self.count = 0
+        self.first = 0  # the first signal's number
         self.requested = threading.Event()
         self._closing = False
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.count += 1
+        self.first = self.first or signum
         self.requested.set()
         if self.raise_first and self.count == 1 and not self._closing:
             raise KeyboardInterrupt
@@ -53,6 +60,17 @@ class ShutdownSignals:
         """Put the counting handler back at the OS level (``rclpy.try_shutdown`` restores the handlers it saved,
         which for SIGTERM can be the OS default that kills the process)."""
         self.install()
+
+    def ignore(self) -> None:
+        """The process is about to exit: ignore SIGINT / SIGTERM from now on (see the module docstring). Only for
+        a process's entry point: the handlers are not put back."""
+        self._closing = True
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def name(self) -> str:
+        """The signal that asked for shutdown ('' when none did)."""
+        return signal.Signals(self.first).name if self.first else ""
 
 
 def install(raise_first: bool = False) -> ShutdownSignals:

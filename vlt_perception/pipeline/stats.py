@@ -154,14 +154,15 @@ class ErrorThrottle:
             self._latest_text.pop(kind, None)
             return self._suppressed.pop(kind, 0)
 
-    def flush(self) -> list[tuple[str, int, str]]:
+    def flush(self, force: bool = False) -> list[tuple[str, int, str]]:
         """(kind, suppressed count, latest suppressed text) for each kind whose window has closed with errors
-        suppressed in it. Reporting them starts a new window, so a kind is still logged at most once a period."""
+        suppressed in it. Reporting them starts a new window, so a kind is still logged at most once a period.
+        ``force``: every kind with suppressed errors, window closed or not (at shutdown)."""
         now = self._clock()
         due = []
         with self._lock:
             for kind, count in list(self._suppressed.items()):
-                if now - self._last[kind] >= self.period_s:
+                if force or now - self._last[kind] >= self.period_s:
                     due.append((kind, count, self._latest_text.pop(kind, "")))
                     del self._suppressed[kind]
                     self._last[kind] = now

@@ -147,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_cli_logging()
     args = build_parser().parse_args(argv)
     from vlt_perception.engines.base import EngineUnavailableError
+    from vlt_training.training.checkpoint import CheckpointError
 
     try:
         return run(args)
-    except (ValueError, EngineUnavailableError) as exc:
+    except (ValueError, EngineUnavailableError, CheckpointError) as exc:  # bad input: one line, as train/evaluate
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,13 @@ from vlt_perception.launch_config import ConfigError
 ROOT = Path(__file__).resolve().parents[3]
 
 
+@pytest.fixture(autouse=True)
+def model_here(tmp_path, monkeypatch):
+    """The launch configuration checks that the model exists: the tests run where m.onnx is."""
+    (tmp_path / "m.onnx").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+
+
 def test_header_stamp_from_cdr_bytes():
     store = get_bag_typestore()
     stamp = 1_700_000_123_456_789_012
@@ -161,7 +168,7 @@ def test_replay_launch_file_ends_the_launch_when_the_evaluator_exits(tmp_path, m
     handlers = [a for a in actions if "executable" not in a.kwargs]
     assert [n.kwargs["executable"] for n in nodes] == ["segmentation_node", "evaluator_node", "bag_player_node"]
     assert all(n.kwargs["additional_env"] == replay_eval_nodes(bag=str(bag), model="m.onnx")[0].env for n in nodes)
-    (handler,) = handlers
+    (handler,) = [h for h in handlers if h.args[0].kwargs["target_action"] is nodes[1]]
     on_exit = handler.args[0]
     assert on_exit.kwargs["target_action"] is nodes[1]
     (emit,) = on_exit.kwargs["on_exit"](types.SimpleNamespace(returncode=0), None)

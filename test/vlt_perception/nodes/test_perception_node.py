@@ -19,9 +19,11 @@ def test_every_parameter_gets_a_typed_descriptor(node):
         desc = perception_node.descriptor(spec)
         assert desc.name == spec.name and desc.type == types[spec.type]
         assert desc.description == spec.description and desc.description
-        assert not desc.read_only  # changes apply at the next configure, or at once when dynamic
-        if not spec.dynamic:
-            assert "next configure" in desc.additional_constraints
+        assert desc.read_only == (spec.name in ("model_path", "engine", "providers"))
+        if desc.read_only:
+            assert "read-only" in desc.additional_constraints
+        elif not spec.dynamic:
+            assert "next configure" in desc.additional_constraints  # changes apply at the next configure
 
 
 def test_ranges_and_choices_are_in_the_descriptor():
@@ -32,3 +34,12 @@ def test_ranges_and_choices_are_in_the_descriptor():
     assert (threads.integer_range[0].from_value, threads.integer_range[0].to_value) == (0, 256)
     engine = perception_node.descriptor(table["engine"])
     assert "'onnxruntime'" in engine.additional_constraints and not engine.floating_point_range
+    max_pixels = perception_node.descriptor(table["max_pixels"])
+    assert (max_pixels.integer_range[0].from_value, max_pixels.integer_range[0].to_value) == (1, lc.MAX_PIXELS_LIMIT)
+
+
+@pytest.mark.parametrize("node", [lc.EVALUATOR, lc.BAG_PLAYER])
+def test_evaluator_and_player_parameters_are_read_only_and_typed(node):
+    for spec in lc.NODE_PARAMS[node]:
+        desc = perception_node.descriptor(spec)
+        assert desc.read_only and desc.description and "read-only" in desc.additional_constraints

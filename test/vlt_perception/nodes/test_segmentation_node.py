@@ -152,8 +152,12 @@ def test_bad_parameter_values_are_rejected_with_a_reason(running):
         request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
         return call_service(client, request, f"set {name}").results[0]
 
-    rejected = set_param("engine", "bogus")
-    assert not rejected.successful and "engine must be one of" in rejected.reason
+    rejected = set_param("precision", "fp13")
+    assert not rejected.successful and "precision must be one of" in rejected.reason
+    # what model and which runtime run is fixed at start-up: no participant of the graph can change them
+    for name, value in (("model_path", "/tmp/other.onnx"), ("engine", "onnxruntime"), ("providers", ["X"])):
+        rejected = set_param(name, value)
+        assert not rejected.successful and "read-only" in rejected.reason, name
     rejected = set_param("overlay_alpha", 1.5)
     assert not rejected.successful and rejected.reason
     assert set_param("overlay_alpha", 0.25).successful
