@@ -1,0 +1,210 @@
+"""One backbone pass for both tasks: per-frame ONNX Runtime engine time of (a) VLTSeg alone, (b) VLTSeg and VLTDet
+run separately (two engines, two backbone passes) and (c) the multi-task VLTMT (one engine, one backbone pass),
+side by side in one run, random weights (speed does not depend on them).
+
+    python benchmarks/bench_multitask.py --sizes tiny,vit_s16 --iters 10 --out bench_multitask.json
+
+Sizes: ``tiny`` (the demo's tiny models at 128x256) and ``vit_s16`` (OpenCLIP ViT-S/16 at 512x1024). The three
+graphs of one size are exported fp32 with the package's exporter and timed in interleaved rounds (a, (b)'s
+detector, c, a, ...), so a change in machine load hits all of them alike; the figures are medians over rounds
+of ``engine.infer`` on one preprocessed frame, batch 1. (b) is the sum of VLTSeg's and VLTDet's engine times on
+the same frame. Goal: (c) <= 1.15 x (a), where (b) is about 2 x (a).
+
+Accuracy of the two multi-task routes against separately trained models is ``--accuracy`` (training on the
+synthetic benchmark at the demo's budget, several seeds; heavy: run it alone, see docs/results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SIZES = {
+    # name: (height, width, VLTSeg, VLTDet, VLTMT)
+    "tiny": (128, 256, "vltseg_tiny_mask2former", "vltdet_tiny_fasterrcnn", "vltmt_tiny_mask2former_fasterrcnn"),
+    "vit_s16": (512, 1024, "vltseg_vit_s16_mask2former", "vltdet_vit_s16_fasterrcnn",
+                "vltmt_vit_s16_mask2former_fasterrcnn"),
+}
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def export_engine(name: str, height: int, width: int, folder: Path, threads: int | None):
+    """Random-weight ``name`` exported fp32 at height x width and loaded in ONNX Runtime (CPU)."""
+    import torch
+
+    from vlt_perception.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from vlt_training.export import export_onnx
+    from vlt_training.export.model_metadata import metadata_for_model
+    from vlt_training.modeling import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    path, _ = export_onnx(model, metadata_for_model(model, height, width), folder / f"{name}.onnx")
+    del model
+    return OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"], intra_op_threads=threads)
+
+
+def time_size(size: str, iters: int, warmup: int, threads: int | None) -> dict:
+    height, width, seg_name, det_name, mt_name = SIZES[size]
+    rng = np.random.default_rng(0)
+    frame = rng.standard_normal((1, 3, height, width)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = {}
+        for role, name in (("seg", seg_name), ("det", det_name), ("multitask", mt_name)):
+            start = time.perf_counter()
+            engines[role] = export_engine(name, height, width, Path(tmp), threads)
+            print(f"[{size}] exported {name} in {time.perf_counter() - start:.1f} s", flush=True)
+        for engine in engines.values():
+            for _ in range(warmup):
+                engine.infer(frame)
+        times: dict[str, list[float]] = {role: [] for role in engines}
+        for _ in range(iters):  # interleaved rounds
+            for role, engine in engines.items():
+                start = time.perf_counter()
+                engine.infer(frame)
+                times[role].append((time.perf_counter() - start) * 1e3)
+        for engine in engines.values():
+            engine.close()
+    seg, det, mt = (statistics.median(times[r]) for r in ("seg", "det", "multitask"))
+    return {
+        "size": size, "input": [height, width], "models": {"seg": seg_name, "det": det_name, "multitask": mt_name},
+        "ms": {"a_seg_alone": seg, "b_seg_plus_det": seg + det, "c_multitask": mt, "det_alone": det},
+        "ratio_to_a": {"b": (seg + det) / seg, "c": mt / seg},
+        "rounds": iters, "samples_ms": times,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["size       input       (a) VLTSeg ms  (b) VLTSeg+VLTDet ms  (c) VLTMT ms  b/a    c/a   c<=1.15a",
+             "-" * 96]
+    for r in rows:
+        ms, ratio = r["ms"], r["ratio_to_a"]
+        lines.append(f"{r['size']:<10} {r['input'][0]}x{r['input'][1]:<8} {ms['a_seg_alone']:>13.1f}  "
+                     f"{ms['b_seg_plus_det']:>20.1f}  {ms['c_multitask']:>12.1f}  {ratio['b']:.2f}  "
+                     f"{ratio['c']:.2f}   {'yes' if ratio['c'] <= 1.15 else 'no'}")
+    return "\n".join(lines)
+
+
+# --- accuracy: the two multi-task routes against separate models, on the synthetic benchmark -----------------
+def run(args: list[str], log: Path) -> None:
+    with open(log, "w") as fh:
+        proc = subprocess.run([sys.executable, *args], stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed; log: {log}")
+
+
+def per_condition(report: dict, metric: str, task: str | None = None) -> dict:
+    out = {}
+    for dataset in report["datasets"].values():
+        for cond, entry in dataset["conditions"].items():
+            value = entry[task][metric] if task and task in entry else entry.get(metric)
+            out["source" if cond in ("all", "clear") else cond] = value
+    return out
+
+
+def accuracy(work: Path, seeds: list[int], iters: int, det_iters: int, num_train: int, num_val: int,
+             height: int, width: int, pretrained: str) -> dict:
+    """Per seed: VLTSeg, VLTDet (tower from that VLTSeg, as the demo trains it), VLTMT joint (``iters``), VLTMT
+    frozen-tower (detection head only, ``det_iters``, on the VLTSeg); per-condition mIoU and AP50 of each."""
+    from vlt_training.cli.demo import SEG_CONFIG, DET_CONFIG, TRAIN_CONFIGS, generate_args, pretrained_override
+
+    mt_config = TRAIN_CONFIGS / "tiny_mt_cpu.yaml"
+    data, val = work / "data", work / "val"
+    size = argparse.Namespace(height=height, width=width)
+    run(generate_args(data, num_train, 2, size, 0), work / "generate.log")
+    run(generate_args(val, 0, num_val, size, 1), work / "generate_val.log")
+    crop = f"[{height},{width}]"
+    common = [f"data.root={data}", "data.synthetic.enabled=false", f"data.crop_size={crop}", "--no-progress"]
+    results: dict = {}
+    for seed in seeds:
+        runs = work / f"seed{seed}"
+        base = [*common, f"train.seed={seed}", "train.num_workers=1", pretrained_override(pretrained)]
+        plan = {
+            "vltseg": (SEG_CONFIG, [f"train.max_iters={iters}", f"train.checkpoint_interval={iters}"]),
+            "vltdet": (DET_CONFIG, [f"train.max_iters={det_iters}", f"train.checkpoint_interval={det_iters}",
+                                    f"model.init_from={runs / 'vltseg'}"]),
+            "vltmt_joint": (mt_config, [f"train.max_iters={iters}", f"train.checkpoint_interval={iters}"]),
+            "vltmt_frozen": (mt_config, [
+                f"train.max_iters={det_iters}", f"train.checkpoint_interval={det_iters}",
+                f"model.init_from={runs / 'vltseg'}",
+                "model.init_prefixes=[backbone.,neck.,pixel_text.,pixel_decoder.,predictor.]",
+                "model.overrides.seg_loss_weight=0.0", "model.overrides.freeze=[backbone,neck,segmentation]"]),
+        }
+        seed_result = {}
+        for name, (config, extra) in plan.items():
+            out = runs / name
+            start = time.perf_counter()
+            args = ["-m", "vlt_training.cli.train", "--config", str(config), "--out", str(out), *base, *extra]
+            run(args, runs.mkdir(parents=True, exist_ok=True) or runs / f"{name}_train.log")
+            train_s = time.perf_counter() - start
+            report_path = runs / f"{name}_eval.json"
+            run(["-m", "vlt_training.cli.evaluate", "--checkpoint", str(out), "--out", str(report_path),
+                 f"data.root={val}", "data.synthetic.enabled=false"], runs / f"{name}_eval.log")
+            report = json.loads(report_path.read_text())
+            entry = {"train_s": train_s}
+            if name != "vltdet":
+                entry["mIoU"] = per_condition(report, "mIoU", "segmentation" if name.startswith("vltmt") else None)
+            if name != "vltseg":
+                entry["AP50"] = per_condition(report, "AP50", "detection" if name.startswith("vltmt") else None)
+            seed_result[name] = entry
+            print(f"seed {seed} {name}: {json.dumps(entry)}", flush=True)
+        results[str(seed)] = seed_result
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="tiny,vit_s16", help=f"comma-separated, of {sorted(SIZES)}")
+    p.add_argument("--iters", type=int, default=10, help="timed rounds per size")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own)")
+    p.add_argument("--out", type=Path, default=Path("bench_multitask.json"))
+    p.add_argument("--accuracy", action="store_true", help="also train and compare the models (heavy)")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--train-iters", type=int, default=1000, help="VLTSeg / joint VLTMT iterations (demo: 1000)")
+    p.add_argument("--det-iters", type=int, default=1200, help="VLTDet / frozen-tower iterations (demo: 1200)")
+    p.add_argument("--num-train", type=int, default=400)
+    p.add_argument("--num-val", type=int, default=16)
+    p.add_argument("--pretrained", default="vlt-pretrained:vlt-tiny-clip")
+    p.add_argument("--workdir", type=Path, default=Path("runs/bench_multitask"))
+    args = p.parse_args(argv)
+    sizes = [s for s in args.sizes.split(",") if s]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        p.error(f"unknown sizes {unknown}; known: {sorted(SIZES)}")
+    report = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": cpu_name(),
+              "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+              "engine": "onnxruntime fp32 CPU, batch 1", "speed": []}
+    for size in sizes:
+        report["speed"].append(time_size(size, args.iters, args.warmup, args.threads))
+        args.out.write_text(json.dumps(report, indent=2))
+    print(format_table(report["speed"]))
+    if args.accuracy:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        report["accuracy"] = accuracy(args.workdir, [int(s) for s in args.seeds.split(",")], args.train_iters,
+                                      args.det_iters, args.num_train, args.num_val, 128, 256, args.pretrained)
+        args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
