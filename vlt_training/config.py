@@ -25,6 +25,7 @@ import yaml
 
 from vlt_perception.atomic import atomic_write_text
 from vlt_perception.resources import resolve_config
+from vlt_training.model_args import loading_arguments
 
 TASKS = ("segmentation", "detection", "multitask", "clip_pretrain", "vision_pretrain")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -478,6 +479,11 @@ def validate(cfg: Config, source: str) -> Config:
     for ok, key, message in checks:
         if not ok:
             raise ConfigError(f"{source}: '{key}' {message}")
+    # model.overrides reach the constructors (and open_clip / timm): architecture only, as in a checkpoint
+    loading = loading_arguments(cfg.model.overrides, "model.overrides.")
+    if loading:
+        raise ConfigError(f"{source}: {'; '.join(loading)}; model.overrides set the architecture only, the initial "
+                          "weights are named by 'model.pretrained'")
     return cfg
 
 

@@ -37,6 +37,11 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The factory registered under ``name`` (its return annotation names the model class)."""
+    return _MODELS[name]
+
+
 def create_model(name: str, **overrides) -> nn.Module:
     """Build a registered model; ``overrides`` are the model constructor's keyword arguments."""
     if name not in _MODELS:

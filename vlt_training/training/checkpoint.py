@@ -307,16 +307,75 @@ def load_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt trainer state: {exc}") from exc
 
 
-def build_model(meta: dict[str, Any]) -> nn.Module:
-    """Rebuild the architecture from ``meta.json`` without downloading or reading pretrained weights."""
-    from vlt_training.modeling import create_model
-    from vlt_training.modeling.backbone.clip_vit import weights_loaded_next
+def _constructor_parameters(model_name: str) -> tuple[str, set[str]] | None:
+    """(class name, keyword arguments its constructor takes) of a registered model, from its factory's return
+    annotation and the ``__init__`` of the class and of the bases it passes ``**kwargs`` on to; ``None`` when the
+    factory names no class or a constructor passes ``**kwargs`` on to ``nn.Module``."""
+    import inspect
+    import typing
 
-    kwargs = dict(meta["model_kwargs"])
-    if kwargs.get("pretrained") is not None:
-        # The checkpoint's own weights replace the pretrained ones; don't fetch the tag / path again.
+    from vlt_training.modeling.registry import model_entrypoint
+
+    try:
+        cls = typing.get_type_hints(model_entrypoint(model_name)).get("return")
+    except (NameError, TypeError):
+        return None
+    if not inspect.isclass(cls):
+        return None
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is nn.Module:
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return cls.__name__, names
+    return None
+
+
+def check_model_kwargs(model_name: str, kwargs: Any, source: str | os.PathLike = META_FILE) -> dict[str, Any]:
+    """``model_kwargs`` of a checkpoint, checked to be architecture arguments only; ``pretrained`` set to ``None``.
+
+    A checkpoint's weights come from its own ``model.safetensors``: an argument that loads or fetches weights or
+    files (``*pretrained*``, ``hf_*``, ``cache_dir``, a ``clip_model`` with a scheme ...; see
+    :mod:`vlt_training.model_args`), one the constructor does not take, or an open_clip / timm override that is
+    not an architecture key raises :class:`CheckpointError` naming ``source`` and the key, before anything is built.
+    A recorded ``pretrained`` (the run's initial weights) is kept out of the rebuild.
+    """
+    from vlt_training.model_args import loading_arguments
+    from vlt_training.modeling import is_model
+    from vlt_training.modeling.backbone._builder import override_problems
+
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{source}: model_kwargs must be a mapping, got {type(kwargs).__name__}")
+    if not is_model(model_name):
+        raise CheckpointError(f"{source}: unknown model_name {model_name!r}")
+    kwargs = dict(kwargs)
+    if "pretrained" in kwargs:
         kwargs["pretrained"] = None
-    with weights_loaded_next():
+    problems = loading_arguments({k: v for k, v in kwargs.items() if k != "pretrained"})
+    constructor = _constructor_parameters(model_name)
+    if constructor is not None:
+        cls_name, accepted = constructor
+        problems += [f"'{key}' is not an argument of {cls_name}" for key in kwargs if key not in accepted]
+    problems += override_problems(kwargs.get("vision_cfg_overrides"), kwargs.get("text_cfg_overrides"))
+    if problems:
+        raise CheckpointError(f"{source}: model_kwargs refused, a checkpoint may only set architecture arguments "
+                              f"(its weights come from {WEIGHTS_FILE}): " + "; ".join(problems))
+    return kwargs
+
+
+def build_model(meta: dict[str, Any], source: str | os.PathLike = META_FILE) -> nn.Module:
+    """Rebuild the architecture from ``meta.json`` without downloading or reading pretrained weights.
+
+    ``model_kwargs`` are checked first (:func:`check_model_kwargs`); the build then runs with pretrained weights
+    off and Hugging Face in offline mode (:func:`~vlt_training.modeling.backbone._builder.architecture_only`).
+    """
+    from vlt_training.modeling import create_model
+    from vlt_training.modeling.backbone._builder import architecture_only
+
+    kwargs = check_model_kwargs(meta["model_name"], meta["model_kwargs"], source)
+    with architecture_only():
         return create_model(meta["model_name"], **kwargs)
 
 
@@ -331,7 +390,7 @@ def load_model(
     meta = read_meta(ckpt)
     metadata = read_metadata(ckpt)
     try:
-        model = build_model(meta)
+        model = build_model(meta, ckpt / META_FILE)
     except (TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(
             f"{ckpt / META_FILE}: cannot rebuild model {meta['model_name']!r} with {meta['model_kwargs']}: {exc}"

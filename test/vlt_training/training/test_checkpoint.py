@@ -48,7 +48,7 @@ class ContractNet(nn.Module):
 def factory(monkeypatch):
     """Route checkpoint rebuilding to ContractNet (the real registry is tested with the real models)."""
 
-    def build(meta):
+    def build(meta, source=None):
         assert meta["model_name"] == ContractNet.model_name
         return ContractNet(**meta["model_kwargs"])
 

@@ -52,7 +52,7 @@ def install(monkeypatch, **model_kwargs) -> None:
     def build(cfg):
         return TinySegNet(**model_kwargs)
 
-    def rebuild(meta):
+    def rebuild(meta, source=None):
         return TinySegNet(**meta["model_kwargs"])
 
     if monkeypatch is None:  # subprocesses (torchrun workers) patch for good

@@ -9,12 +9,17 @@ other argument only shapes the architecture.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
+import dataclasses
 import importlib.resources
+import inspect
 import logging
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from torch import nn
 
@@ -206,6 +211,12 @@ def build_open_clip(
             raise ValueError(f"timm_kwargs given but {model_name!r} is not a timm tower; override open_clip keys")
         cfg["vision_cfg"]["timm_model_name"] = timm_variant(cfg["vision_cfg"]["timm_model_name"], timm_kwargs)
     cfg["text_cfg"].update(text_cfg_overrides or {})
+    if _ARCHITECTURE_ONLY.get():
+        if pretrained:
+            raise ValueError(f"pretrained={pretrained!r} while rebuilding an architecture only (weights come next)")
+        # a config's own "load weights" switches too: the caller loads the weights right after
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+        cfg["text_cfg"].pop("hf_model_pretrained", None)
     if pretrained and not os.path.isfile(pretrained) and _is_checkpoint_path(pretrained):
         raise FileNotFoundError(f"{pretrained}: open_clip checkpoint file not found")
     try:
@@ -239,3 +250,94 @@ def weights_loaded_next():
         yield
     finally:
         root.removeFilter(drop)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rebuilding an architecture from arguments that came from a file (a checkpoint's meta.json)
+
+# set while architecture_only() is active: build_open_clip then loads nothing
+_ARCHITECTURE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("vlt_architecture_only", default=False)
+# environment switches that keep Hugging Face's libraries (open_clip's hub access, tokenizers) off the network
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@contextlib.contextmanager
+def architecture_only() -> Iterator[None]:
+    """Build towers whose weights the caller loads right after (a checkpoint): no pretrained weights (open_clip's
+    ``pretrained``, timm's ``timm_model_pretrained``, a Hugging Face text tower's) and Hugging Face offline mode,
+    so a build that still asks for a file fails instead of fetching it. Also drops open_clip's "initialized
+    randomly" warning (see :func:`weights_loaded_next`). The environment is process-wide: meant for loading a
+    model, not for a thread that downloads at the same time."""
+    saved_env = {name: os.environ.get(name) for name in _OFFLINE_ENV}
+    hub = sys.modules.get("huggingface_hub.constants")  # reads HF_HUB_OFFLINE once, at import
+    saved_hub = getattr(hub, "HF_HUB_OFFLINE", None)
+    token = _ARCHITECTURE_ONLY.set(True)
+    try:
+        os.environ.update({name: "1" for name in _OFFLINE_ENV})
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = True
+        with weights_loaded_next():
+            yield
+    finally:
+        _ARCHITECTURE_ONLY.reset(token)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = saved_hub
+
+
+def _timm_tower_keys() -> frozenset[str]:
+    """Constructor arguments of timm's ViT towers (EVA, VisionTransformer) that ``timm_kwargs`` may set."""
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    keys = set()
+    for cls in (Eva, VisionTransformer):
+        keys |= set(inspect.signature(cls.__init__).parameters)
+    return frozenset(keys - {"self", "device", "dtype"})
+
+
+def _cfg_keys(name: str) -> frozenset[str]:
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    cls = {"vision": CLIPVisionCfg, "text": CLIPTextCfg}[name]
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def _is_plain(value: Any) -> bool:
+    """A JSON scalar or a (nested) list of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def override_problems(vision_cfg_overrides: Any, text_cfg_overrides: Any) -> list[str]:
+    """One message per override key that is not an open_clip architecture key (``vision_cfg`` / ``text_cfg``
+    fields, ``timm_kwargs`` of timm's ViT constructors). Keys that load files are left to
+    :func:`vlt_training.model_args.loading_arguments`, which names them as such."""
+    from vlt_training.model_args import is_loading_key
+
+    problems: list[str] = []
+
+    def check(where: str, value: Any, allowed: frozenset[str], plain_values: bool) -> None:
+        if value is None:
+            return
+        if not isinstance(value, Mapping):
+            problems.append(f"'{where}' must be a mapping, got {type(value).__name__}")
+            return
+        for key, item in value.items():
+            if not isinstance(key, str) or is_loading_key(key):
+                continue
+            if key not in allowed:
+                problems.append(f"'{where}.{key}' is not an architecture key")
+            elif plain_values and not _is_plain(item):
+                problems.append(f"'{where}.{key}' must be a number, string or list, got {type(item).__name__}")
+
+    vision = vision_cfg_overrides if isinstance(vision_cfg_overrides, Mapping) else {}
+    check("vision_cfg_overrides", vision_cfg_overrides, _cfg_keys("vision") | {"timm_kwargs"}, False)
+    check("vision_cfg_overrides.timm_kwargs", vision.get("timm_kwargs"), _timm_tower_keys(), True)
+    check("text_cfg_overrides", text_cfg_overrides, _cfg_keys("text"), False)
+    return problems
