@@ -68,9 +68,10 @@ class OpenVINOEngine(InferenceEngine):
         config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        if cache_dir:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(cache_dir)
+        if cache_dir:  # compiled blobs are loaded as code: a private folder, as for TensorRT engines
+            from vlt_perception.engines.cache import cache_folder
+
+            config["CACHE_DIR"] = str(cache_folder(cache_dir))
         self.metadata = metadata or read_onnx_metadata(self.path)
         try:
             self.compiled = core.compile_model(str(self.path), device, config)

@@ -5,9 +5,15 @@ API (``trt.Builder`` / ``OnnxParser`` / ``IBuilderConfig`` / ``IProgressMonitor`
 ``IExecutionContext.execute_async_v3``). Everything that does not need TensorRT itself (cache keys, cache hits,
 calibration batches, error messages) is plain Python and tested everywhere.
 
-Cache: an engine is only valid for one ONNX file, TensorRT version, GPU model, precision and input shape, so the
-key hashes exactly those. Files: ``<stem>.<precision>.<key>.engine`` plus a JSON sidecar (key, provenance and the
-model's metadata) written after the engine, so a sidecar that matches means a complete engine.
+Cache: an engine is only valid for one ONNX file (with its external-data files), TensorRT version, GPU model,
+precision, input shape and, for int8, calibration images, so the key hashes exactly those. Files:
+``<stem>.<precision>.<key>.engine`` plus a JSON sidecar (key, the engine's sha256, provenance and the model's
+metadata) written after the engine, so a sidecar that matches means a complete engine.
+
+An engine plan is code: deserialising one runs what its builder put in it. Cached engines therefore live in a
+per-user folder (:func:`vlt_perception.engines.cache.cache_folder`: ``$XDG_CACHE_HOME/vlt_perception/tensorrt``
+by default, 0700, refused when others can write it), and a cache hit needs the sidecar signed with this user's key
+and the engine's bytes hashing to the sidecar's sha256, checked again on the bytes that are deserialised.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from vlt_perception.atomic import atomic_write_bytes  # noqa: F401 - re-exported
+from vlt_perception.engines import cache as engine_cache
 from vlt_perception.engines._common import check_images, read_onnx_metadata, require_file  # noqa: F401 - re-exported
 from vlt_perception.engines.base import EngineError, EngineInfo, EngineUnavailableError, InferenceEngine
 from vlt_perception.metadata import MetadataError, ModelMetadata
@@ -89,6 +96,7 @@ class BuildSettings:
     calib_dir: str | None = None
     calib_batch_size: int = 4
     calib_max_images: int = 256
+    calib_cache: str | None = None  # int8: where the calibrator keeps its cache (set by ensure_engine; None: none)
 
     def __post_init__(self) -> None:
         if self.precision not in BUILD_PRECISIONS:
@@ -109,20 +117,78 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def engine_cache_key(onnx_sha256: str, trt_version: str, gpu: str, settings: BuildSettings) -> str:
-    """Hash of everything an engine depends on: ONNX bytes, TensorRT version, GPU model, precision and shape."""
+_LOCATION = b"\x0a\x08location\x12"  # protobuf StringStringEntryProto: key "location", then the value's tag
+
+
+def external_data_sha256(onnx_path: Path, chunk: int = 1 << 20) -> dict[str, str]:
+    """sha256 of each external-data file the ONNX names (``location`` entries of its tensors) that exists inside
+    the ONNX's folder; the parser reads those bytes too, so they belong in the key.
+
+    The entries are found in the protobuf bytes (no onnx package needed at run time): an entry is the bytes
+    ``0a 08 "location" 12 <length> <name>``. Names outside the folder are left out: the runtimes refuse them.
+    """
+    names: set[str] = set()
+    tail = b""
+    with open(onnx_path, "rb") as f:
+        while block := f.read(chunk):
+            data = tail + block
+            start = 0
+            while (at := data.find(_LOCATION, start)) >= 0:
+                length, end = _varint(data, at + len(_LOCATION))
+                if end < 0 or end + length > len(data):
+                    break  # runs into the next block: found again there
+                names.add(data[end:end + length].decode("utf-8", "replace"))
+                start = end + length
+            tail = data[max(start, len(data) - 4096):]  # an entry (names up to ~4 KB) may straddle blocks
+    folder = onnx_path.parent.resolve()
+    out = {}
+    for name in sorted(names):
+        path = (onnx_path.parent / name).resolve()
+        if path.is_relative_to(folder) and path.is_file():
+            out[name] = file_sha256(path)
+    return out
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the protobuf varint at ``pos``; (0, -1) when it runs past ``data``."""
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return 0, -1
+
+
+def calibration_sha256(settings: BuildSettings) -> str:
+    """sha256 over the calibration images an int8 build would read (names and contents) and the batch size."""
+    folder = Path(settings.calib_dir)
+    digest = hashlib.sha256(f"batch={settings.calib_batch_size}".encode())
+    for path in calibration_files(folder, settings.calib_max_images):
+        digest.update(f"\n{path.relative_to(folder)}:{file_sha256(path)}".encode())
+    return digest.hexdigest()
+
+
+def engine_cache_key(onnx_sha256: str, trt_version: str, gpu: str, settings: BuildSettings,
+                     inputs: dict | None = None) -> str:
+    """Hash of everything an engine depends on: ONNX bytes, TensorRT version, GPU model, precision and shape,
+    plus ``inputs`` (sha256 of the external-data files and, for int8, of the calibration images)."""
     fields = dataclasses.asdict(settings)
     fields.pop("workspace_mib")  # a build-time limit, not a property of the result
+    fields.pop("calib_cache")  # where the calibration cache is kept, not what it holds
     if settings.precision != "int8":  # calibration only matters for int8 engines
         for name in ("calib_dir", "calib_batch_size", "calib_max_images"):
             fields.pop(name)
-    payload = {"onnx_sha256": onnx_sha256, "tensorrt": trt_version, "gpu": gpu, **fields}
+    payload = {"onnx_sha256": onnx_sha256, "tensorrt": trt_version, "gpu": gpu, **fields, **(inputs or {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def engine_paths(onnx_path: Path, key: str, precision: str, cache_dir: str | Path | None) -> tuple[Path, Path]:
-    """(engine, sidecar) paths: beside the ONNX unless a cache folder is given."""
-    folder = Path(cache_dir) if cache_dir else onnx_path.parent
+    """(engine, sidecar) paths in the checked cache folder: ``cache_dir`` (``~`` expanded) or the per-user
+    default (:func:`vlt_perception.engines.cache.cache_folder`)."""
+    folder = engine_cache.cache_folder(cache_dir, "tensorrt")
     engine = folder / f"{onnx_path.stem}.{precision}.{key}.engine"
     return engine, sidecar_path(engine)
 
@@ -145,11 +211,31 @@ def read_sidecar(engine_path: Path) -> dict:
     return data
 
 
+def verified_engine_bytes(engine_path: Path, sidecar: dict) -> bytes:
+    """The engine's bytes, once they hash to the sidecar's ``engine_sha256`` (checked on the very bytes that are
+    deserialised). Sidecars from before that field load with a warning: the file was chosen by path."""
+    data = engine_path.read_bytes()
+    want = sidecar.get("engine_sha256")
+    if want is None:
+        log.warning("%s: sidecar has no engine_sha256 (an older build); loading it unchecked", engine_path)
+    elif hashlib.sha256(data).hexdigest() != want:
+        raise EngineError(f"{engine_path}: engine bytes do not match the sha256 in {sidecar_path(engine_path).name}"
+                          " (changed after it was built); delete both to rebuild")
+    return data
+
+
 def cache_hit(engine_path: Path, key: str) -> bool:
-    """True when a complete engine with this key exists (sidecar present, key and size match)."""
+    """True when a complete engine with this key, built by this user, exists: the sidecar has the key, the
+    user's signature and the engine's size and sha256, and the engine file matches them. Anything else (a
+    sidecar computed by someone else, a swapped engine, an old sidecar without sha256) is a miss: rebuilt."""
     try:
         data = json.loads(sidecar_path(engine_path).read_text())
-        return data.get("key") == key and engine_path.stat().st_size == data.get("engine_bytes")
+        if data.get("key") != key or engine_path.stat().st_size != data.get("engine_bytes"):
+            return False
+        if not engine_cache.signed_by_this_user(data):
+            log.warning("%s: not signed by this user's engine cache key; rebuilding", sidecar_path(engine_path))
+            return False
+        return file_sha256(engine_path) == data.get("engine_sha256")
     except (OSError, json.JSONDecodeError, AttributeError):
         return False
 
@@ -172,8 +258,13 @@ def ensure_engine(onnx_path: str | Path, settings: BuildSettings, *, cache_dir: 
     if gpu is None:
         gpu = gpu_name()
     onnx_sha = file_sha256(onnx_path)
-    key = engine_cache_key(onnx_sha, trt_version, gpu, settings)
+    inputs = {"external_data": external_data_sha256(onnx_path)}
+    if settings.precision == "int8":
+        inputs["calibration"] = calibration_sha256(settings)
+    key = engine_cache_key(onnx_sha, trt_version, gpu, settings, inputs)
     engine_path, sidecar = engine_paths(onnx_path, key, settings.precision, cache_dir)
+    if settings.precision == "int8":  # the calibrator's cache, keyed like the engine, in the same private folder
+        settings = dataclasses.replace(settings, calib_cache=str(engine_path.with_suffix(".calib.cache")))
     if cache_hit(engine_path, key):
         log.info("TensorRT engine cache hit: %s", engine_path)
         return engine_path
@@ -187,9 +278,11 @@ def ensure_engine(onnx_path: str | Path, settings: BuildSettings, *, cache_dir: 
     if not data:
         raise EngineError(f"{onnx_path}: TensorRT build produced an empty engine")
     atomic_write_bytes(engine_path, data)
-    info = {"key": key, "onnx": onnx_path.name, "onnx_sha256": onnx_sha, "tensorrt_version": trt_version,
+    info = {"key": key, "onnx": onnx_path.name, "onnx_sha256": onnx_sha, **inputs, "tensorrt_version": trt_version,
             "gpu": gpu, "settings": dataclasses.asdict(settings), "engine_bytes": len(data),
+            "engine_sha256": hashlib.sha256(data).hexdigest(),
             "build_seconds": round(time.perf_counter() - start, 1), "metadata": metadata.to_dict()}
+    info["signature"] = engine_cache.sign(info)
     atomic_write_bytes(sidecar, json.dumps(info, indent=2, sort_keys=True).encode())
     log.info("TensorRT engine written: %s (%.1f MB, %.0f s)", engine_path, len(data) / 1e6, info["build_seconds"])
     return engine_path
@@ -276,7 +369,7 @@ def _progress_monitor(trt):
     return LogProgress()
 
 
-def _entropy_calibrator(trt, batches: CalibrationBatches, cache_file: Path):
+def _entropy_calibrator(trt, batches: CalibrationBatches, cache_file: Path | None):
     cudart = import_cudart()
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -299,10 +392,11 @@ def _entropy_calibrator(trt, batches: CalibrationBatches, cache_file: Path):
             return [int(self.device)]
 
         def read_calibration_cache(self):
-            return cache_file.read_bytes() if cache_file.exists() else None
+            return cache_file.read_bytes() if cache_file is not None and cache_file.exists() else None
 
         def write_calibration_cache(self, cache):
-            atomic_write_bytes(cache_file, bytes(cache))
+            if cache_file is not None:
+                atomic_write_bytes(cache_file, bytes(cache))
 
         def __del__(self):
             cudart.cudaFree(self.device)
@@ -338,7 +432,9 @@ def build_serialized_engine(onnx_path: Path, settings: BuildSettings) -> bytes:
         files = calibration_files(settings.calib_dir, settings.calib_max_images)
         batches = CalibrationBatches(files, Preprocessor.from_metadata(metadata), settings.calib_batch_size)
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _entropy_calibrator(trt, batches, onnx_path.with_suffix(".calib.cache"))
+        # Not beside the ONNX: that folder may be someone else's; ensure_engine keys it into the private cache.
+        calib_cache = Path(settings.calib_cache) if settings.calib_cache else None
+        config.int8_calibrator = _entropy_calibrator(trt, batches, calib_cache)
         config.set_calibration_profile(profile)
     monitor = _progress_monitor(trt)
     if monitor is not None:
@@ -376,7 +472,7 @@ class TensorRTEngine(InferenceEngine):
         self.logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(self.logger, "")  # engines with plugin layers (RoiAlign) deserialise only then
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self.engine = self.runtime.deserialize_cuda_engine(verified_engine_bytes(self.path, sidecar))
         if self.engine is None:
             raise EngineError(f"{self.path}: TensorRT cannot deserialise this engine (built with TensorRT "
                               f"{sidecar.get('tensorrt_version')} on {sidecar.get('gpu')}; this is "

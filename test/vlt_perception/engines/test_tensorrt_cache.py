@@ -1,18 +1,31 @@
-"""Everything around TensorRT that runs without it: cache keys, cache hits, sidecars, calibration batches."""
+"""Everything around TensorRT that runs without it: cache keys, cache hits, sidecars, calibration batches, and the
+checks that keep a cache from running someone else's engine."""
 
+import hashlib
 import json
+import os
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from vlt_perception.engines.base import EngineError
+from vlt_perception.engines import cache as engine_cache
 from vlt_perception.engines.tensorrt_engine import (
     BuildSettings, CalibrationBatches, TensorRTEngine, cache_hit, calibration_files, engine_cache_key,
-    ensure_engine, file_sha256, read_sidecar)
+    ensure_engine, file_sha256, read_sidecar, verified_engine_bytes)
 from vlt_perception.pipeline.preprocess import Preprocessor
 
 SETTINGS = BuildSettings(height=8, width=16, precision="fp16")
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path, monkeypatch):
+    """The per-user cache root of these tests (never the real ~/.cache)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "vlt_perception"
 
 
 class FakeBuilder:
@@ -48,10 +61,11 @@ def test_key_depends_on_each_component():
     assert base == engine_cache_key("a" * 64, "10.9.0", "H100", BuildSettings(8, 16, "fp16", workspace_mib=1))
 
 
-def test_builds_once_then_hits_the_cache(seg_onnx, caplog):
+def test_builds_once_then_hits_the_cache(seg_onnx, caplog, user_cache):
     builder = FakeBuilder()
     first = build(seg_onnx, builder)
-    assert len(builder.calls) == 1 and first.parent == seg_onnx.parent
+    assert len(builder.calls) == 1 and first.parent == user_cache / "tensorrt"
+    assert (user_cache / "tensorrt").stat().st_mode & 0o777 == 0o700
     assert first.name.startswith("tiny_seg.fp16.") and first.suffix == ".engine"
     with caplog.at_level("INFO"):
         second = build(seg_onnx, builder)
@@ -104,13 +118,13 @@ def test_cache_dir(seg_onnx, tmp_path):
     assert path.parent == cache and path.exists()
 
 
-def test_failed_build_leaves_no_entry(seg_onnx):
+def test_failed_build_leaves_no_entry(seg_onnx, user_cache):
     def broken(onnx_path, settings):
         raise EngineError(f"{onnx_path}: TensorRT engine build failed")
 
     with pytest.raises(EngineError, match="build failed"):
         build(seg_onnx, broken)
-    assert not list(seg_onnx.parent.glob("*.engine*"))
+    assert not list((user_cache / "tensorrt").glob("*.engine*"))
 
 
 def test_missing_onnx_named(tmp_path):
@@ -181,3 +195,100 @@ def test_calibration_errors(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(EngineError, match=f"{bad}: unreadable image"):
         list(CalibrationBatches(calibration_files(tmp_path / "two", 10), pre, 1))
+
+
+# --- untrusted cache contents -----------------------------------------------------------------------------------
+def _plant(onnx, folder, payload=b"PLANTED ENGINE"):
+    """What someone who knows the public inputs can write: the engine file under the right name and a sidecar
+    with the right key, size and sha256 (all computable without this user's key)."""
+    key = engine_cache_key(file_sha256(onnx), "10.9.0", "NVIDIA H100 80GB HBM3", SETTINGS, {"external_data": {}})
+    engine = folder / f"{onnx.stem}.fp16.{key}.engine"
+    engine.write_bytes(payload)
+    sidecar = {"key": key, "engine_bytes": len(payload), "engine_sha256": hashlib.sha256(payload).hexdigest(),
+               "metadata": {}, "signature": "0" * 64}
+    (folder / f"{engine.name}.json").write_text(json.dumps(sidecar))
+    return engine
+
+
+@pytest.mark.parametrize("where", ["default cache", "cache_dir beside the ONNX"])
+def test_a_planted_engine_with_a_computed_sidecar_is_not_used(seg_onnx, user_cache, where):
+    folder = user_cache / "tensorrt" if where == "default cache" else seg_onnx.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    planted = _plant(seg_onnx, folder)
+    builder = FakeBuilder()
+    path = build(seg_onnx, builder, cache_dir=None if where == "default cache" else folder)
+    assert path == planted and len(builder.calls) == 1  # rebuilt over it ...
+    assert path.read_bytes().startswith(b"ENGINE:")  # ... so the planted bytes are gone
+    assert build(seg_onnx, builder, cache_dir=None if where == "default cache" else folder) == path
+    assert len(builder.calls) == 1  # this user's own build is a hit
+
+
+def test_engine_bytes_are_checked_against_the_sidecar_before_loading(seg_onnx):
+    path = build(seg_onnx, FakeBuilder())
+    sidecar = read_sidecar(path)
+    assert verified_engine_bytes(path, sidecar) == path.read_bytes()
+    path.write_bytes(b"X" * path.stat().st_size)  # same size, other bytes
+    assert not cache_hit(path, sidecar["key"])
+    with pytest.raises(EngineError, match=f"{path}: engine bytes do not match the sha256"):
+        verified_engine_bytes(path, sidecar)
+
+
+def test_tilde_in_cache_dir_is_expanded(seg_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    path = build(seg_onnx, FakeBuilder(), cache_dir="~/.cache/vlt")
+    assert path.parent == tmp_path / "home" / ".cache" / "vlt"
+    assert not (tmp_path / "~").exists()
+
+
+def test_cache_folders_others_can_write_are_refused(seg_onnx, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(EngineError, match=f"{shared}: engine cache folder is writable by others"):
+        build(seg_onnx, FakeBuilder(), cache_dir=shared)
+    shared.chmod(0o775)  # group-writable too
+    with pytest.raises(EngineError, match="writable by others"):
+        build(seg_onnx, FakeBuilder(), cache_dir=shared)
+    assert not list(shared.iterdir())
+
+
+def test_cache_folders_of_another_user_are_refused(seg_onnx, tmp_path):
+    if os.geteuid() == 0:
+        other = tmp_path / "other"
+        other.mkdir(mode=0o700)
+        os.chown(other, 4242, 4242)
+    else:
+        other = Path("/")  # root's
+    with pytest.raises(EngineError, match="belongs to another user"):
+        build(seg_onnx, FakeBuilder(), cache_dir=other)
+
+
+def test_external_data_is_part_of_the_key(seg_onnx, tmp_path):
+    import onnx
+
+    model = onnx.load(str(seg_onnx))
+    external = tmp_path / "ext" / "tiny_seg.onnx"
+    external.parent.mkdir()
+    onnx.save(model, str(external), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="tiny_seg.weights", size_threshold=0)
+    weights = external.parent / "tiny_seg.weights"
+    assert weights.exists()
+    builder = FakeBuilder()
+    first = build(external, builder)
+    assert read_sidecar(first)["external_data"] == {"tiny_seg.weights": file_sha256(weights)}
+    weights.write_bytes(weights.read_bytes()[::-1])  # other weights, same ONNX bytes
+    assert build(external, builder) != first and len(builder.calls) == 2
+
+
+def test_int8_key_covers_calibration_images_and_keeps_their_cache_private(seg_onnx, tmp_path, user_cache):
+    _write_images(tmp_path / "calib", 4)
+    settings = BuildSettings(8, 16, "int8", calib_dir=str(tmp_path / "calib"))
+    builder = FakeBuilder()
+    first = build(seg_onnx, builder, settings=settings)
+    used = builder.calls[-1][1]
+    assert Path(used.calib_cache).parent == user_cache / "tensorrt"
+    assert Path(used.calib_cache).name == first.name.replace(".engine", ".calib.cache")
+    assert build(seg_onnx, builder, settings=settings) == first and len(builder.calls) == 1
+    _write_images(tmp_path / "calib", 4, size=(14, 20))  # same names, other pixels
+    assert build(seg_onnx, builder, settings=settings) != first and len(builder.calls) == 2
