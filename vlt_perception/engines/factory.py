@@ -62,7 +62,8 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
     it), OpenVINO fp32/bf16/fp16 (default: bf16 on CPUs that have it); ONNX Runtime runs the precision the file
     was exported in. ``providers`` / ``threads`` go to ONNX
     Runtime (threads also to torch). ``cache_dir``: where TensorRT engines built from ONNX are kept (default:
-    the per-user cache, see ``engines/cache.py``; refused when others can write it). ``build_only``: build (or find) the TensorRT engine and return its path without loading it.
+    the per-user cache, see ``engines/cache.py``; refused when others can write it). ``build_only``: build (or
+    find) the TensorRT engine and return its path without loading it.
     ``spin_wait``: ONNX Runtime's idle threads busy-wait (None: ONNX Runtime's default, which does).
     ``tta``: test-time augmentation (multi-scale + flip, segmentation), torch engine only.
     """

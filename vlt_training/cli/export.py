@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-batch", action="store_true", help="fix the batch at 1 instead of a dynamic axis")
     p.add_argument("--max-batch", type=int, default=1, help="TensorRT optimisation profile's largest batch")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
-    p.add_argument("--cache-dir", type=Path, help="TensorRT engine cache folder, yours alone (default: $XDG_CACHE_HOME/vlt_perception/tensorrt)")
+    p.add_argument("--cache-dir", type=Path,
+                   help="TensorRT engine cache folder, yours alone (default: $XDG_CACHE_HOME/vlt_perception/tensorrt)")
     return p
 
 
