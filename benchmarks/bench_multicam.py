@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             run_args = args
         elif name == "vit_s":
             model = _vit_s_model(workdir / "vit_s.onnx")
-            run_args = argparse.Namespace(**{**vars(args), "seconds": args.vit_seconds, "rate": args.vit_rate})
+            # A ViT-S batch takes seconds: wait for the one in flight when publishing stops.
+            run_args = argparse.Namespace(**{**vars(args), "seconds": args.vit_seconds, "rate": args.vit_rate,
+                                             "drain": max(args.drain, 30.0)})
         else:
             raise SystemExit(f"unknown model {name!r}; expected tiny or vit_s")
         rows = []
