@@ -49,38 +49,64 @@ def _fmt(value, scale: float = 100.0, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value * scale:.{digits}f}"
 
 
+MAX_TEXT = 200  # characters of one bag-supplied string shown in report.md (report.json keeps it whole)
+# Markdown punctuation that can matter mid-line (the strings never start a line: "-", "+", "." stay as they are)
+_MD_SPECIAL = set("\\`*_{}[]#!|~")
+_HTML = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"}
+
+
+def md_text(value) -> str:
+    """A string from a bag, a model or the command line as inert Markdown text: one line (control characters and
+    newlines become spaces, so nothing can start a heading or end a table row), at most MAX_TEXT characters, every
+    Markdown punctuation character backslash-escaped and HTML's ``<>&"`` as entities (no links, images, raw
+    HTML or table cells can be injected)."""
+    text = "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in str(value))
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT - 1] + "…"
+    return "".join(_HTML.get(c) or ("\\" + c if c in _MD_SPECIAL else c) for c in text)
+
+
+def plot_text(value) -> str:
+    """A string for a matplotlib label: ``$`` escaped, so that it is never parsed as mathtext (a crafted
+    condition name would otherwise fail the whole figure), newlines kept out, cut at MAX_TEXT characters."""
+    text = " ".join(str(value).split())
+    return (text[:MAX_TEXT - 1] + "…" if len(text) > MAX_TEXT else text).replace("$", r"\$")
+
+
 def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
     """The Markdown report; ``pictures`` maps figure keys to paths relative to the report."""
     pictures = pictures or {}
     lines = ["# Rosbag evaluation under domain shift", ""]
     model = report.get("model") or {}
     if model:
-        lines += [f"Model: `{model.get('path', '')}` ({model.get('task', '')}), engine: "
-                  f"{model.get('engine', '')} {model.get('precision', '')} on {model.get('device', '')}"
+        lines += [f"Model: {md_text(model.get('path', ''))} ({md_text(model.get('task', ''))}), engine: "
+                  f"{md_text(model.get('engine', ''))} {md_text(model.get('precision', ''))} on "
+                  f"{md_text(model.get('device', ''))}"
                   + (", test-time augmentation (multi-scale 0.5-1.75 + flip)" if model.get("tta") else ""), ""]
     if report.get("mode"):
-        lines += [f"Mode: {report['mode']}", ""]
+        lines += [f"Mode: {md_text(report['mode'])}", ""]
     if report.get("complete") is False:  # an online evaluation stopped before the bag finished
-        lines += [f"**Incomplete**: the evaluation stopped before the bag finished ({report.get('finished_by')}); "
+        lines += [f"**Incomplete**: the evaluation stopped before the bag finished ({md_text(report.get('finished_by'))}); "
                   "the scores cover only the frames seen until then.", ""]
     ref = report.get("reference")
-    lines += [f"Reference (source) bag: `{ref}`" if ref else "No reference bag: rPD not computed.", ""]
+    lines += [f"Reference (source) bag: {md_text(ref)}" if ref else "No reference bag: rPD not computed.", ""]
     lines += ["## Per condition", "", "rPD = 100 x target score / source score. Calibration of the per-pixel "
               "confidence (%): ECE (15 bins), AUROC correct vs misclassified pixels, FPR at 95% TPR.", "",
               "| condition | frames | mIoU | mAP | rPD mIoU | rPD mAP | ECE | AUROC | FPR95 |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    rows = list(report.get("conditions", {}).items()) + [("**all targets**", report.get("overall", {}))]
-    for name, g in rows:
+    rows = [(md_text(name), g) for name, g in report.get("conditions", {}).items()]  # names come from the bags
+    for name, g in rows + [("**all targets**", report.get("overall", {}))]:
         lines.append(_row(name, g))
     lines += ["", "## Per bag", "", "| bag | frames | mIoU | mAP | rPD mIoU | ECE | latency p50 / p90 ms | issues |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, g in report.get("bags", {}).items():
         lat = g.get("latency_ms") or {}
         issues = {**(g.get("counts") or {})}
-        issue_text = ", ".join(f"{k}: {v}" for k, v in sorted(issues.items()) if v and k != "matched") or "none"
-        if g.get("error"):
-            issue_text = f"**error**: {g['error']}; " + issue_text
-        lines.append(f"| {name}{' (reference)' if name == ref else ''} | {g.get('frames', 0)} | "
+        issue_text = ", ".join(f"{md_text(k)}: {md_text(v)}" for k, v in sorted(issues.items())
+                               if v and k != "matched") or "none"
+        if g.get("error"):  # may quote topic names and text from the bag
+            issue_text = f"**error**: {md_text(g['error'])}; " + issue_text
+        lines.append(f"| {md_text(name)}{' (reference)' if name == ref else ''} | {g.get('frames', 0)} | "
                      f"{_fmt((g.get('segmentation') or {}).get('mIoU'))} | "
                      f"{_fmt((g.get('detection') or {}).get('mAP'))} | "
                      f"{_fmt((g.get('retention') or {}).get('mIoU'))} | "
@@ -89,7 +115,7 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
     per_class = ((report.get("overall") or {}).get("segmentation") or {}).get("per_class_iou")
     if per_class:
         lines += ["", "## Per-class IoU (all target frames)", "", "| class | IoU |", "| --- | ---: |"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in per_class.items()]
+        lines += [f"| {md_text(k)} | {_fmt(v)} |" for k, v in per_class.items()]
     for key, title in (("conditions", "mIoU per condition"), ("confusion", "Confusion matrix (row-normalised)"),
                        ("reliability", "Reliability diagram"), ("latency", "Latency")):
         if key in pictures:
@@ -97,7 +123,7 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
     samples = [(k, v) for k, v in pictures.items() if k.startswith("sample:")]
     if samples:
         lines += ["", "## Samples (image | ground truth | prediction | errors)", ""]
-        lines += [f"![{k[7:]}]({v})" for k, v in samples]
+        lines += [f"![{md_text(k[7:])}]({v})" for k, v in samples]  # v: figures/<_safe name>.png
     lines += ["", "Issue counts are frames or messages that were skipped or left unmatched; see report.json for "
               "examples.", ""]
     return "\n".join(lines)
@@ -151,7 +177,7 @@ def _figures(acc: EvaluationAccumulator, report: dict, folder: Path, palette) ->
             for i, match in enumerate(matches):
                 if "labels" in match.gt and "labels" in match.pred:
                     name = f"sample_{_safe(condition)}_{i}.png"
-                    _sample(plt, match, palette, folder / name, f"{condition}, frame {i}")
+                    _sample(plt, match, palette, folder / name, f"{plot_text(condition)}, frame {i}")
                     pictures[f"sample:{condition}, frame {i}"] = f"figures/{name}"
     finally:
         plt.close("all")
@@ -166,13 +192,13 @@ def _condition_chart(plt, report: dict, path: Path) -> bool:
     names, values = [], []
     ref = report.get("reference")
     if ref and (report["bags"].get(ref, {}).get("segmentation") or {}).get("mIoU") is not None:
-        names.append(f"{REFERENCE}\n({ref})")
+        names.append(f"{REFERENCE}\n({plot_text(ref)})")
         values.append(report["bags"][ref]["segmentation"]["mIoU"])
     for name, g in report.get("conditions", {}).items():
         miou = (g.get("segmentation") or {}).get("mIoU")
         metric = miou if miou is not None else (g.get("detection") or {}).get("mAP")
         if metric is not None:
-            names.append(name)
+            names.append(plot_text(name))
             values.append(metric)
     if not names:
         return False
@@ -193,8 +219,9 @@ def reliability_diagram(plt, report: dict, path: Path) -> bool:
     groups = []
     ref = report.get("reference")
     if ref and (report.get("bags", {}).get(ref) or {}).get("calibration"):
-        groups.append((f"{REFERENCE} ({ref})", report["bags"][ref]["calibration"]))
-    groups += [(name, g["calibration"]) for name, g in report.get("conditions", {}).items() if g.get("calibration")]
+        groups.append((f"{REFERENCE} ({plot_text(ref)})", report["bags"][ref]["calibration"]))
+    groups += [(plot_text(name), g["calibration"]) for name, g in report.get("conditions", {}).items()
+               if g.get("calibration")]
     if not groups:
         return False
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
@@ -221,6 +248,7 @@ def _confusion(plt, matrix: np.ndarray, class_names, path: Path) -> None:
     size = max(4, 0.35 * len(class_names))
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    class_names = [plot_text(name) for name in class_names]
     ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
     ax.set_xlabel("prediction")
@@ -232,7 +260,7 @@ def _latency(plt, acc: EvaluationAccumulator, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3))
     for name, stats in acc.bags.items():
         if stats.latencies_ms:
-            ax.hist(stats.latencies_ms, bins=20, alpha=0.6, label=name)
+            ax.hist(stats.latencies_ms, bins=20, alpha=0.6, label=plot_text(name))
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("frames")
     ax.legend(fontsize=7)
