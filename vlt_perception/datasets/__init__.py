@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from vlt_perception.datasets._common import (
+    MAX_ANNOTATIONS_PER_IMAGE,
+    MAX_MASK_BYTES,
     DatasetLayoutError,
     boxes_from_instance_ids,
+    check_pixels,
     instance_masks,
     read_png_array,
 )
@@ -27,6 +30,7 @@ from vlt_perception.datasets.coco import load_coco
 from vlt_perception.datasets.gta5 import load_gta5
 from vlt_perception.datasets.mapillary import mapillary_lookup_table, load_mapillary
 from vlt_perception.labels import CITYSCAPES_LABEL_ID_TO_TRAIN_ID, lookup_table
+from vlt_perception.pipeline.image_codec import DEFAULT_MAX_PIXELS
 
 _DATASETS: dict[str, Callable[..., list[dict]]] = {}
 
@@ -59,11 +63,21 @@ _SEM_SEG_TABLES: dict[str, np.ndarray] = {
 }
 
 
-def read_image(record: dict) -> np.ndarray:
-    """The record's image as (H, W, 3) uint8 RGB."""
+def read_image(record: dict, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The record's image as (H, W, 3) uint8 RGB. Its header size is checked against ``max_pixels`` (the runtime's
+    limit for camera frames by default) before the pixels are decoded."""
     import cv2
+    from PIL import Image
 
     path = record["file_name"]
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    except (OSError, SyntaxError) as exc:
+        raise FileNotFoundError(f"cannot read image {path} (missing or not an image: {exc})") from exc
+    check_pixels(path, height, width, max_pixels)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise FileNotFoundError(f"cannot read image {path} (missing or not an image)")
@@ -88,5 +102,5 @@ def read_sem_seg(record: dict) -> np.ndarray:
     return _SEM_SEG_TABLES[fmt][labels]
 
 
-__all__ = ["DatasetLayoutError", "boxes_from_instance_ids", "get_dataset", "instance_masks", "list_datasets",
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_ANNOTATIONS_PER_IMAGE", "MAX_MASK_BYTES", "DatasetLayoutError", "boxes_from_instance_ids", "get_dataset", "instance_masks", "list_datasets",
            "read_image", "read_sem_seg", "register_dataset"]

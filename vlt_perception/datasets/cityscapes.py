@@ -94,7 +94,7 @@ def _attach_labels(record: dict, label_path: Path, instance_path: Path, with_box
     if not with_boxes:
         return
     if instance_path.is_file():
-        record["annotations"] = boxes_from_instance_ids(read_png_array(instance_path))
+        record["annotations"] = boxes_from_instance_ids(read_png_array(instance_path), source=str(instance_path))
         record["instance_file_name"] = str(instance_path)  # the masks (instance_masks), for Mask R-CNN
     elif not instances_optional:
         raise DatasetLayoutError(f"{dataset}: missing instance file {instance_path} (pass with_boxes=False to "

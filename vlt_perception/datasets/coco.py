@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vlt_perception.datasets._common import DatasetLayoutError
+from vlt_perception.datasets._common import (
+    MAX_ANNOTATIONS_PER_IMAGE,
+    DatasetLayoutError,
+    check_annotation_count,
+    path_under,
+)
 from vlt_perception.labels import CITYSCAPES_THING_CLASSES
 
 COCO_LAYOUT = "<root>/annotations/instances_<split>.json; images at <root>/<file_name> or <root>/<split>/<file_name>"
@@ -17,8 +22,11 @@ _CONDITIONS = ("clear", "fog", "night", "rain", "snow", "real_style")
 
 def load_coco(root: str | Path, split: str = "val", *, annotation_file: str | Path | None = None,
               image_root: str | Path | None = None, map_to_things: bool = True,
-              condition: str | None = None) -> list[dict]:
+              condition: str | None = None, max_annotations: int = MAX_ANNOTATIONS_PER_IMAGE) -> list[dict]:
     """Records of a COCO detection json, boxes converted from [x, y, w, h] to [x1, y1, x2, y2].
+
+    Every ``file_name`` must be a relative path without ``..`` (images stay under the image folder), and an
+    image may have at most ``max_annotations`` annotations; otherwise ``ValueError`` names the json and the entry.
 
     With ``map_to_things`` categories are matched by name onto the Cityscapes thing classes (plus
     ``THING_SYNONYMS``) and boxes of other categories are dropped; otherwise ``category_id`` is the index of the
@@ -39,6 +47,9 @@ def load_coco(root: str | Path, split: str = "val", *, annotation_file: str | Pa
     if condition is None:
         prefix = split.rsplit("_", 1)[0] if "_" in split else ""
         condition = prefix if prefix in _CONDITIONS else "clear"
+    for i, img in enumerate(images):
+        path_under(root, img.get("file_name") if isinstance(img, dict) else None, "coco", ann_path,
+                   f"images[{i}].file_name")
     image_dir = _image_dir(root, split, image_root, images)
     by_image: dict[int, list[dict]] = {img["id"]: [] for img in images}
     for ann in annotations:
@@ -50,6 +61,8 @@ def load_coco(root: str | Path, split: str = "val", *, annotation_file: str | Pa
         if ann.get("segmentation"):
             entry["segmentation"] = ann["segmentation"]  # instance masks for Mask R-CNN (instance_masks)
         by_image[ann["image_id"]].append(entry)
+    for img in images:
+        check_annotation_count(len(by_image[img["id"]]), f"coco: {ann_path}: image {img['id']!r}", max_annotations)
     return [{"file_name": str(image_dir / img["file_name"]), "image_id": str(img["id"]),
              "height": int(img["height"]), "width": int(img["width"]), "dataset": "coco", "condition": condition,
              "annotations": by_image[img["id"]]} for img in images]
