@@ -472,7 +472,11 @@ def multitask_launch(cameras: list[str], model: str, camera_topic: str, use_comp
         overrides["model_path"] = model
     if engine:
         overrides["engine"] = engine
-    if not model and not _file_sets(user_params, MULTITASK, "model_path"):
+    if model:
+        _check_model(model, "launch argument model")
+    elif _file_sets(user_params, MULTITASK, "model_path"):
+        _check_model(_file_value(user_params, MULTITASK, "model_path"), f"{params_file}: {MULTITASK} model_path")
+    else:
         raise ConfigError(f"{MULTITASK}: no model: pass model:=PATH (or seg_model / det_model) or set model_path "
                           "in params_file")
     remappings = []

@@ -10,6 +10,14 @@ from vlt_perception.launch_config import ConfigError, perception_nodes
 CAMERAS = ["front", "left", "right", "rear"]
 
 
+@pytest.fixture(autouse=True)
+def _models(tmp_path, monkeypatch):
+    """The model files the launch arguments name (the launch checks that they exist)."""
+    for name in ("mt.onnx", "seg.onnx", "det.onnx", "s.onnx", "d.onnx", "m.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+
+
 def test_multitask_defaults_cover_every_parameter_and_are_valid():
     defaults = lc.load_defaults(lc.MULTITASK)
     assert set(defaults) == set(lc.specs(lc.MULTITASK))
@@ -56,6 +64,7 @@ def test_without_cameras_the_launch_is_unchanged():
     ({"cameras": "[front,]"}, "not valid names"),
     ({"cameras": "[a,b]", "camera_topic": "/one/topic"}, "no {camera} placeholder"),
     ({"cameras": "[a,b]", "model": ""}, "no model"),
+    ({"cameras": "[a,b]", "model": "missing.onnx"}, "missing.onnx does not exist"),
 ])
 def test_bad_camera_arguments_are_clear_errors(kwargs, problem):
     args = {"model": "mt.onnx", **kwargs}
