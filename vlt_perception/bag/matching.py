@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vlt_perception.bag import BagError
 from vlt_perception.labels import IGNORE_INDEX
 from vlt_perception.metrics.calibration import CalibrationAccumulator
 from vlt_perception.metrics.segmentation import ConfusionMatrix, retention
 
 PARTS = ("labels", "boxes")
 REFERENCE = "reference"
+# Every distinct condition string from a bag gets its own metrics group, report samples and figures.
+MAX_CONDITIONS = 64
 
 
 @dataclass
@@ -212,16 +215,25 @@ def latency_stats(values_ms: Sequence[float]) -> dict:
             "p99": float(p99), "max": float(v.max()), "fps_at_mean": float(1e3 / v.mean()) if v.mean() > 0 else None}
 
 
+class TooManyConditions(BagError):
+    """A bag names more distinct conditions than an evaluation groups (``max_conditions``)."""
+
+
 class EvaluationAccumulator:
     """Metrics per bag, per condition (over non-reference bags) and overall, plus retention vs the reference bag.
 
     ``class_names``: segmentation classes (None for a detection-only evaluation); ``thing_classes``: detection
     classes of the predictions (None for segmentation-only). Ground-truth boxes must already index
     ``thing_classes`` (see :func:`remap_box_labels`). Keeps ``samples_per_condition`` matches for the report.
+    At most ``max_conditions`` distinct condition strings are accepted (a bag names them, and each gets a group,
+    samples and figures); one more raises :class:`TooManyConditions`.
     """
 
     def __init__(self, class_names: Sequence[str] | None, thing_classes: Sequence[str] | None = None,
-                 ignore_index: int = IGNORE_INDEX, max_detections: int = 100, samples_per_condition: int = 2) -> None:
+                 ignore_index: int = IGNORE_INDEX, max_detections: int = 100, samples_per_condition: int = 2,
+                 max_conditions: int = MAX_CONDITIONS) -> None:
+        self.max_conditions = max_conditions
+        self.seen_conditions: set[str] = set()
         self.class_names = list(class_names or [])
         self.thing_classes = list(thing_classes or [])
         self.ignore_index = ignore_index
@@ -247,6 +259,14 @@ class EvaluationAccumulator:
         self.reference = self.reference or source
 
     def add(self, match: Match, bag: str) -> None:
+        if match.condition not in self.seen_conditions:
+            if len(self.seen_conditions) >= self.max_conditions:
+                from vlt_perception.pipeline.image_codec import wire_text
+
+                raise TooManyConditions(f"{bag}: condition {wire_text(match.condition)} would be distinct condition "
+                                        f"number {len(self.seen_conditions) + 1}, over max_conditions="
+                                        f"{self.max_conditions}")
+            self.seen_conditions.add(match.condition)
         pred_labels = self._prediction_labels(match)
         frame_confusion = frame_calibration = None
         if pred_labels is not None and self.class_names:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vlt_perception.bag import BagError
-from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher, remap_box_labels
+from vlt_perception.bag.matching import MAX_CONDITIONS, EvaluationAccumulator, StampMatcher, remap_box_labels
 from vlt_perception.bag.reader import BagFrameReader, Issues
 from vlt_perception.bag.report import write_report
 from vlt_perception.bag.topics import BagTopics
@@ -82,6 +82,7 @@ def evaluate_bags(
     max_frames: int | None = None,
     score_threshold: float = 0.0,
     samples_per_condition: int = 2,
+    max_conditions: int = MAX_CONDITIONS,
     figures: bool = True,
     engine_factory: Callable | None = None,
     tta: bool = False,
@@ -89,7 +90,8 @@ def evaluate_bags(
     """Evaluate ``bags`` (and the ``reference`` source-domain bag) with ``model``; writes the report to
     ``out_dir`` and returns it. ``precision`` goes to ``create_engine`` (torch: fp32 / bf16 / fp16, TensorRT:
     fp32 / fp16 / int8). ``engine_factory(model, engine=, precision=)`` replaces ``create_engine`` (tools).
-    ``tta``: multi-scale + flip test-time augmentation (segmentation, torch engine); recorded in the report."""
+    ``tta``: multi-scale + flip test-time augmentation (segmentation, torch engine); recorded in the report.
+    A bag naming more than ``max_conditions`` distinct conditions stops there with an error in its report entry."""
     if engine_factory is None:
         from vlt_perception.engines.factory import create_engine as engine_factory
     # only passed when asked for, so factories that know nothing of TTA keep working
@@ -98,7 +100,8 @@ def evaluate_bags(
     predictor = _Predictor(runtime, score_threshold)
     seg = meta.task == TASK_SEGMENTATION
     acc = EvaluationAccumulator(meta.class_names if seg else None, None if seg else meta.class_names,
-                                meta.ignore_index, max(100, meta.max_detections), samples_per_condition)
+                                meta.ignore_index, max(100, meta.max_detections), samples_per_condition,
+                                max_conditions)
     paths = ([Path(reference)] if reference else []) + [Path(b) for b in bags]
     names = bag_names(paths)
     if reference:

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 
 from vlt_perception.bag import BagError
 from vlt_perception.bag import messages as M
-from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher
+from vlt_perception.bag.matching import EvaluationAccumulator, StampMatcher, TooManyConditions
 from vlt_perception.bag.reader import UNKNOWN_CONDITION, Issues
 from vlt_perception.bag.replay import cdr_header_stamp, message_class
 from vlt_perception.bag.report import write_report
@@ -145,7 +145,10 @@ class EvaluatorNode(Node):
         if match is not None:
             if match.condition == UNKNOWN_CONDITION:  # the ground truth beat the latched condition's discovery
                 match.condition = self.condition
-            self.acc.add(match, self.p["bag_name"])
+            try:
+                self.acc.add(match, self.p["bag_name"])
+            except TooManyConditions as exc:  # counted and dropped: the condition strings come from the bag
+                self.issues.add("too_many_conditions", str(exc))
 
     def _decode(self, msg, part: str, side: str):
         if part == "labels":
