@@ -86,7 +86,8 @@ def markdown(report: dict, pictures: dict[str, str] | None = None) -> str:
     if report.get("mode"):
         lines += [f"Mode: {md_text(report['mode'])}", ""]
     if report.get("complete") is False:  # an online evaluation stopped before the bag finished
-        lines += [f"**Incomplete**: the evaluation stopped before the bag finished ({md_text(report.get('finished_by'))}); "
+        lines += ["**Incomplete**: the evaluation stopped before the bag finished "
+                  f"({md_text(report.get('finished_by'))}); "
                   "the scores cover only the frames seen until then.", ""]
     ref = report.get("reference")
     lines += [f"Reference (source) bag: {md_text(ref)}" if ref else "No reference bag: rPD not computed.", ""]
