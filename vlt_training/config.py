@@ -26,6 +26,7 @@ import yaml
 from vlt_perception.atomic import atomic_write_text
 from vlt_perception.resources import resolve_config
 from vlt_training.model_args import loading_arguments
+from vlt_training.mode_args import FAMixArgs, ReinArgs
 
 TASKS = ("segmentation", "detection", "multitask", "clip_pretrain", "vision_pretrain")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -40,44 +41,34 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class ReinOptions:
-    """Rein (Wei et al., CVPR 2024): learnable low-rank tokens refine every block of the frozen tower.
-
-    ``num_tokens`` per block (``None``: the decoder's ``num_queries``, 100 for the full-size models, as the reference
-    links one token to each query), factorised as (num_tokens x rank) @ (rank x width); ``scale_init`` multiplies
-    the refinement at start; ``link_queries`` turns the tokens into the Mask2Former queries.
-    """
-
-    num_tokens: int | None = None
-    rank: int = 16
-    scale_init: float = 1.0e-3
-    link_queries: bool = True
+class ReinOptions(ReinArgs):
+    """Rein's options: exactly the model's (:class:`vlt_training.mode_args.ReinArgs`, defaults there)."""
 
 
 @dataclass
-class FAMixOptions:
-    """FAMix (Fahes et al.): the first ``freeze_blocks`` blocks are frozen (``None``: 3/4 of the tower), patch
-    features after block ``style_block`` are AdaIN-mixed with class-wise styles mined offline by PIN.
+class FAMixOptions(FAMixArgs):
+    """FAMix's options: the model's (:class:`vlt_training.mode_args.FAMixArgs`: ``freeze_blocks``, ``style_block``,
+    ``grid``, ``beta``, ``label_smoothing``) plus the style mining before training
+    (:func:`vlt_training.training.mode_setup.prepare_mode`), whose defaults are the reference's (astra-vision/FAMix):
 
-    Mining: each crop is split into ``grid`` x ``grid`` patches; ``mine_images`` source crops; PIN runs
-    ``pin_steps`` Adam steps (``pin_lr``) on up to ``pin_batch`` patches at a time; ``style_words`` and
-    ``templates`` (empty: the pretraining corpus's style words, ``famix.default_style_words()``, and FAMix's
-    built-in templates) make the prompts. ``beta`` is the Beta(beta, beta) concentration of
-    the mixing weights; ``label_smoothing`` applies to the Mask2Former classification loss; ``cache`` is the
-    safetensors style bank (relative paths: under the run folder).
+    ``mine_images`` un-augmented source crops (``None``: the whole training set, in batches, with a progress bar);
+    PIN runs ``pin_steps`` steps of ``pin_optimizer`` (``sgd``: lr ``pin_lr``, momentum ``pin_momentum``; ``adam``:
+    lr ``pin_lr``) on up to ``pin_batch`` patches at a time, each patch's tokens pooled to the tower's pre-training
+    grid first (``pin_pool``; the reference pools to 56 x 56, its CLIP ResNet's native layer1 size);
+    ``style_words`` and ``templates`` (empty: the pretraining corpus's style words,
+    ``famix.default_style_words()``, and CLIP's 80 ImageNet templates) make the prompts. ``cache`` is the
+    safetensors style bank (relative paths: under the run folder), reused while tower, data and options match.
     """
 
-    freeze_blocks: int | None = None
-    style_block: int = 0
-    grid: int = 3
-    mine_images: int = 16
-    pin_steps: int = 50
-    pin_lr: float = 0.1
+    mine_images: int | None = None
+    pin_steps: int = 100
+    pin_lr: float = 1.0
+    pin_optimizer: str = "sgd"
+    pin_momentum: float = 0.9
     pin_batch: int = 64
+    pin_pool: bool = True
     style_words: list[str] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
-    beta: float = 0.1
-    label_smoothing: float = 0.1
     cache: str = "famix_styles.safetensors"
     seed: int = 0
 

@@ -48,7 +48,16 @@ def default_style_words() -> tuple[str, ...]:
     return tuple(style_words())
 
 
-TEMPLATES = (
+def default_templates() -> tuple[str, ...]:
+    """CLIP's 80 ImageNet prompt templates (open_clip's ``OPENAI_IMAGENET_TEMPLATES``) as format strings, the set
+    the reference averages its prompt embeddings over."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+
+
+# A short set for CPU-sized runs (the tiny configs): 8 templates, a tenth of the text-encoder work.
+SHORT_TEMPLATES = (
     "a photo of a {}.", "a blurry photo of a {}.", "a dark photo of the {}.", "a bright photo of a {}.",
     "a painting of the {}.", "a low resolution photo of the {}.", "a rendering of a {}.", "a close-up photo of the {}.",
 )
@@ -238,13 +247,15 @@ def text_targets(backbone, prompts: Sequence[str], templates: Sequence[str]) -> 
 
 
 def pin_optimise(backbone, tokens: torch.Tensor, grid: tuple[int, int], start_block: int, targets: torch.Tensor,
-                 steps: int = 50, lr: float = 0.1, eps: float = 1e-6) -> dict:
+                 steps: int = 100, lr: float = 1.0, eps: float = 1e-6, optimizer: str = "sgd",
+                 momentum: float = 0.9) -> dict:
     """PIN on one grid patch per row: optimise the channel mean / std of patch tokens so that the tower's pooled
     embedding approaches the target text embedding (objective: mean of 1 - cosine similarity).
 
-    Adam instead of the reference's SGD (lr 1, momentum 0.9, tuned for ResNet-50's post-ReLU maps): ViT token
-    channels differ in scale by orders of magnitude (a few massive channels, most small) and blocks start with a
-    LayerNorm, so plain gradient steps barely move most channels; Adam's per-parameter step of about ``lr`` does.
+    ``optimizer`` ``sgd`` (lr 1, momentum 0.9, 100 steps) is the reference's. ``adam`` is the alternative for ViT
+    towers whose token channels differ in scale by orders of magnitude (a few massive channels, most small): blocks
+    start with a LayerNorm, so plain gradient steps barely move the small channels, while Adam's per-parameter step
+    of about ``lr`` does (the tiny CPU configs use it, with lr 0.1).
 
     Args:
         tokens: (P, prefix + ch*cw, C) tokens after block ``start_block - 1``: prefix tokens, then the patch's.
@@ -260,7 +271,12 @@ def pin_optimise(backbone, tokens: torch.Tensor, grid: tuple[int, int], start_bl
     content = (feats - mean0) / std0
     mean = nn.Parameter(mean0.clone())
     std = nn.Parameter(std0.clone())
-    opt = torch.optim.Adam([mean, std], lr=lr)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD([mean, std], lr=lr, momentum=momentum)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam([mean, std], lr=lr)
+    else:
+        raise ValueError(f"PIN optimizer {optimizer!r}: expected 'sgd' or 'adam'")
 
     def cosine() -> torch.Tensor:
         restyled = content * std + mean  # P, n, C
@@ -272,10 +288,11 @@ def pin_optimise(backbone, tokens: torch.Tensor, grid: tuple[int, int], start_bl
     losses = []
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        loss = (1 - cosine()).mean()
-        loss.backward()
+        loss = 1 - cosine()  # P
+        # summed, not averaged: each patch's gradient is its own, so results do not depend on pin_batch (SGD)
+        loss.sum().backward()
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(loss.detach().mean()))
     with torch.no_grad():
         cos_after = cosine()
     return {"mean": mean.detach()[:, 0], "std": std.detach()[:, 0].abs(), "loss": losses,
@@ -283,20 +300,27 @@ def pin_optimise(backbone, tokens: torch.Tensor, grid: tuple[int, int], start_bl
 
 
 def mine_styles(model, samples, class_names: Sequence[str], *, style_block: int, grid: int = 3,
-                style_words: Optional[Sequence[str]] = None, templates: Sequence[str] = TEMPLATES, pin_steps: int = 50,
-                pin_lr: float = 0.1, pin_batch: int = 64, seed: int = 0, ignore_index: int = 255) -> StyleBank:
+                style_words: Optional[Sequence[str]] = None, templates: Optional[Sequence[str]] = None,
+                pin_steps: int = 100, pin_lr: float = 1.0, pin_optimizer: str = "sgd", pin_momentum: float = 0.9,
+                pin_batch: int = 64, pin_pool: bool = True, seed: int = 0, ignore_index: int = 255,
+                total: Optional[int] = None, progress: bool = False) -> StyleBank:
     """Mine class-wise style banks from ``samples`` (an iterable of (image (3, H, W) normalised, sem_seg (H, W))).
 
     Uses ``model.backbone`` (its frozen early blocks, pooled-embedding path and text tower, which must not be
     released yet); its parameters are not changed. Every grid patch of every crop is one PIN problem; they are
-    independent (Adam's steps are per parameter), so up to ``pin_batch`` patches are optimised together. A patch is
-    the top-left (gh // grid, gw // grid) tokens of its grid cell, so that all patches of a crop size share a shape.
+    independent (the optimisers' steps are per parameter), so patches are optimised ``pin_batch`` at a time as the
+    samples stream in: memory holds one batch of patches plus the mined statistics, whatever the data size. A patch
+    is the top-left (gh // grid, gw // grid) tokens of its grid cell, so that all patches of a crop size share a
+    shape; with ``pin_pool`` its tokens are average-pooled to at most the tower's pre-training grid first (the
+    reference pools its ResNet features to 56 x 56, the size its CLIP tower was trained at). ``templates``:
+    ``None`` = CLIP's 80 ImageNet templates. ``progress``: a tqdm bar over the samples (``total`` of them).
     """
     backbone = model.backbone
     if not backbone.has_text_tower:
         raise RuntimeError("FAMix mining needs the backbone's text tower; build the model with mode='famix' and mine "
                            "before release_text_tower()")
     style_words = list(style_words) if style_words else list(default_style_words())
+    templates = list(templates) if templates else list(default_templates())
     rng = random.Random(seed)
     was_training = backbone.training
     backbone.eval()
@@ -305,17 +329,38 @@ def mine_styles(model, samples, class_names: Sequence[str], *, style_block: int,
         p.requires_grad_(False)  # PIN optimises statistics only
     means: dict = {}
     stds: dict = {}
+    pending: dict = {}  # patch shape -> patches waiting for a full batch
+
+    text_cache: dict = {}  # prompt -> embedding: at most (style words x classes) prompts, each encoded once
+
+    def run(shape, chunk) -> None:
+        new = sorted({p[2] for p in chunk} - set(text_cache))
+        if new:
+            text_cache.update(zip(new, text_targets(backbone, new, templates)))
+        targets = torch.stack([text_cache[p[2]] for p in chunk])  # P, D
+        result = pin_optimise(backbone, torch.stack([p[0] for p in chunk]), shape, style_block + 1, targets,
+                              pin_steps, pin_lr, optimizer=pin_optimizer, momentum=pin_momentum)
+        for (_, key, _), m, sd in zip(chunk, result["mean"], result["std"]):
+            means.setdefault(key, []).append(m)
+            stds.setdefault(key, []).append(sd)
+
+    if progress:
+        from tqdm import tqdm
+
+        samples = tqdm(samples, total=total, desc="FAMix style mining", unit="crop")
     try:
-        by_shape = _collect_patches(backbone, samples, class_names, style_block, grid, style_words, rng, ignore_index)
-        for shape, patches in by_shape.items():
-            for i in range(0, len(patches), pin_batch):
-                chunk = patches[i:i + pin_batch]
-                targets = text_targets(backbone, [p[2] for p in chunk], templates)  # P, D
-                result = pin_optimise(backbone, torch.stack([p[0] for p in chunk]), shape, style_block + 1, targets,
-                                      pin_steps, pin_lr)
-                for (_, key, _), m, sd in zip(chunk, result["mean"], result["std"]):
-                    means.setdefault(key, []).append(m)
-                    stds.setdefault(key, []).append(sd)
+        for image, sem_seg in samples:
+            pool = backbone.pretrain_grid if pin_pool else None
+            for shape, patch in _crop_patches(backbone, image, sem_seg, class_names, style_block, grid,
+                                              style_words, rng, ignore_index, pool):
+                queue = pending.setdefault(shape, [])
+                queue.append(patch)
+                if len(queue) >= pin_batch:
+                    run(shape, queue)
+                    pending[shape] = []
+        for shape, queue in pending.items():
+            if queue:
+                run(shape, queue)
     finally:
         for p, r in zip(backbone.parameters(), requires):
             p.requires_grad_(r)
@@ -326,31 +371,34 @@ def mine_styles(model, samples, class_names: Sequence[str], *, style_block: int,
     return bank
 
 
-def _collect_patches(backbone, samples, class_names, style_block, grid, style_words, rng, ignore_index) -> dict:
-    """``{(ch, cw): [(prefix + patch tokens (np + ch*cw, C), bank key, prompt), ...]}`` over all samples."""
+def _crop_patches(backbone, image, sem_seg, class_names, style_block, grid, style_words, rng, ignore_index,
+                  pool: Optional[Sequence[int]]):
+    """The ``grid`` x ``grid`` patches of one crop: ``[((ch, cw), (prefix + patch tokens (np + ch*cw, C), bank key,
+    prompt)), ...]``; with ``pool`` the patch tokens are average-pooled to at most ``pool`` (rows, columns)."""
     npre = backbone.num_prefix_tokens
-    by_shape: dict = {}
-    for image, sem_seg in samples:
-        with torch.no_grad():
-            tokens, (gh, gw) = backbone.forward_tokens(image[None], style_block)  # 1, N, C
-        if gh < grid or gw < grid:
-            raise ValueError(f"FAMix mining: a {gh}x{gw} patch grid cannot be split into {grid}x{grid} patches")
-        ph, pw = backbone.padded_size(*sem_seg.shape[-2:])
-        labels = F.pad(sem_seg[None], (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=ignore_index)
-        classes = dominant_classes(labels, (gh, gw), backbone.patch_size, grid, len(class_names), ignore_index)[0]
-        spatial = tokens[0, npre:].view(gh, gw, -1)  # gh, gw, C
-        ids = cell_ids((gh, gw), grid).view(gh, gw)
-        ch, cw = gh // grid, gw // grid
-        for cell in range(grid * grid):
-            rows, cols = (ids == cell).nonzero(as_tuple=True)
-            r0, c0 = int(rows.min()), int(cols.min())
-            patch = spatial[r0:r0 + ch, c0:c0 + cw].reshape(ch * cw, -1)  # ch*cw, C
-            k = int(classes[cell])
-            name = None if k == ignore_index else class_names[k]
-            by_shape.setdefault((ch, cw), []).append((torch.cat([tokens[0, :npre], patch], 0),
-                                                      "ignore" if k == ignore_index else k,
-                                                      prompt_for(name, style_words, rng)))
-    return by_shape
+    with torch.no_grad():
+        tokens, (gh, gw) = backbone.forward_tokens(image[None], style_block)  # 1, N, C
+    if gh < grid or gw < grid:
+        raise ValueError(f"FAMix mining: a {gh}x{gw} patch grid cannot be split into {grid}x{grid} patches")
+    ph, pw = backbone.padded_size(*sem_seg.shape[-2:])
+    labels = F.pad(sem_seg[None], (0, pw - sem_seg.shape[-1], 0, ph - sem_seg.shape[-2]), value=ignore_index)
+    classes = dominant_classes(labels, (gh, gw), backbone.patch_size, grid, len(class_names), ignore_index)[0]
+    spatial = tokens[0, npre:].view(gh, gw, -1)  # gh, gw, C
+    ids = cell_ids((gh, gw), grid).view(gh, gw)
+    ch, cw = gh // grid, gw // grid
+    out_h, out_w = (min(ch, pool[0]), min(cw, pool[1])) if pool is not None else (ch, cw)
+    out = []
+    for cell in range(grid * grid):
+        rows, cols = (ids == cell).nonzero(as_tuple=True)
+        r0, c0 = int(rows.min()), int(cols.min())
+        patch = spatial[r0:r0 + ch, c0:c0 + cw]  # ch, cw, C
+        if (out_h, out_w) != (ch, cw):
+            patch = F.adaptive_avg_pool2d(patch.permute(2, 0, 1), (out_h, out_w)).permute(1, 2, 0)  # out_h, out_w, C
+        k = int(classes[cell])
+        name = None if k == ignore_index else class_names[k]
+        out.append(((out_h, out_w), (torch.cat([tokens[0, :npre], patch.reshape(out_h * out_w, -1)], 0),
+                                     "ignore" if k == ignore_index else k, prompt_for(name, style_words, rng))))
+    return out
 
 
 def tower_fingerprint(backbone) -> str:

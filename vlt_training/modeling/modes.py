@@ -6,7 +6,8 @@
             decoder and Mask2Former decoder train.
 ``rein``    the tower is frozen; :class:`~vlt_training.modeling.rein.Rein` tokens refine every block and
             (``link_queries``) supply the decoder's queries; Rein and the heads train.
-``famix``   the patch / position embeddings and the first ``freeze_blocks`` blocks are frozen; the rest trains;
+``famix``   the patch / position embeddings and the first ``freeze_blocks`` blocks are frozen (default: the
+            reference's ResNet rule by share of depth, :func:`default_freeze_blocks`); the rest trains;
             :class:`~vlt_training.modeling.famix.StyleMixHook` mixes mined styles after ``style_block``; the
             class loss uses label smoothing.
 =========  ==========================================================================================
@@ -19,16 +20,15 @@ checkpoint rebuilds the same architecture.
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
-MODES = ("full", "frozen", "rein", "famix")
-# model-side options of each mode (constructor arguments of the mode's modules); anything else is rejected
-MODE_OPTION_KEYS = {
-    "full": (),
-    "frozen": (),
-    "rein": ("num_tokens", "rank", "scale_init", "link_queries"),
-    "famix": ("freeze_blocks", "style_block", "grid", "beta", "label_smoothing"),
-}
+from vlt_training.mode_args import MODE_ARGS, mode_arg_names, mode_args
+
+MODES = tuple(MODE_ARGS)
+# model-side options of each mode (the fields of vlt_training.mode_args' dataclasses); anything else is rejected
+MODE_OPTION_KEYS = {mode: mode_arg_names(mode) for mode in MODES}
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -60,9 +60,18 @@ def frozen_module_names(model: nn.Module) -> list[str]:
     return names
 
 
-def default_freeze_blocks(depth: int) -> int:
-    """FAMix freezes most of the tower (the reference trains only the last ResNet stage or less): 3/4 of it."""
-    return max(1, (3 * depth) // 4)
+# FAMix's reference (ResNet-50, 3 + 4 + 6 + 3 = 16 bottleneck blocks) trains only layer4[2], the last block, on
+# GTA5 and all of layer4, the last 3 blocks, on Cityscapes. On a ViT the same share of the depth trains.
+RESNET50_BLOCKS = 16
+FAMIX_TRAINED_RESNET_BLOCKS = {"gta5": 1, "cityscapes": 3}
+
+
+def default_freeze_blocks(depth: int, source: str = "gta5") -> int:
+    """Blocks FAMix freezes on a ``depth``-block tower: the reference's ResNet rule mapped by share of depth,
+    ``depth - ceil(depth * n / 16)`` with n = 1 trained ResNet block for a synthetic source (GTA5, the default) and
+    n = 3 for Cityscapes: ViT-L/24 trains 2 (GTA5) / 5 (Cityscapes) blocks, ViT-B/12 1 / 3, the 4-block tiny 1."""
+    trained = math.ceil(depth * FAMIX_TRAINED_RESNET_BLOCKS[source] / RESNET50_BLOCKS)
+    return max(1, depth - trained)
 
 
 def _freeze_embeddings(backbone) -> None:
@@ -83,33 +92,24 @@ def _freeze_embeddings(backbone) -> None:
         backbone.positional_embedding.requires_grad_(False)
 
 
-def _check_options(mode: str, options: dict) -> dict:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    unknown = sorted(set(options) - set(MODE_OPTION_KEYS[mode]))
-    if unknown:
-        raise ValueError(f"mode {mode!r}: unknown mode_options {unknown} (known: {list(MODE_OPTION_KEYS[mode])})")
-    return {k: v for k, v in options.items() if v is not None}
-
-
 def apply_mode(model: nn.Module, mode: str, options: dict | None = None) -> list[str]:
     """Freeze and extend a VLTSeg model for ``mode``; returns the names of the modules to keep in eval mode."""
-    options = _check_options(mode, dict(options or {}))
+    args = mode_args(mode, options)  # ValueError on unknown options
     backbone = model.backbone
     if mode in ("frozen", "rein"):
         freeze(backbone)
     if mode == "rein":
         from vlt_training.modeling.rein import Rein
 
-        link = bool(options.get("link_queries", True))
+        link = bool(args.link_queries)
         predictor = model.predictor
         num_queries = predictor.query_feat.num_embeddings
-        num_tokens = int(options.get("num_tokens", num_queries))
+        num_tokens = int(args.num_tokens if args.num_tokens is not None else num_queries)
         if link and num_tokens != num_queries:
             raise ValueError(f"rein: link_queries needs num_tokens == num_queries, got {num_tokens} tokens for "
                              f"{num_queries} queries (set mode_options.num_tokens or num_queries)")
         rein = Rein(backbone.depth, backbone.width, patch_size=backbone.patch_size[0], num_tokens=num_tokens,
-                    rank=int(options.get("rank", 16)), scale_init=float(options.get("scale_init", 1e-3)),
+                    rank=int(args.rank), scale_init=float(args.scale_init),
                     query_dim=predictor.hidden_dim if link else None)
         backbone.set_block_hook(rein)
         if link:
@@ -120,8 +120,8 @@ def apply_mode(model: nn.Module, mode: str, options: dict | None = None) -> list
         from vlt_training.modeling.famix import StyleMixHook
 
         depth = backbone.depth
-        n = int(options.get("freeze_blocks", default_freeze_blocks(depth)))
-        style_block = int(options.get("style_block", 0))
+        n = int(args.freeze_blocks if args.freeze_blocks is not None else default_freeze_blocks(depth))
+        style_block = int(args.style_block)
         if not 0 <= style_block < n <= depth:
             raise ValueError(f"famix: need 0 <= style_block < freeze_blocks <= depth ({depth}), got style_block="
                              f"{style_block}, freeze_blocks={n}: styles must be mined on frozen features")
@@ -129,7 +129,7 @@ def apply_mode(model: nn.Module, mode: str, options: dict | None = None) -> list
         for blk in list(backbone.blocks)[:n]:
             freeze(blk)
         backbone.set_block_hook(StyleMixHook(style_block, backbone.patch_size, model.num_classes,
-                                             grid=int(options.get("grid", 3)), beta=float(options.get("beta", 0.1)),
+                                             grid=int(args.grid), beta=float(args.beta),
                                              ignore_index=model.ignore_index))
-        model.criterion.label_smoothing = float(options.get("label_smoothing", 0.1))
+        model.criterion.label_smoothing = float(args.label_smoothing)
     return frozen_module_names(model)

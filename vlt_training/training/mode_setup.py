@@ -1,8 +1,9 @@
 """The trainer's side of the training modes: config -> model arguments, and FAMix's style mining before training.
 
 ``model.mode`` and ``model.mode_options.<mode>`` (:class:`vlt_training.config.ModeOptions`) map onto the model's
-``mode=`` / ``mode_options=`` constructor arguments here (:func:`model_mode_kwargs`); the mining-only FAMix options
-(images, PIN steps, words, cache) are used by :func:`prepare_mode`.
+``mode=`` / ``mode_options=`` constructor arguments here (:func:`model_mode_kwargs`, the fields of
+:mod:`vlt_training.mode_args`); the mining-only FAMix options (crops, PIN optimiser and steps, words, templates,
+cache) are used by :func:`prepare_mode`.
 """
 
 from __future__ import annotations
@@ -53,38 +54,57 @@ def style_bank_path(cfg: Config, run_dir: Path) -> Path:
     return path if path.is_absolute() else Path(run_dir) / path
 
 
+def mining_dataset(dataset):
+    """The training records as un-augmented crops, as the reference mines its styles: the scale fit and the
+    cat-max-ratio random crop stay (every crop has the training size), ratio jitter, flip and photometric
+    distortion go. Datasets of another kind are used as they are."""
+    from vlt_training.data.segmentation import SegmentationTrainDataset
+
+    if not isinstance(dataset, SegmentationTrainDataset):
+        return dataset
+    plain = dataclasses.replace(dataset.augment, resize_ratio=[1.0, 1.0], flip_prob=0.0, photometric=False)
+    return SegmentationTrainDataset(dataset.records, dataset.crop_size, plain, dataset.mean, dataset.std,
+                                    dataset.ignore_index)
+
+
 def prepare_mode(model: nn.Module, cfg: Config, dataset, run_dir: Path, is_main: bool = True,
                  barrier=lambda: None) -> None:
     """Before training: FAMix loads its style bank from the cache or mines it (rank 0 writes; the others wait and
-    read), installs it in the style-mixing hook and releases the text tower. Other modes: nothing."""
+    read), installs it in the style-mixing hook and releases the text tower. Other modes: nothing.
+
+    Mining reads ``mine_images`` un-augmented crops (``None``: the whole training set) one at a time and runs PIN
+    ``pin_batch`` patches at a time, with a progress bar; the bank is cached under a key of the tower's weights,
+    the crops' files and every mining option, so a second run with the same inputs reads it back."""
     if getattr(model, "mode", "full") != "famix":
         return
     from vlt_training.modeling import famix
 
     opts = cfg.model.mode_options.famix
     backbone = model.backbone
-    count = min(opts.mine_images, len(dataset))
+    source = mining_dataset(dataset)
+    count = len(source) if opts.mine_images is None else min(opts.mine_images, len(source))
     seeds = np.random.default_rng(opts.seed).integers(0, 2**31 - 1, count)
     indices = list(range(count))
     words = list(opts.style_words) or list(famix.default_style_words())
-    templates = list(opts.templates) or list(famix.TEMPLATES)
+    templates = list(opts.templates) or list(famix.default_templates())
     settings = {"style_block": backbone.block_hook.block, "grid": backbone.block_hook.cells,
-                "pin_steps": opts.pin_steps, "pin_lr": opts.pin_lr, "pin_batch": opts.pin_batch, "words": words, "templates": templates,
-                "seed": opts.seed, "crop_size": list(cfg.data.crop_size),
-                "augment": dataclasses.asdict(cfg.data.augment), "class_names": list(model.class_names),
-                "seeds": [int(s) for s in seeds]}
-    key = famix.cache_key(backbone, _data_ids(dataset, indices), settings)
+                "pin_steps": opts.pin_steps, "pin_lr": opts.pin_lr, "pin_optimizer": opts.pin_optimizer,
+                "pin_momentum": opts.pin_momentum, "pin_pool": opts.pin_pool, "pin_batch": opts.pin_batch,
+                "words": words, "templates": templates, "seed": opts.seed, "crop_size": list(cfg.data.crop_size),
+                "augment": dataclasses.asdict(getattr(source, "augment", cfg.data.augment)),
+                "class_names": list(model.class_names), "seeds": [int(s) for s in seeds]}
+    key = famix.cache_key(backbone, _data_ids(source, indices), settings)
     path = style_bank_path(cfg, run_dir)
     bank = famix.StyleBank.load(path, key) if is_main else None
     if bank is None and is_main:
         print(f"FAMix: mining styles from {count} crops into {path}", flush=True)
         start = time.perf_counter()
-        samples = ((img, tgt["sem_seg"]) for img, tgt in (dataset[(i, int(s))] for i, s in zip(indices, seeds)))
+        samples = ((img, tgt["sem_seg"]) for img, tgt in (source[(i, int(s))] for i, s in zip(indices, seeds)))
         bank = famix.mine_styles(model, samples, model.class_names, style_block=settings["style_block"],
                                  grid=settings["grid"], style_words=words, templates=templates,
-                                 pin_steps=opts.pin_steps, pin_lr=opts.pin_lr, pin_batch=opts.pin_batch,
-                                 seed=opts.seed,
-                                 ignore_index=model.ignore_index)
+                                 pin_steps=opts.pin_steps, pin_lr=opts.pin_lr, pin_optimizer=opts.pin_optimizer,
+                                 pin_momentum=opts.pin_momentum, pin_batch=opts.pin_batch, pin_pool=opts.pin_pool,
+                                 seed=opts.seed, ignore_index=model.ignore_index, total=count, progress=True)
         bank.save(path, key)
         print(f"FAMix: mined {len(bank)} styles in {time.perf_counter() - start:.1f} s ({bank.sizes()})", flush=True)
     elif is_main:

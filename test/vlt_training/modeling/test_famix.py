@@ -134,7 +134,7 @@ def test_pin_raises_similarity_to_the_prompt_and_lowers_its_objective(famix_mode
     patch = torch.cat([tokens[:, :1], tokens[:, 1 + cell]], 1)
     targets = text_targets(backbone, ["red thing", "yellow thing"], ["a photo of a {}."])
     before = [p.detach().clone() for p in backbone.parameters()]
-    result = pin_optimise(backbone, patch, (4, 4), 1, targets, steps=15, lr=0.3)
+    result = pin_optimise(backbone, patch, (4, 4), 1, targets, steps=15, lr=0.3, optimizer="adam")
     cos_before, cos_after = result["cos"]
     assert (cos_after > cos_before + 0.02).all(), (cos_before, cos_after)
     assert result["loss"][-1] < result["loss"][0]
@@ -171,7 +171,7 @@ def test_pin_on_the_shipped_tower_moves_a_corpus_patch_toward_corpus_style_promp
     patch = torch.cat([tokens[:, :1], cell], 1)
     prompts = ["night road", "foggy road", "snowy road", "dark road"]
     targets = text_targets(backbone, prompts, ["a photo of a {}."])
-    result = pin_optimise(backbone, patch, (ch, cw), 1, targets, steps=15, lr=0.3)
+    result = pin_optimise(backbone, patch, (ch, cw), 1, targets, steps=15, lr=0.3, optimizer="adam")
     cos_before, cos_after = result["cos"]
     assert (cos_after > cos_before).all(), (cos_before, cos_after)
     assert float((cos_after - cos_before).mean()) > 0.02, (cos_before, cos_after)
