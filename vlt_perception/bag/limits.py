@@ -2,8 +2,9 @@
 
 A zstd chunk of a few kilobytes can inflate to gigabytes. rosbags' MCAP reader (0.11) decompresses a chunk in one
 call and compares the result with the chunk's declared size only afterwards, so :func:`check_mcap` walks an MCAP
-file before rosbags sees it: every chunk (and every record outside chunks) must fit ``max_chunk_bytes``, and every
-compressed chunk is inflated as a stream, in pieces, to prove that it yields no more than it declares. The chunk
+file before rosbags sees it: every chunk (and every message record outside chunks) must fit ``max_chunk_bytes``,
+and every compressed chunk is inflated as a stream, in pieces, to prove that it yields no more than it declares
+(a chunk that yields less is damaged, not hostile: the reader reports it and salvage reads around it). The chunk
 index in the summary, which rosbags follows when reading messages, must point at exactly those chunks.
 
 Limits come from :class:`BagLimits`: defaults, or ``VLT_BAG_MAX_CHUNK_BYTES`` / ``VLT_BAG_MAX_SALVAGE_BYTES``.
@@ -20,7 +21,7 @@ from pathlib import Path
 from vlt_perception.bag import BagError
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
-_OP_HEADER, _OP_FOOTER, _OP_MESSAGE, _OP_CHUNK, _OP_CHUNK_INDEX = 0x01, 0x02, 0x05, 0x06, 0x08
+_OP_FOOTER, _OP_MESSAGE, _OP_CHUNK, _OP_CHUNK_INDEX = 0x02, 0x05, 0x06, 0x08
 _RECORD_HEADER = 9  # opcode (1) + length (8)
 _FOOTER = _RECORD_HEADER + 20 + len(MCAP_MAGIC)  # footer record (summary start, summary offset start, crc) + magic
 _PIECE = 1 << 20  # streamed decompression hands out at most this much at a time
@@ -145,9 +146,9 @@ def _check_records(f, file: Path, start: int, end: int, limits: BagLimits) -> di
             return chunks  # cut short: the reader fails on it and salvage takes over
         if opcode == _OP_CHUNK:
             chunks[pos] = _check_chunk(f, file, pos, length, limits)
-        elif opcode != _OP_HEADER and length > limits.max_chunk_bytes:
-            raise BagError(f"{file}: record at byte {pos} (opcode {opcode:#x}) has {length} bytes, more than the "
-                           f"limit of {limits.max_chunk_bytes} (VLT_BAG_MAX_CHUNK_BYTES)")
+        elif opcode == _OP_MESSAGE and length > limits.max_chunk_bytes:  # read whole, like an inflated chunk
+            raise BagError(f"{file}: message record at byte {pos} has {length} bytes, more than the limit of "
+                           f"{limits.max_chunk_bytes} (VLT_BAG_MAX_CHUNK_BYTES)")
         pos += _RECORD_HEADER + length
     return chunks
 
@@ -170,13 +171,12 @@ def _check_chunk(f, file: Path, pos: int, length: int, limits: BagLimits) -> tup
                        f"{limits.max_chunk_bytes} (VLT_BAG_MAX_CHUNK_BYTES)")
     if compression:
         try:
-            inflated = inflated_size(f.read(compressed), compression, uncompressed)
+            inflated_size(f.read(compressed), compression, uncompressed)
         except ChunkTooLarge as exc:
             raise BagError(f"{where}: {compression} data {exc}, its declared size") from None
         except Exception:  # damaged data: the reader reports it
             return compression, compressed, uncompressed
-        if inflated != uncompressed:
-            raise BagError(f"{where}: inflates to {inflated} bytes, declared {uncompressed}")
+        # fewer bytes than declared: a damaged chunk, which the reader reports (and salvage reads around)
     return compression, compressed, uncompressed
 
 

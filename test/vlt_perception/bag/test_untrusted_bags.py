@@ -124,11 +124,11 @@ def _zstd_bomb(n: int) -> bytes:
     return out.getvalue()
 
 
-def _bomb_mcap(path, declared: int = 100, footer: bool = True):
+def _bomb_mcap(path, declared: int = 100, footer: bool = True, inflates_to: int = BOMB_BYTES):
     """An MCAP file (ros2 profile) with a schema, a channel and one zstd chunk declaring ``declared`` bytes whose
-    data inflates to BOMB_BYTES."""
+    data inflates to ``inflates_to``."""
     msgdef = STORE.generate_msgdef("std_msgs/msg/String")[0]
-    data = _zstd_bomb(BOMB_BYTES)
+    data = _zstd_bomb(inflates_to)
     parts = [MCAP_MAGIC, _record(0x01, _string("ros2") + _string("crafted")),
              _record(0x03, struct.pack("<H", 1) + _string("std_msgs/msg/String") + _string("ros2msg")
                      + _string(msgdef)),
@@ -166,6 +166,8 @@ def test_a_zstd_bomb_is_refused_before_rosbags_inflates_it(tmp_path):
     big = _bomb_mcap(tmp_path / "big.mcap", declared=BOMB_BYTES)
     with pytest.raises(BagError, match="more than the limit of 1048576"):
         check_mcap(big, BagLimits(max_chunk_bytes=1 << 20))
+    # a chunk that yields less than it declares is damaged, not a bomb: left to the reader (and salvage)
+    check_mcap(_bomb_mcap(tmp_path / "short.mcap", declared=4 << 20, inflates_to=2 << 20))
 
 
 def test_salvage_caps_each_chunk_at_its_declared_size(tmp_path):
