@@ -161,7 +161,11 @@ def run_setup(model: Path, n: int, mode: str, args, workdir: Path, profile: Path
         # Warm-up until every camera has been answered (discovery, engine warm-up); not measured.
         deadline = time.monotonic() + args.startup_timeout
         seq = 0
-        while not all(any(f.startswith(f"{c}/warm") for f in received) for c in cameras):
+        def answered_cameras() -> set[str]:
+            with lock:  # the spinner thread adds to `received`
+                return {f.split("/", 1)[0] for f in received}
+
+        while answered_cameras() != set(cameras):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise SystemExit(f"{mode} x{n}: nodes did not answer every camera; logs in {workdir}")
             for camera in cameras:
@@ -199,6 +203,7 @@ def run_setup(model: Path, n: int, mode: str, args, workdir: Path, profile: Path
         for log in logs:
             log.close()
 
+    received = dict(received)  # the spinner has stopped; a plain copy from here on
     latencies = [(received[f] - t) * 1e3 for f, t in sent.items() if f in received]
     # Throughput counts the frames answered within the publishing time (a frame answered later is a latency).
     answered_in_time = sum(1 for f in sent if f in received and received[f] <= end)
