@@ -31,7 +31,7 @@ from vlt_training.mode_args import FAMixArgs, ReinArgs
 TASKS = ("segmentation", "detection", "multitask", "clip_pretrain", "vision_pretrain")
 AMP_MODES = ("none", "bf16", "fp16")
 EVAL_MODES = ("whole", "slide")
-OPTIMIZERS = ("adamw", "lamb")
+OPTIMIZERS = ("adamw", "lamb", "sgd")
 MODEL_MODES = ("full", "frozen", "rein", "famix")
 SCHEDULES = ("poly", "cosine")
 
@@ -178,7 +178,8 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW (torch) or LAMB (``timm.optim.Lamb``) with per-group learning-rate multipliers.
+    """AdamW (torch), LAMB (``timm.optim.Lamb``) or SGD with ``momentum`` (FAMix's recipe), with per-group
+    learning-rate multipliers (``betas`` / ``eps`` are for AdamW and LAMB, ``momentum`` for SGD).
 
     ``backbone_lr_mult`` scales the lr of parameters under ``backbone_prefix``; ``layer_decay`` (e.g. 0.9)
     additionally scales block ``i`` of an ``L``-block backbone by ``layer_decay ** (L - i)``. Norm weights, biases,
@@ -193,6 +194,7 @@ class OptimConfig:
     backbone_lr_mult: float = 0.1
     backbone_prefix: str = "backbone."
     layer_decay: float | None = None
+    momentum: float = 0.9
 
 
 @dataclass

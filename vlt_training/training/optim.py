@@ -93,7 +93,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW (torch) or LAMB (timm) over :func:`param_groups`."""
+    """AdamW (torch), LAMB (timm) or SGD with momentum (torch) over :func:`param_groups`."""
     groups = param_groups(model, cfg)
     for group in groups:
         group.pop("names")  # optimisers keep unknown keys in state_dict; names are only for inspection/tests
@@ -104,7 +104,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         from timm.optim import Lamb
 
         return Lamb(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.name!r}; expected adamw or lamb")
+    if cfg.name == "sgd":  # FAMix's recipe: SGD with momentum, weight decay per group
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; expected adamw, lamb or sgd")
 
 
 def _fused_supported(groups: list[dict]) -> bool:
