@@ -14,7 +14,7 @@ received, per frame), and frames dropped (published - answered; the nodes keep t
 Models (``--models``): ``tiny`` = the dominant-colour ONNX model of the node tests at 512x1024 (the engine
 time is small, as on a GPU: the figure is the nodes' own cost), ``vit_s`` = ``vltseg_vit_s16_mask2former`` at
 512x1024 exported to ONNX (random weights: the cost is the same). ``--profile`` writes a cProfile of the batched
-node for the largest N in an extra run (the profiler slows it down): the executor thread and the batch thread.
+node for the largest N in an extra run (the profiler slows it down): its executor, batch and publishing threads.
 
 DDS stays on this machine: the script re-executes itself in a private network namespace (``unshare -n``) and
 uses the packaged large-image Fast DDS profile (``config/fastdds_large_images.xml``).
@@ -71,24 +71,27 @@ def _node_command(model: Path, name: str, cameras: list[str] | None, profile: Pa
 
 
 def profiled_node(out: Path, node_args: list[str]) -> int:
-    """multitask_node under cProfile: one profile for the executor thread (subscriptions, timers) and one for the
-    batch thread (decode, engine, post-processing, publishing), written to ``out`` and ``out.batches``."""
+    """multitask_node under cProfile: one profile per thread, the executor (subscriptions, timers), the batch thread
+    (decode, preprocessing, engine) and the publishing thread (post-processing, publishing), written to ``out``,
+    ``out.batches`` and ``out.publish``."""
     import cProfile
 
     from vlt_perception.nodes import multitask_node
 
-    batches = cProfile.Profile()
-    loop = multitask_node.MultiTaskNode._batch_loop
+    def profiled(loop, suffix: str):
+        def run(self) -> None:
+            profile = cProfile.Profile()
+            profile.enable()  # cProfile profiles the thread that enables it
+            try:
+                loop(self)
+            finally:
+                profile.disable()
+                profile.dump_stats(f"{out}.{suffix}")
+        return run
 
-    def profiled_loop(self) -> None:
-        batches.enable()  # cProfile profiles the thread that enables it
-        try:
-            loop(self)
-        finally:
-            batches.disable()
-            batches.dump_stats(str(out) + ".batches")
-
-    multitask_node.MultiTaskNode._batch_loop = profiled_loop
+    node_class = multitask_node.MultiTaskNode
+    node_class._batch_loop = profiled(node_class._batch_loop, "batches")
+    node_class._publish_loop = profiled(node_class._publish_loop, "publish")
     executor = cProfile.Profile()
     executor.enable()
     try:
@@ -283,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:  # an extra run (the profiler slows the node down): where the batched node's time goes
             profile = workdir / f"{name}_batched_{max(counts)}.prof"
             run_setup(model, max(counts), "batched", run_args, workdir, profile)
-            for part, path in (("executor", profile), ("batches", Path(str(profile) + ".batches"))):
+            for part in ("executor", "batches", "publish"):
+                path = profile if part == "executor" else Path(f"{profile}.{part}")
                 if path.exists():
                     key = f"{name}_batched_{max(counts)}_{part}"
                     report.setdefault("profiles", {})[key] = _profile_summary(path)

@@ -21,6 +21,8 @@ and one status per camera: received, processed, dropped, errors, latency).
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sys
 import threading
 from typing import Any
@@ -46,6 +48,10 @@ class MultiTaskNode(perception_node.PerceptionNode):
         self._batcher: CameraBatcher | None = None
         self._subscriptions: list = []
         self._batch_thread: threading.Thread | None = None
+        self._publish_thread: threading.Thread | None = None
+        # Engine outputs of one batch on their way to the publishing thread: one slot, so the engine runs at most
+        # one batch ahead of the publishing (no queue of stale results builds up).
+        self._engine_done: queue.Queue = queue.Queue(maxsize=1)
         self._warned_batch = False
         super().__init__(node_name, **kwargs)
 
@@ -148,7 +154,10 @@ class MultiTaskNode(perception_node.PerceptionNode):
         self._subscription = self._subscriptions[0]  # the base class reports it (state, topic)
         self._batch_thread = threading.Thread(target=self._batch_loop, name=f"{self.get_name()}-batches",
                                               daemon=True)
+        self._publish_thread = threading.Thread(target=self._publish_loop, name=f"{self.get_name()}-publish",
+                                                daemon=True)
         self._batch_thread.start()
+        self._publish_thread.start()
 
     def _stop_input(self) -> None:
         for sub in self._subscriptions:
@@ -159,7 +168,12 @@ class MultiTaskNode(perception_node.PerceptionNode):
             self._batcher.stop()
         if self._batch_thread is not None and self._batch_thread is not threading.current_thread():
             self._batch_thread.join(timeout=10.0)
-        self._batch_thread = None
+        if self._publish_thread is not None and self._publish_thread is not threading.current_thread():
+            with contextlib.suppress(queue.Full):  # after the batch thread's last batch: the publishing thread ends
+                self._engine_done.put(None, timeout=10.0)
+            self._publish_thread.join(timeout=10.0)
+        self._batch_thread = self._publish_thread = None
+        self._engine_done = queue.Queue(maxsize=1)
 
     def _on_camera_frame(self, camera: str, msg) -> None:
         """Executor thread: hand the frame to the batcher; never waits for the model."""
@@ -172,14 +186,30 @@ class MultiTaskNode(perception_node.PerceptionNode):
             self.stats.on_dropped(1)
 
     def _batch_loop(self) -> None:
-        batcher = self._batcher
+        """Batch thread: wait for a batch, decode it, run the engine; the publishing thread does the rest, so the
+        engine call of one batch overlaps the post-processing and publishing of the previous one."""
+        batcher, handoff = self._batcher, self._engine_done
         while True:
             frames = batcher.wait_batch()
             if not frames:
                 return  # stopped
             try:
-                self._process_batch(batcher, frames)
+                job = self._run_batch(batcher, frames)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not end the node's worker
+                self._on_error(exc)
+                continue
+            if job is not None:
+                handoff.put(job)  # waits while the previous batch is still being published
+
+    def _publish_loop(self) -> None:
+        handoff = self._engine_done
+        while True:
+            job = handoff.get()
+            if job is None:
+                return
+            try:
+                self._publish_batch(*job)
+            except Exception as exc:  # noqa: BLE001 - see _batch_loop
                 self._on_error(exc)
 
     def _decode_frame(self, msg):
@@ -187,19 +217,24 @@ class MultiTaskNode(perception_node.PerceptionNode):
             msg = serialized.decode(msg, self._serialized_type)  # rosbags message, same field names
         return self._decode(msg, self._max_pixels), msg.header  # H, W, 3 uint8
 
-    def _process_batch(self, batcher: CameraBatcher, frames: list[CameraFrame]) -> None:
-        """Worker thread: decode each camera's frame, one engine call for all, publish each camera's outputs."""
+    def _run_batch(self, batcher: CameraBatcher, frames: list[CameraFrame]):
+        """Decode each camera's frame (bad ones counted against their camera) and run one engine call for all."""
         frames, decoded, errors = batcher.decode(frames, self._decode_frame)
         for camera, exc in errors:
             self.bad_input(exc.kind if camera == _SINGLE else f"{camera}.{exc.kind}",
                            str(exc) if camera == _SINGLE else f"camera {camera}: {exc}")
         if not frames:
-            return
+            return None
         requests = [self._request(frame.camera) for frame in frames]
-        result = self.pipeline.process([rgb for rgb, _ in decoded], requests)
+        job = self.pipeline.run_engine([rgb for rgb, _ in decoded], requests)
         if self.pipeline.batch_error and not self._warned_batch:
             self._warned_batch = True
             self.get_logger().warning(f"{self.pipeline.batch_error}; running the cameras one at a time")
+        return batcher, frames, decoded, job
+
+    def _publish_batch(self, batcher: CameraBatcher, frames: list[CameraFrame], decoded, job) -> None:
+        """Publishing thread: each camera's results at its own resolution, published with its own header."""
+        result = self.pipeline.split(job)
         for frame, (rgb, header), out in zip(frames, decoded, result.frames):
             if self._serialized:
                 header = conversions.header(*serialized.header_fields(header))

@@ -59,6 +59,17 @@ class BatchResult:
     engine_calls: int = 0
 
 
+@dataclass
+class EngineBatch:
+    """A batch between :meth:`MultiTaskPipeline.run_engine` and :meth:`MultiTaskPipeline.split`."""
+
+    images: list[np.ndarray]
+    requests: list[FrameRequest]
+    filter: DetectionFilter | None
+    result: BatchResult
+    chunks: list[tuple[list[int], dict[str, np.ndarray]]] = field(default_factory=list)  # frame indices, outputs
+
+
 class MultiTaskPipeline:
     """Runs a segmentation, detection or multi-task engine on batches of RGB frames.
 
@@ -111,22 +122,38 @@ class MultiTaskPipeline:
     def process(self, images: Sequence[np.ndarray], requests: Sequence[FrameRequest]) -> BatchResult:
         """Run the (H_i, W_i, 3) uint8 RGB ``images`` (one per camera, any sizes) through the engine together.
 
-        Not thread-safe (reuses its input buffers): one caller at a time.
+        Not thread-safe (reuses its input buffers): one caller at a time. Equal to ``split(run_engine(...))``.
+        """
+        return self.split(self.run_engine(images, requests))
+
+    def run_engine(self, images: Sequence[np.ndarray], requests: Sequence[FrameRequest]) -> EngineBatch:
+        """Preprocessing and the engine call(s) for a batch; :meth:`split` turns the outputs into results.
+
+        The two halves may run in two threads, ``split`` of one batch while ``run_engine`` takes the next (a node
+        overlaps the engine with the post-processing and publishing that way); ``run_engine`` itself is not
+        thread-safe (it reuses its input buffers): one caller at a time.
         """
         if len(images) != len(requests):
             raise ValueError(f"{len(images)} images but {len(requests)} requests")
         start = time.perf_counter()
-        flt = self.filter  # one read: every frame of the batch sees the same filter
-        result = BatchResult(frames=[FrameResult() for _ in images])
+        job = EngineBatch(list(images), list(requests), self.filter,  # one filter read for the whole batch
+                          BatchResult(frames=[FrameResult() for _ in images]))
         todo = [i for i, r in enumerate(requests) if r.any()]
         for first in range(0, len(todo), self.max_batch):
             chunk = todo[first : first + self.max_batch]
             batch = self._preprocess([images[i] for i in chunk])  # B, 3, h, w float32
-            raw = self._infer(batch, result)
-            self._split(raw, [images[i] for i in chunk], [requests[i] for i in chunk], flt,
-                        [result.frames[i] for i in chunk])
-        result.total_ms = (time.perf_counter() - start) * 1e3
-        return result
+            job.chunks.append((chunk, self._infer(batch, job.result)))
+        job.result.total_ms = (time.perf_counter() - start) * 1e3
+        return job
+
+    def split(self, job: EngineBatch) -> BatchResult:
+        """Each frame's results at its own resolution from the engine outputs of :meth:`run_engine`."""
+        start = time.perf_counter()
+        for chunk, raw in job.chunks:
+            self._split(raw, [job.images[i] for i in chunk], [job.requests[i] for i in chunk], job.filter,
+                        [job.result.frames[i] for i in chunk])
+        job.result.total_ms += (time.perf_counter() - start) * 1e3
+        return job.result
 
     def _preprocess(self, images: list[np.ndarray]) -> np.ndarray:
         out = self._buffers.get(len(images))

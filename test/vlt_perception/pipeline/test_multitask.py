@@ -153,3 +153,16 @@ def test_a_model_output_that_breaks_the_contract_names_the_model(multitask_engin
 
     with pytest.raises(PipelineError, match="det_scores"):
         MultiTaskPipeline(Truncated(multitask_engine)).process(FRAMES, [BOTH] * 3)
+
+
+def test_split_of_one_batch_is_unaffected_by_the_engine_run_of_the_next(multitask_engine):
+    """A node splits batch k while the engine already runs batch k+1 (same batch size, same input buffer)."""
+    pipeline = MultiTaskPipeline(multitask_engine, score_threshold=0.5)
+    first = [_colour(0, 40, 60), _colour(1, 30, 50)]
+    second = [_colour(2, 40, 60), _colour(2, 30, 50)]
+    job = pipeline.run_engine(first, [BOTH] * 2)
+    pipeline.run_engine(second, [BOTH] * 2)  # refills the (2, 3, h, w) input buffer
+    frames = pipeline.split(job).frames
+    assert [np.unique(f.segmentation.labels).tolist() for f in frames] == [[0], [1]]
+    assert [f.detections.class_names for f in frames] == [["red_thing"], ["green_thing"]]
+    assert [f.segmentation.labels.shape for f in frames] == [(40, 60), (30, 50)]
