@@ -9,7 +9,7 @@ else) into ``OUT/runs/<mode>_s<seed>``, then is evaluated by the evaluation runn
 source split only; the shifted conditions are reported, never tuned on.
 
 Writes ``OUT/bench_modes.json`` (every run and the per-mode mean and spread), ``OUT/bench_modes.md`` (one table:
-per-condition mIoU, retention, trainable parameters, training time, mean +- standard deviation over seeds) and
+per-condition mIoU, rPD, trainable parameters, training time, mean +- standard deviation over seeds) and
 ``OUT/bench_modes.png`` (bar chart). An existing run folder is resumed / reused, so an interrupted ablation
 continues where it stopped. FAMix's training time includes its style mining, done once (``OUT/famix_styles.
 safetensors``) and reused by the other seeds.
@@ -83,10 +83,12 @@ def _pm(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
 
 
 def markdown(summary: dict, seeds: list[int]) -> str:
-    """One table: score columns (mIoU / retention in %), trainable parameters, training time."""
+    """One table: score columns (mIoU in %, rPD = 100 x target / source mIoU), trainable parameters, training
+    time; then the ranking with each mode's mean ± standard deviation over seeds."""
     modes = list(summary)
     score_keys = [k for k in summary[modes[0]] if "/" in k]
-    head = ["mode", *score_keys, "trainable params", "train time (s)"]
+    # the JSON keeps rPD's fraction under ".../retention" (older results read it); the table shows rPD
+    head = ["mode", *(k.replace("/retention", "/rPD") for k in score_keys), "trainable params", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for mode in modes:
         s = summary[mode]
@@ -99,7 +101,8 @@ def markdown(summary: dict, seeds: list[int]) -> str:
         key = target[0]
         order = sorted(modes, key=lambda m: -summary[m].get(key, {"mean": -1})["mean"])
         lines.append("")
-        lines.append(f"Ranking by mean {key} over seeds {seeds}: " + " > ".join(order) + ".")
+        lines.append(f"Ranking by mean {key} over seeds {seeds} (mean ± std): "
+                     + " > ".join(f"{m} ({_pm(summary[m].get(key))})" for m in order) + ".")
     return "\n".join(lines) + "\n"
 
 
