@@ -43,3 +43,28 @@ def test_evaluator_and_player_parameters_are_read_only_and_typed(node):
     for spec in lc.NODE_PARAMS[node]:
         desc = perception_node.descriptor(spec)
         assert desc.read_only and desc.description and "read-only" in desc.additional_constraints
+
+
+def test_a_value_is_traced_to_the_file_and_section_that_set_it(tmp_path):
+    """Start-up errors name where a bad value came from: -p on the command line, else the last params file whose
+    section applies to the node (rcl's wildcards)."""
+    from vlt_perception.nodes import parameters
+
+    first, second, other = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    first.write_text("/**:\n  ros__parameters:\n    threads: 2\n")
+    second.write_text("/car1/*:\n  ros__parameters:\n    threads: 3\n")
+    other.write_text("detection_node:\n  ros__parameters:\n    threads: 4\n")
+    argv = ["node", "--ros-args", "--params-file", str(first), "--params-file", str(second), "--params-file",
+            str(other), "-r", "__ns:=/car1"]
+    assert parameters.params_files(argv) == [str(first), str(second), str(other)]
+    assert parameters.value_source("threads", "/car1/segmentation_node", argv) == f"{second} [/car1/*]"
+    assert parameters.value_source("threads", "/segmentation_node", argv) == f"{first} [/**]"
+    assert parameters.value_source("threads", "/detection_node", argv) == f"{other} [detection_node]"
+    assert parameters.value_source("threads", "/x", argv + ["-p", "threads:=5"]) == "the command line (-p threads:=...)"
+    with pytest.raises(lc.ConfigError, match=r"--params-file .*missing\.yaml: no such file"):
+        parameters.check_params_files(["node", "--ros-args", "--params-file", str(tmp_path / "missing.yaml")])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**: [unclosed")
+    with pytest.raises(lc.ConfigError, match=r"broken\.yaml: cannot read"):
+        parameters.check_params_files(["node", "--ros-args", "--params-file", str(broken)])
+    parameters.check_params_files(["node", "--params-file", str(tmp_path / "not-a-ros-argument.yaml")])
