@@ -38,7 +38,7 @@ def run_one(config: str, overrides: list[str], mode: str, seed: int, run_dir: Pa
     """Train one (mode, seed) and evaluate it; returns a flat row of figures."""
     from vlt_training.training.mode_setup import mode_summary
     from vlt_training.training.trainer import train
-    from vlt_training.evaluation.runner import evaluate, write_json
+    from vlt_training.tasks.runner import evaluate, write_json
 
     cfg = load_config(config, [*overrides, f"model.mode={mode}", f"train.seed={seed}"])
     start = time.perf_counter()
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)), flush=True)
             rows.append(row)
     summary = summarise(rows)
-    from vlt_training.evaluation.runner import write_json
+    from vlt_training.tasks.runner import write_json
 
     write_json({"config": args.config, "overrides": overrides, "seeds": seeds, "runs": rows, "summary": summary},
                out / "bench_modes.json")

@@ -24,7 +24,7 @@ from vlt_perception.labels import CITYSCAPES_PALETTE  # noqa: E402
 from vlt_perception.metadata import ModelMetadata  # noqa: E402
 from vlt_perception.pipeline.postprocess import (  # noqa: E402
     colorize_labels, palette_lut, rescale_boxes, resize_confidence, resize_labels)
-from vlt_perception.pipeline.preprocess import Preprocessor  # noqa: E402
+from vlt_perception.preprocess import Preprocessor  # noqa: E402
 
 CAMERA = (1080, 1920)
 

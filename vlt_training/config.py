@@ -149,7 +149,8 @@ class AugmentConfig:
 
 @dataclass
 class SyntheticConfig:
-    """Generate the procedural benchmark into ``data.root`` when it is missing (``vlt_training.cli.generate``)."""
+    """Generate the procedural benchmark into ``data.root`` when it is missing
+    (``vlt_training.synthetic.benchmark.generate_benchmark``)."""
 
     enabled: bool = False
     num_train: int = 8

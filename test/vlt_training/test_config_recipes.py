@@ -83,7 +83,7 @@ def test_synthetic_to_cityscapes_detection_eval_at_1024x512():
 def test_dataset_resize_reaches_the_task_evaluator(tmp_path, monkeypatch):
     """``eval.datasets[i].resize`` replaces ``eval.resize`` for that dataset only."""
     from vlt_training.tasks import registry as tasks
-    from vlt_training.evaluation import runner
+    from vlt_training.tasks import runner
 
     seen = {}
 

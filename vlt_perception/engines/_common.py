@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlt_perception.engines.base import EngineError
+from vlt_perception.engines.base import EngineError, EngineUnavailableError
 from vlt_perception.metadata import MetadataError, ModelMetadata
 
 GPU_PROVIDERS = (
@@ -51,6 +51,17 @@ def cpu_bf16_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
+def import_onnxruntime():
+    """The onnxruntime module, or EngineUnavailableError with the install hint."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise EngineUnavailableError(
+            "ONNX Runtime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA / TensorRT)"
+        ) from exc
+    return onnxruntime
+
+
 def read_onnx_metadata(onnx_path: Path) -> ModelMetadata:
     """The ModelMetadata stored in an ONNX file's metadata_props (with onnx if installed, else ONNX Runtime)."""
     try:
@@ -59,8 +70,6 @@ def read_onnx_metadata(onnx_path: Path) -> ModelMetadata:
         model = onnx.load(str(onnx_path), load_external_data=False)
         props = {p.key: p.value for p in model.metadata_props}
     except ImportError:
-        from vlt_perception.engines.onnxruntime_engine import import_onnxruntime
-
         session = import_onnxruntime().InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         props = dict(session.get_modelmeta().custom_metadata_map)
     except Exception as exc:  # onnx raises DecodeError and friends for corrupt files

@@ -13,23 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from vlt_perception.engines._common import GPU_PROVIDERS, check_images, require_file
+from vlt_perception.engines._common import GPU_PROVIDERS, check_images, import_onnxruntime, require_file
 from vlt_perception.engines.base import EngineError, EngineInfo, EngineUnavailableError, InferenceEngine
 from vlt_perception.metadata import MetadataError, ModelMetadata
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-def import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            "ONNX Runtime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA / TensorRT)"
-        ) from exc
-    return onnxruntime
 
 
 def resolve_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:

@@ -426,7 +426,7 @@ def build_serialized_engine(onnx_path: Path, settings: BuildSettings) -> bytes:
     if settings.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # int8 engines fall back to fp16, not fp32, where int8 is missing
     if settings.precision == "int8":
-        from vlt_perception.pipeline.preprocess import Preprocessor
+        from vlt_perception.preprocess import Preprocessor
 
         metadata = read_onnx_metadata(onnx_path)
         files = calibration_files(settings.calib_dir, settings.calib_max_images)

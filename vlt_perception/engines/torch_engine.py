@@ -67,7 +67,7 @@ class TorchEngine(InferenceEngine):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, tta: bool = False, **kwargs) -> "TorchEngine":
-        """Load a checkpoint folder or run folder with ``vlt_training.training.checkpoint.load_model``.
+        """Load a checkpoint folder or run folder with ``vlt_training.training.inference.load_export_module``.
 
         ``tta``: segmentation labels from multi-scale (0.5-1.75) + flip averaged scores
         (``vlt_training.evaluation.tta``), about 12 times the cost of one pass; for offline evaluation.
@@ -77,23 +77,15 @@ class TorchEngine(InferenceEngine):
         if not path.exists():
             raise EngineError(f"{path}: checkpoint not found")
         try:
-            from vlt_training.training.checkpoint import load_model
+            # The one import of vlt_training in vlt_perception (docs/architecture.md, "Layers").
+            from vlt_training.training.inference import load_export_module
         except ImportError as exc:
             raise EngineUnavailableError(
                 "the torch engine needs vlt_training (pip install -r requirements/train.txt)") from exc
         try:
-            model, metadata = load_model(path)
+            module, metadata = load_export_module(path, tta=tta)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
             raise EngineError(f"{path}: cannot load checkpoint: {exc}") from exc
-        if tta:
-            from vlt_training.evaluation.tta import tta_export_module
-
-            try:
-                module = tta_export_module(model)
-            except ValueError as exc:
-                raise EngineError(f"{path}: {exc}") from exc
-        else:
-            module = model.export_module()
         engine = cls(module, metadata, model_path=str(path), **kwargs)
         engine.tta = tta
         return engine

@@ -16,8 +16,8 @@ import numpy as np
 from vlt_perception.engines.base import InferenceEngine
 from vlt_perception.metadata import TASK_DETECTION
 from vlt_perception.pipeline.postprocess import rescale_boxes
-from vlt_perception.pipeline.preprocess import Preprocessor
 from vlt_perception.pipeline.segmentation import PipelineError
+from vlt_perception.preprocess import Preprocessor
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from vlt_perception.metadata import TASK_DETECTION, TASK_MULTITASK, TASK_SEGMENT
 from vlt_perception.pipeline.detection import (DetectionFilter, Detections, batch_detections, filter_detections,
                                                make_filter)
 from vlt_perception.pipeline.postprocess import palette_lut
-from vlt_perception.pipeline.preprocess import Preprocessor
 from vlt_perception.pipeline.segmentation import (PipelineError, SegmentationOutputs, SegmentationResult,
                                                   batch_labels, batch_output, segmentation_result)
+from vlt_perception.preprocess import Preprocessor
 
 DETECTION_OUTPUTS = ("boxes", "scores", "labels")
 MULTITASK_DETECTION_OUTPUTS = ("det_boxes", "det_scores", "det_labels")

@@ -14,7 +14,7 @@ import numpy as np
 from vlt_perception.engines.base import InferenceEngine
 from vlt_perception.metadata import TASK_SEGMENTATION
 from vlt_perception.pipeline.postprocess import colorize_labels, palette_lut, resize_confidence, resize_labels
-from vlt_perception.pipeline.preprocess import Preprocessor
+from vlt_perception.preprocess import Preprocessor
 
 
 class PipelineError(RuntimeError):

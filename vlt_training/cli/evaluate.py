@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from vlt_training.evaluation.runner import evaluate, format_table, write_json
+    from vlt_training.tasks.runner import evaluate, format_table, write_json
 
     report = evaluate(model, cfg, device=device, amp=args.amp)
     report["checkpoint"] = str(ckpt)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from vlt_training.training.checkpoint import CheckpointError
     from vlt_training.training.trainer import train
-    from vlt_training.pretrain.models import export_open_clip
+    from vlt_training.modeling.meta_arch.clip_pretrain import export_open_clip
     from vlt_training.pretrain.report import pretraining_report, supervised_report, write_report
     from vlt_training.tasks.pretraining import corpus_spec
 

@@ -1,4 +1,5 @@
-"""Per-dataset / per-condition evaluation: segmentation here, detection in ``detection.py``.
+"""Per-dataset / per-condition evaluation: segmentation in ``segmentation.py``, detection in ``detection.py``.
 
-``runner.evaluate`` drives any task through its hooks (``vlt_training.tasks.registry``) and adds retention.
+``vlt_training.tasks.runner.evaluate`` drives any task through its hooks over every eval dataset and adds
+retention.
 """

@@ -22,10 +22,11 @@ from torch import nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from vlt_perception.metrics.detection import DetectionEvaluator
+from vlt_training.amp import autocast
 from vlt_training.config import Config, EvalConfig
 from vlt_training.data.detection import annotations_to_arrays, clip_boxes
-from vlt_training.training.amp import autocast
-from vlt_training.evaluation.segmentation import model_norm, preprocess
+from vlt_training.evaluation.segmentation import preprocess
+from vlt_training.modeling.registry import model_norm
 
 log = logging.getLogger(__name__)
 

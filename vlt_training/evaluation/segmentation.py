@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlt_perception.metrics.segmentation import ConfusionMatrix
+from vlt_training.amp import autocast
 from vlt_training.config import Config, EvalConfig
 from vlt_training.data import transforms as T
-from vlt_training.training.amp import autocast
 from vlt_training.evaluation.tta import tta_scores
+from vlt_training.modeling.registry import model_norm
 
 
 def _forward_scores(model: nn.Module, images: torch.Tensor, amp: str) -> torch.Tensor:
@@ -96,13 +97,6 @@ def predict(model: nn.Module, image: np.ndarray, eval_cfg: EvalConfig, mean, std
     if scores.shape[-2:] != image.shape[:2]:
         scores = F.interpolate(scores, size=image.shape[:2], mode="bilinear", align_corners=False)
     return scores.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()  # H, W
-
-
-def model_norm(model: nn.Module) -> tuple[list[float], list[float]]:
-    """The model's pixel_mean / pixel_std as plain lists (they may be tuples or tensors)."""
-    mean = torch.as_tensor(model.pixel_mean, dtype=torch.float32).flatten().tolist()
-    std = torch.as_tensor(model.pixel_std, dtype=torch.float32).flatten().tolist()
-    return mean, std
 
 
 def evaluate_records(model: nn.Module, records: list[dict], cfg: Config, device="cpu", amp: str = "none",

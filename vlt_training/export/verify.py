@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vlt_perception.metadata import TASK_DETECTION, TASK_MULTITASK, ModelMetadata
-from vlt_perception.pipeline.preprocess import Preprocessor
+from vlt_perception.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 

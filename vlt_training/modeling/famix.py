@@ -18,7 +18,7 @@ reference's other choices kept: 3 x 3 grid, Beta(0.1, 0.1), label smoothing 0.1 
 loss), patches whose dominant label is "ignore" get the prompt "photo" and form the fallback bank.
 
 Style words: :func:`default_style_words`, the appearance vocabulary of the project's captioned pretraining corpus
-(``vlt_training.pretrain.vocabulary.style_words()``, 45 words over time of day, weather, colour cast, contrast, blur
+(``vlt_training.vocabulary.style_words()``, 45 words over time of day, weather, colour cast, contrast, blur
 and noise). The reference draws from a list of generic style names; a tower only moves toward prompts whose words
 it has learned, and the project's own tiny CLIP learned exactly these, while a real CLIP knows them too. A list of
 its own goes in ``model.mode_options.famix.style_words``.
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def default_style_words() -> tuple[str, ...]:
     """The style words of the pretraining corpus's vocabulary (what the project's tiny CLIP was taught)."""
-    from vlt_training.pretrain.vocabulary import style_words
+    from vlt_training.vocabulary import style_words
 
     return tuple(style_words())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
+import torch
 from torch import nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -51,3 +52,10 @@ def create_model(name: str, **overrides) -> nn.Module:
     model = _MODELS[name](**overrides)
     model.model_name = name
     return model
+
+
+def model_norm(model: nn.Module) -> tuple[list[float], list[float]]:
+    """The model's pixel_mean / pixel_std as plain lists (they may be tuples or tensors)."""
+    mean = torch.as_tensor(model.pixel_mean, dtype=torch.float32).flatten().tolist()
+    std = torch.as_tensor(model.pixel_std, dtype=torch.float32).flatten().tolist()
+    return mean, std

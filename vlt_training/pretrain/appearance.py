@@ -4,7 +4,7 @@ An :class:`Appearance` holds continuous parameters (darkness, fog, rain and snow
 contrast, blur, sensor noise). :func:`sample_appearance` draws them; :func:`apply_appearance` renders them onto a
 clean scene, reusing the benchmark's physically motivated weather shifts (:mod:`vlt_training.synthetic.conditions`)
 at *continuous* strengths plus camera effects of its own; :meth:`Appearance.bins` names each parameter's bin with the
-words of :data:`vlt_training.pretrain.vocabulary.STYLE_BINS`.
+words of :data:`vlt_training.vocabulary.STYLE_BINS`.
 
 The benchmark's targets are five fixed conditions at fixed strengths; here every strength is drawn from a range and
 combined with camera styles, so the corpus covers a much wider family than the benchmark evaluates on.
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vlt_training.pretrain.vocabulary import CONDITIONS
 from vlt_training.synthetic.conditions import apply_condition
+from vlt_training.vocabulary import CONDITIONS
 
 # Relative frequency of the dominant condition of a pair.
 CONDITION_WEIGHTS = {"clear": 0.28, "fog": 0.18, "night": 0.18, "rain": 0.18, "snow": 0.18}
@@ -53,7 +53,7 @@ class Appearance:
     noise: float = 0.0  # additive Gaussian sensor noise (std, image in [0, 1])
 
     def bins(self) -> dict[str, str]:
-        """The bin of every attribute of :data:`~vlt_training.pretrain.vocabulary.STYLE_BINS`."""
+        """The bin of every attribute of :data:`~vlt_training.vocabulary.STYLE_BINS`."""
 
         def weather(value: float) -> str:
             return "none" if value < WEATHER_LIGHT else ("light" if value < WEATHER_HEAVY else "heavy")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES
-from vlt_training.pretrain.vocabulary import CLASS_WORDS, STYLE_BINS
+from vlt_training.vocabulary import CLASS_WORDS, STYLE_BINS
 
 # A thing is "in the image" when at least this share of the image shows it (24 px at 128 x 256).
 MIN_THING_FRACTION = 24 / (128 * 256)

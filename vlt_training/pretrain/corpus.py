@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 from vlt_training.pretrain.appearance import Appearance, apply_appearance, sample_appearance
 from vlt_training.pretrain.captions import SceneContent, make_caption, scene_content
-from vlt_training.pretrain.vocabulary import CONDITIONS, STYLE_BINS
 from vlt_training.synthetic.scene import SceneConfig, render_scene
+from vlt_training.vocabulary import CONDITIONS, STYLE_BINS
 
 STREAM = "vlt-pretrain"  # prefix of every generator stream of the corpus
 SPLITS = ("train", "heldout")
@@ -99,13 +99,6 @@ def render_pair(spec: CorpusSpec, split: str, index: int, sample_seed: int | Non
 
 # ---------------------------------------------------------------------------------------------------------------
 # Supervised targets of the vision-only control: classes present + appearance attributes.
-
-def attribute_names() -> list[str]:
-    """Names of the entries of :func:`attribute_vector` after the 19 class-presence entries."""
-    names = [f"condition={c}" for c in CONDITIONS]
-    names += [f"{attr}={b}" for attr, bins in STYLE_BINS.items() for b in bins]
-    return names
-
 
 def attribute_vector(pair: Pair) -> np.ndarray:
     """(19 + A,) float32 multi-label target: classes present, then one-hot condition and attribute bins."""

@@ -25,7 +25,7 @@ import torch
 from vlt_perception.atomic import atomic_write_text
 from vlt_perception.labels import CITYSCAPES_CLASSES
 from vlt_training.pretrain.corpus import CorpusSpec, PretrainCorpus, image_to_tensor
-from vlt_training.pretrain.vocabulary import CLASS_WORDS, CONDITION_WORDS, CONDITIONS, STYLE_BINS
+from vlt_training.vocabulary import CLASS_WORDS, CONDITION_WORDS, CONDITIONS, STYLE_BINS
 
 _CONDITION_PROMPTS = ("a {} photo of a street", "a {} street scene", "a {} driving scene with cars")
 _STYLE_PROMPTS = ("a {} photo of a street", "a {} street scene", "a {} dashcam frame")
@@ -88,7 +88,7 @@ def embed_heldout(model, spec: CorpusSpec, device="cpu", batch_size: int = 64) -
 
 @torch.no_grad()
 def pretraining_report(model, spec: CorpusSpec, device="cpu", batch_size: int = 64) -> dict:
-    """All figures of the module docstring for ``model`` (a :class:`~vlt_training.pretrain.models.CLIPPretrain`)."""
+    """All figures of the module docstring for ``model`` (a :class:`~vlt_training.modeling.meta_arch.clip_pretrain.CLIPPretrain`)."""
     was_training = model.training
     model.eval()
     try:
@@ -201,7 +201,8 @@ def write_report(report: dict, out_dir: str | Path, title: str = "Pretraining re
 @torch.no_grad()
 def supervised_report(model, spec: CorpusSpec, device="cpu", batch_size: int = 64) -> dict:
     """Held-out AUROC of the vision-only control's own head, per label (classes present, appearance bins)."""
-    from vlt_training.pretrain.corpus import attribute_names, attribute_vector
+    from vlt_training.pretrain.corpus import attribute_vector
+    from vlt_training.vocabulary import attribute_names
 
     was_training = model.training
     model.eval()

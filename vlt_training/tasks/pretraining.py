@@ -12,9 +12,8 @@ import dataclasses
 
 from vlt_perception.metadata import TASK_PRETRAINING
 from vlt_training.config import Config
-from vlt_training.tasks.registry import TaskHooks, register_task
-from vlt_training.pretrain import models as _models  # noqa: F401  (registers the pretraining models)
 from vlt_training.pretrain.corpus import CorpusSpec, PretrainCorpus
+from vlt_training.tasks.registry import TaskHooks, register_task
 
 
 def corpus_spec(cfg: Config) -> CorpusSpec:

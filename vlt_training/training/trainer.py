@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader
 
 from vlt_perception.labels import CITYSCAPES_PALETTE
 from vlt_perception.metadata import ModelMetadata
+from vlt_training.amp import autocast, grad_scaler
 from vlt_training.config import Config, ModelConfig, save_config
 from vlt_training.data.records import load_train_records
 from vlt_training.data.sampler import StepSampler
 from vlt_training.training import checkpoint as ckpt
 from vlt_training.training import distributed
-from vlt_training.training.amp import autocast, grad_scaler
 from vlt_training.training.mode_setup import mode_summary, model_mode_kwargs, prepare_mode
 from vlt_training.training.optim import build_optimizer
 from vlt_training.training.schedule import build_scheduler
@@ -70,7 +70,7 @@ def seed_everything(seed: int) -> None:
 
 def model_metadata(model: nn.Module, cfg: Config, hooks: TaskHooks, step: int) -> ModelMetadata:
     """What travels with the checkpoint: classes, palette, normalisation, input size (= crop size), provenance."""
-    from vlt_training.evaluation.segmentation import model_norm
+    from vlt_training.modeling.registry import model_norm
 
     mean, std = model_norm(model)
     names = list(model.class_names)
@@ -94,17 +94,16 @@ def maybe_generate_synthetic(cfg: Config, info: distributed.DistInfo) -> None:
     syn = cfg.data.synthetic
     root = Path(cfg.data.root)
     if syn.enabled and info.is_main and not (root.is_dir() and any(root.iterdir())):
-        from vlt_training.cli.generate import main as generate
+        from vlt_training.synthetic.benchmark import generate_benchmark
 
         # Render next to the target and rename, so an interrupted generation is never mistaken for a dataset.
         tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-        argv = ["--out", str(tmp), "--num-train", str(syn.num_train), "--num-val", str(syn.num_val),
-                "--height", str(syn.height), "--width", str(syn.width), "--seed", str(syn.seed)]
-        if syn.conditions:
-            argv += ["--conditions", ",".join(syn.conditions)]
         try:
-            if generate(argv):
-                raise RuntimeError(f"generating the synthetic benchmark into {root} failed: generate {argv}")
+            # no conditions listed: every condition (the generator's default)
+            manifest = generate_benchmark(tmp, syn.num_train, syn.num_val, syn.height, syn.width, syn.seed,
+                                          syn.conditions or None)
+            print(f"wrote the synthetic benchmark ({manifest['num_train']} train, {manifest['num_val']} val x "
+                  f"(source + {len(manifest['conditions'])} conditions)) to {root}", flush=True)
             if root.exists():
                 root.rmdir()
             os.replace(tmp, root)
@@ -195,7 +194,7 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
         if info.is_main:
             print(f"model.init_from: {copied} tensors under {cfg.model.init_prefixes} from {init_from}",
                   flush=True)
-    from vlt_training.evaluation.segmentation import model_norm
+    from vlt_training.modeling.registry import model_norm
 
     mean, std = model_norm(model)
     dataset = hooks.build_train_dataset(records, cfg, mean, std)
@@ -321,7 +320,7 @@ def _train(cfg: Config, run_dir: Path, info: distributed.DistInfo, progress: boo
 
 
 def _evaluate_during_training(model, cfg, run_dir: Path, step: int, device, tb) -> None:
-    from vlt_training.evaluation.runner import evaluate
+    from vlt_training.tasks.runner import evaluate
 
     report = evaluate(model, cfg, device=device, amp=cfg.train.amp)
     metric = report["primary_metric"]

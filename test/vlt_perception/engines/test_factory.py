@@ -96,7 +96,7 @@ def test_importing_engines_needs_no_heavy_libraries():
     code = ("import sys, vlt_perception.engines, vlt_perception.engines.factory, "
             "vlt_perception.engines.tensorrt_engine, vlt_perception.engines.onnxruntime_engine, "
             "vlt_perception.engines.torch_engine, vlt_perception.engines.openvino_engine, "
-            "vlt_perception.pipeline.preprocess, vlt_perception.pipeline.postprocess; "
+            "vlt_perception.preprocess, vlt_perception.pipeline.postprocess; "
             "print(sorted(m for m in ('torch', 'tensorrt', 'onnxruntime', 'openvino', 'vlt_training') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -16,7 +16,7 @@ from vlt_perception.engines import cache as engine_cache
 from vlt_perception.engines.tensorrt_engine import (
     BuildSettings, CalibrationBatches, TensorRTEngine, cache_hit, calibration_files, engine_cache_key,
     ensure_engine, file_sha256, read_sidecar, verified_engine_bytes)
-from vlt_perception.pipeline.preprocess import Preprocessor
+from vlt_perception.preprocess import Preprocessor
 
 SETTINGS = BuildSettings(height=8, width=16, precision="fp16")
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from vlt_training.config import Config, DatasetConfig, EvalConfig
 from vlt_training.evaluation.detection import evaluate_records, predict_boxes
-from vlt_training.evaluation.runner import evaluate, format_table
+from vlt_training.tasks.runner import evaluate, format_table
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -14,8 +14,8 @@ from torch import nn
 
 from vlt_perception.labels import CITYSCAPES_TRAIN_ID_TO_LABEL_ID
 from vlt_training.config import Config, DatasetConfig, EvalConfig
-from vlt_training.evaluation.runner import evaluate, format_table, write_json
 from vlt_training.evaluation.segmentation import evaluate_records, slide_inference, whole_inference
+from vlt_training.tasks.runner import evaluate, format_table, write_json
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vlt_perception.metadata import ModelMetadata
-from vlt_perception.pipeline.preprocess import Preprocessor
+from vlt_perception.preprocess import Preprocessor
 from vlt_training.export.verify import compare_outputs, detection_agreement, images_from_checkpoint, \
     verification_batch
 

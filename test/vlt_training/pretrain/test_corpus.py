@@ -13,10 +13,10 @@ from vlt_perception.labels import CITYSCAPES_CLASSES
 from vlt_training.pretrain import appearance as ap
 from vlt_training.pretrain.captions import TEMPLATES
 from vlt_training.pretrain.corpus import SPLITS, CorpusSpec, PretrainCorpus, render_pair, stream_name
-from vlt_training.pretrain.vocabulary import CLASS_WORDS, STYLE_BINS, famix_style_prompts, style_words
 from vlt_training.synthetic.benchmark import image_rng
 from vlt_training.synthetic.conditions import list_conditions
 from vlt_training.synthetic.scene import render_scene
+from vlt_training.vocabulary import CLASS_WORDS, STYLE_BINS, famix_style_prompts, style_words
 
 SMALL = CorpusSpec(seed=3, num_train=64, num_heldout=16, height=64, width=128)
 

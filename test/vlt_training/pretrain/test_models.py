@@ -10,7 +10,7 @@ import torch
 
 from vlt_training.modeling import create_model
 from vlt_training.modeling.backbone.clip_vit import folder_overrides
-from vlt_training.pretrain.models import export_open_clip
+from vlt_training.modeling.meta_arch.clip_pretrain import export_open_clip
 
 SMALL = {"vision_cfg_overrides": {"image_size": [32, 64]}}  # tiny inputs: 2 x 4 patches
 

@@ -43,7 +43,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, con
 from torchvision.ops import clip_boxes_to_image
 from torchvision.ops.poolers import LevelMapper
 
-from vlt_training.training.distributed import all_reduce_num_positives
+from vlt_training.modeling.det_head._distributed import all_reduce_num_positives
 from vlt_training.modeling.det_head._postprocess import batched_nms_mask, top_detections
 from vlt_training.modeling.det_head._roi_align import roi_align_train
 from vlt_training.modeling.layers import LayerNorm2d

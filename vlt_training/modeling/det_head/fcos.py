@@ -26,9 +26,8 @@ from torchvision.models.detection import fcos as tv_fcos
 from torchvision.models.detection._utils import BoxLinearCoder
 from torchvision.ops import clip_boxes_to_image
 
+from vlt_training.modeling.det_head._distributed import all_reduce_num_positives
 from vlt_training.modeling.det_head._postprocess import batched_nms_mask, top_detections
-
-from vlt_training.training.distributed import all_reduce_num_positives
 
 
 def _norm_groups(channels: int, groups: int) -> int:
@@ -57,7 +56,7 @@ class _TorchvisionFCOSHead(tv_fcos.FCOSHead):
 
     def compute_loss(self, targets, head_outputs, anchors, matched_idxs) -> dict[str, torch.Tensor]:
         """torchvision's losses, renormalised from this process's positives to the positives averaged over DDP
-        ranks (:func:`~vlt_training.training.distributed.all_reduce_num_positives`); unchanged in one process."""
+        ranks (:func:`~vlt_training.modeling.det_head._distributed.all_reduce_num_positives`); unchanged in one process."""
         losses = super().compute_loss(targets, head_outputs, anchors, matched_idxs)
         device = head_outputs["cls_logits"].device
         local = torch.stack([(m >= 0).sum() for m in matched_idxs]).sum().float().to(device)  # torchvision's count

@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from helpers.gloo import free_port
 from helpers.fcos_ddp import loss_and_grads, make_batch, make_head, worker
 
-from vlt_training.training.distributed import all_reduce_num_positives
+from vlt_training.modeling.det_head._distributed import all_reduce_num_positives
 
 
 def test_without_a_process_group_the_count_is_local():

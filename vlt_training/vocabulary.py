@@ -1,7 +1,7 @@
 """The words of the pretraining corpus, in one importable place.
 
 The captions (:mod:`vlt_training.pretrain.captions`), the zero-shot report (:mod:`vlt_training.pretrain.report`) and
-the FAMix prompt-driven style mining (issue 15) all draw from these tables, so the text tower is trained on exactly
+the FAMix prompt-driven style mining all draw from these tables, so the text tower is trained on exactly
 the words the prompts later use.
 
 - :data:`CLASS_WORDS`: every Cityscapes class name (the canonical name first) with the synonyms captions use.
@@ -116,3 +116,11 @@ def famix_style_prompts(class_name: str) -> list[str]:
     """FAMix-style prompts ``"a <style> photo of a <class>"`` for one class, one per style word."""
     singular = CLASS_WORDS[class_name][0][0]
     return [f"a {style} photo of a {singular}" for style in style_words()]
+
+
+def attribute_names() -> list[str]:
+    """Names of the entries of :func:`vlt_training.pretrain.corpus.attribute_vector` after the 19 class-presence
+    entries: the vision-only control's labels beyond the classes."""
+    names = [f"condition={c}" for c in CONDITIONS]
+    names += [f"{attr}={b}" for attr, bins in STYLE_BINS.items() for b in bins]
+    return names

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vlt_perception.metadata import ModelMetadata
-from vlt_perception.pipeline.preprocess import Preprocessor
+from vlt_perception.preprocess import Preprocessor
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 

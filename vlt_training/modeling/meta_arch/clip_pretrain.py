@@ -27,6 +27,7 @@ from torch import nn
 
 from vlt_perception.labels import CITYSCAPES_CLASSES
 from vlt_training.modeling.registry import register_model
+from vlt_training.vocabulary import attribute_names
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
@@ -112,8 +113,6 @@ class VisionPretrain(_OpenClipHolder):
                  vision_cfg_overrides: dict | None = None, text_cfg_overrides: dict | None = None) -> None:
         super().__init__(clip_model, vision_cfg_overrides, text_cfg_overrides)
         if num_labels is None:
-            from vlt_training.pretrain.corpus import attribute_names
-
             num_labels = len(CITYSCAPES_CLASSES) + len(attribute_names())
         self.init_kwargs = {"clip_model": clip_model, "num_labels": int(num_labels),
                             "vision_cfg_overrides": vision_cfg_overrides, "text_cfg_overrides": text_cfg_overrides}

@@ -82,7 +82,7 @@ def format_table(report: dict) -> str:
     # Secondary summary columns, when the task reports them.
     extra = [k for k in ("pixel_accuracy", "AP50") if k in next(iter(report["datasets"].values()))["overall"]]
     lines = [f"{'dataset':<28} {'images':>6} {metric:>7}" + "".join(f" {k[:9]:>9}" for k in extra)
-             + f" {'retention':>9}"]
+             + f" {'rPD':>9}"]  # rPD = 100 x target / source score (the report's "retention" fraction x 100)
     columns: list[tuple[str, dict]] = []
 
     def row(name: str, m: dict, ret: str) -> str:
