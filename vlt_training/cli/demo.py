@@ -8,11 +8,16 @@ Every stage is a real command of the package, run as its own process, exactly as
 4. ``vlt_training.cli.export``          self-verifying ONNX export with metadata
 5. ``vlt_perception.cli.dataset_to_bag``  one rosbag2 (MCAP) per condition, with ground truth
 6. ``vlt_perception.cli.bag_eval``    offline evaluation of the bags through ONNX Runtime, report with figures
-7. segmentation_node + evaluator_node + bag_player_node (lock-step): the bags replayed through the ROS 2 graph
-8. VLTDet (when ``--detection``): train the tiny detector, its tower initialised from step 2's VLTSeg
-   (``model.init_from``), and evaluate COCO AP per condition
+7. VLTMT (when ``--detection``): the multi-task model, VLTSeg's Mask2Former and VLTDet's Faster R-CNN on one
+   tower. The cheap route: step 2's VLTSeg is copied in (``model.init_from``) and frozen, and only the detection
+   head trains on its tower, so its segmentation half is exactly step 2's VLTSeg. mIoU and COCO AP per condition
+   come from that one model (one backbone pass per image), which is exported as one ONNX graph carrying both
+   contracts (parity checked for both outputs)
+8. the bags replayed lock-step through the ROS 2 graph: ONE multitask_node running step 7's graph publishes the
+   labels and the detections of every frame, and evaluator_node scores both (online mIoU and AP50 per condition);
+   without step 7, segmentation_node with step 4's graph
 
-It ends with a per-condition table (mIoU, rPD, ECE, latency) and a report folder ``<workdir>/report``.
+It ends with a per-condition table (mIoU, rPD, ECE, online mIoU and AP50, latency) and a report folder ``<workdir>/report``.
 ROS graph stages must run inside a private network namespace (``./vlt demo`` does that).
 """
 
@@ -36,6 +41,11 @@ from vlt_perception.resources import share_dir, source_root
 TRAIN_CONFIGS = share_dir("vlt_training") / "config" / "train"
 SEG_CONFIG = TRAIN_CONFIGS / "tiny_cpu.yaml"
 DET_CONFIG = TRAIN_CONFIGS / "tiny_det_cpu.yaml"
+MT_CONFIG = TRAIN_CONFIGS / "tiny_mt_cpu.yaml"
+# The frozen-tower route: the VLTSeg run's tensors in VLTMT, frozen; only the detection head (and its detail stem)
+# trains, on the detection losses alone.
+FROZEN_TOWER = ["model.init_prefixes=[backbone.,neck.,pixel_text.,pixel_decoder.,predictor.]",
+                "model.overrides.seg_loss_weight=0.0", "model.overrides.freeze=[backbone,neck,segmentation]"]
 CONDITIONS = ("fog", "night", "rain", "snow", "real_style")
 # The project's own CLIP-style tower (vlt_training/pretrained/vlt-tiny-clip, made by `pretrain`).
 PRETRAINED = "vlt-pretrained:vlt-tiny-clip"
@@ -87,11 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detection", action=argparse.BooleanOptionalAction, default=None,
-                   help="also train and evaluate the tiny VLTDet (default: on when its config exists)")
+                   help="also train the multi-task model's detection head on the VLTSeg tower and evaluate both "
+                        "tasks from it (default: on when its config exists)")
     p.add_argument("--pretrained", default=PRETRAINED,
                    help="tower VLTSeg fine-tunes from (model.pretrained): default the project's own "
                         "vision-language tower shipped in the package (docs/pretraining.md); 'none' = random init. "
-                        "VLTDet then starts from the trained VLTSeg's tower (model.init_from)")
+                        "the multi-task model then starts from the trained VLTSeg (model.init_from)")
     p.add_argument("--online", action=argparse.BooleanOptionalAction, default=True,
                    help="replay the bags through the ROS 2 segmentation node (needs rclpy)")
     return p
@@ -169,9 +180,41 @@ def replay_online(bag: Path, model: Path, out: Path, log_dir: Path, timeout_s: f
     from vlt_perception.bag.replay import replay_eval_nodes
 
     seg, evaluator, player = replay_eval_nodes(bag=str(bag), model=str(model), out=str(out), mode="lockstep")
+    return _run_replay([seg, evaluator, player], bag, out, log_dir, timeout_s)
+
+
+# The multi-task replay's one camera: its topics are ~/<camera>/out/... of the multitask_node.
+REPLAY_CAMERA = "camera"
+
+
+def replay_online_multitask(bag: Path, model: Path, out: Path, log_dir: Path, thing_classes: list[str],
+                            timeout_s: float = 300.0) -> dict:
+    """Play one bag lock-step through ONE multitask_node running the multi-task graph, which publishes the labels
+    and the Detection2DArray of every frame; evaluator_node scores both (mIoU and COCO AP); returns report.json."""
+    from vlt_perception.bag.replay import replay_eval_nodes
+    from vlt_perception.bag.topics import BagTopics
+    from vlt_perception.launch_config import multitask_launch
+
+    seg, evaluator, player = replay_eval_nodes(bag=str(bag), model=str(model), out=str(out), mode="lockstep")
+    node = multitask_launch([REPLAY_CAMERA], str(model), BagTopics().image, False, "", "", {}, "", dict(seg.env))
+    node.exit_fails_launch = "any"
+    # detections down to the offline evaluation's score threshold, so both evaluations rank the same boxes
+    node.parameters.append({"score_threshold": 0.05})
+    labels = f"/{node.name}/{REPLAY_CAMERA}/out/labels"
+    detections = f"/{node.name}/{REPLAY_CAMERA}/out/detections"
+    seg_labels = player.parameters[0]["result_topic"]
+    player.parameters[0].update(result_topic=labels, wait_topics=[
+        labels if topic == seg_labels else topic for topic in player.parameters[0]["wait_topics"]])
+    evaluator.parameters[0].update(labels_topic=labels, detections_topic=detections,
+                                   gt_detections_topic=BagTopics().detections, thing_classes=list(thing_classes))
+    return _run_replay([node, evaluator, player], bag, out, log_dir, timeout_s)
+
+
+def _run_replay(nodes: list, bag: Path, out: Path, log_dir: Path, timeout_s: float) -> dict:
+    """Start ``nodes`` (perception node, evaluator, player) as processes; wait for the evaluator's report."""
     procs = []
     try:
-        for node in (seg, evaluator, player):
+        for node in nodes:
             log = open(log_dir / f"online_{bag.name}_{node.name}.log", "w")  # noqa: SIM115 - closed below
             env = {**_child_env(), **node.env}  # what the launch file gives the node (large-image profile)
             procs.append((subprocess.Popen([sys.executable, *ros_arguments(node)], env=env,
@@ -203,6 +246,13 @@ def _miou(entry: dict | None) -> float:
         return math.nan
 
 
+def _ap50(entry: dict | None) -> float:
+    try:
+        return float(entry["detection"]["AP50"])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+
+
 def _p50(entry: dict | None) -> float:
     try:
         return float(entry["latency_ms"]["p50"])
@@ -230,6 +280,7 @@ def summary_rows(offline: dict, online: dict[str, dict], training_eval: dict | N
             "retention": miou / source_miou if source_miou > 0 else math.nan,
             "ECE": _float((entry.get("calibration") or {}).get("ece")),
             "online_mIoU": _miou(live.get("overall")),
+            "online_AP50": _ap50(live.get("overall")),  # the multitask_node's detections (n/a: segmentation only)
             "engine_ms_p50": _p50(entry),
             "end_to_end_ms_p50": _p50(live.get("overall")),
             "dropped": sum(b.get("counts", {}).get("dropped_frames", 0) for b in live.get("bags", {}).values())
@@ -260,11 +311,11 @@ def format_table(rows: list[dict]) -> str:
     def ms(v):
         return "    n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:7.1f}"
 
-    lines = ["condition    mIoU     rPD     ECE  online mIoU  train-eval mIoU  engine ms p50  end-to-end ms p50  "
-             "dropped", "-" * 107]
+    lines = ["condition    mIoU     rPD     ECE  online mIoU  online AP50  train-eval mIoU  engine ms p50  "
+             "end-to-end ms p50  dropped", "-" * 120]
     for r in rows:
         lines.append(f"{r['condition']:<11} {pct(r['mIoU'])}  {pct(r['retention'])}  {pct(r.get('ECE'))}"
-                     f"       {pct(r['online_mIoU'])}"
+                     f"       {pct(r['online_mIoU'])}       {pct(r.get('online_AP50'))}"
                      f"           {pct(r['train_eval_mIoU'])}        {ms(r['engine_ms_p50'])}"
                      f"            {ms(r['end_to_end_ms_p50'])}  {r['dropped'] if r['dropped'] is not None else 'n/a'}")
     return "\n".join(lines)
@@ -317,13 +368,15 @@ def main(argv: list[str] | None = None) -> int:
     summary["timings_s"] = timings
     summary["total_s"] = time.monotonic() - started
     write_json(report / "summary.json", summary)
-    print(f"\ntiny VLTSeg fine-tuned from: {args.pretrained}; VLTDet from that VLTSeg's tower")
+    print(f"\ntiny VLTSeg fine-tuned from: {args.pretrained}; the multi-task VLTMT's detection head trained on "
+          "that VLTSeg's frozen tower")
     print(f"\n{format_table(summary['rows'])}")
     print(f"\nsource-domain mIoU on held-out images: {100 * summary['source_mIoU']:.1f} "
           f"({summary['size']['iters']} iterations; the README gives the measured default)")
-    if summary.get("detection"):
-        print(f"\nVLTDet (tiny, COCO AP on {summary['size']['det_num_val']} scenes of its own per condition):\n"
-              f"{format_detection(summary['detection'])}")
+    if summary.get("multitask"):
+        print(f"\nVLTMT (tiny, one model, one backbone pass for both tasks; {summary['size']['det_num_val']} scenes "
+              f"of its own per condition):\n{format_multitask(summary['multitask'])}")
+        print(f"\nits detection head, COCO AP per class:\n{format_detection(summary['multitask'])}")
     print(f"total {summary['total_s'] / 60:.1f} min; report: {report}")
     return 0
 
@@ -373,50 +426,77 @@ def _run(args, size: DemoSize, work: Path, logs: Path, report: Path, timings: di
     timings["bag_eval"] = run_stage("bag_eval", eval_args, logs)
     offline = json.loads((offline_dir / "report.json").read_text())
 
+    multitask = _multitask(args, size, work, data, logs, report, timings)
     online: dict[str, dict] = {}
     if args.online:
         started = time.monotonic()
+        mt_model = work / "multitask.onnx"
         for name in ("source", *CONDITIONS):
-            print(f"\n=== online replay (segmentation_node, lock-step): {name}", flush=True)
-            online[name] = replay_online(bags / name, model, report / "online" / name, logs)
+            if multitask is not None:  # one node publishes both tasks; its segmentation half is the VLTSeg above
+                print(f"\n=== online replay (multitask_node: segmentation + detection, lock-step): {name}",
+                      flush=True)
+                online[name] = replay_online_multitask(bags / name, mt_model, report / "online" / name, logs,
+                                                       multitask["detection_class_names"])
+            else:
+                print(f"\n=== online replay (segmentation_node, lock-step): {name}", flush=True)
+                online[name] = replay_online(bags / name, model, report / "online" / name, logs)
         timings["online_replay"] = time.monotonic() - started
 
-    detection = _detection(args, size, work, data, logs, report, timings)
     rows = summary_rows(offline, online, json.loads(training_eval_path.read_text()))
     source = next(r["mIoU"] for r in rows if r["condition"] == "source")
-    _write_markdown(report, rows, detection, size, args.pretrained)
+    _write_markdown(report, rows, multitask, size, args.pretrained)
     return {"size": size.__dict__, "pretrained": args.pretrained, "rows": rows, "source_mIoU": source,
-            "detection": detection, "model": str(model), "offline_report": str(offline_dir / "report.md")}
+            "multitask": multitask, "model": str(model), "offline_report": str(offline_dir / "report.md"),
+            "multitask_model": str(work / "multitask.onnx") if multitask else None}
 
 
-def _detection(args, size: DemoSize, work: Path, data: Path, logs: Path, report: Path, timings: dict) -> dict | None:
-    enabled = DET_CONFIG.exists() if args.detection is None else args.detection
+def _multitask(args, size: DemoSize, work: Path, data: Path, logs: Path, report: Path, timings: dict) -> dict | None:
+    enabled = MT_CONFIG.exists() if args.detection is None else args.detection
     if not enabled:
         return None
-    if not DET_CONFIG.exists():
-        raise StageError(f"--detection asked for, but {DET_CONFIG} does not exist")
-    run = work / "det_run"
+    if not MT_CONFIG.exists():
+        raise StageError(f"--detection asked for, but {MT_CONFIG} does not exist")
+    run = work / "mt_run"
     crop = f"[{size.height},{size.width}]"
-    timings["det_train"] = run_stage("det_train", [
-        "-m", "vlt_training.cli.train", "--config", str(DET_CONFIG), "--out", str(run), "--no-progress",
+    timings["mt_train"] = run_stage("mt_train", [
+        "-m", "vlt_training.cli.train", "--config", str(MT_CONFIG), "--out", str(run), "--no-progress",
         f"data.root={data}", "data.synthetic.enabled=false", f"train.max_iters={size.det_iters}",
         f"train.checkpoint_interval={size.det_iters}", f"data.crop_size={crop}", f"eval.crop_size={crop}",
-        pretrained_override(args.pretrained),
-        # VLTDet's tower starts where the demo's VLTSeg left it (same tower, same images): AP50 23.3 instead of
-        # 10.3 after 600 detection iterations (docs/detection.md)
-        f"model.init_from={work / 'run'}"], logs)
+        # the detector's augmentation (tiny_det_cpu.yaml): the frozen segmentation half does not train here
+        "data.augment.photometric=false", f"train.seed={args.seed}", "train.num_workers=1",
+        pretrained_override(args.pretrained), f"model.init_from={work / 'run'}", *FROZEN_TOWER], logs)
     # Scenes of their own (another seed: none is a training image), rendered after training so they can't slow it.
-    det_data = work / "det_val"
-    timings["det_generate"] = run_stage("det_generate", generate_args(det_data, 0, size.det_num_val, size,
-                                                                      args.seed + 1), logs)
-    out = report / "detection_eval.json"
-    timings["det_evaluate"] = run_stage("det_evaluate", [
-        "-m", "vlt_training.cli.evaluate", "--checkpoint", str(run), "--out", str(out), f"data.root={det_data}",
+    val = work / "mt_val"
+    timings["mt_generate"] = run_stage("mt_generate", generate_args(val, 0, size.det_num_val, size, args.seed + 1),
+                                       logs)
+    out = report / "multitask_eval.json"
+    timings["mt_evaluate"] = run_stage("mt_evaluate", [
+        "-m", "vlt_training.cli.evaluate", "--checkpoint", str(run), "--out", str(out), f"data.root={val}",
         "data.synthetic.enabled=false"], logs)
-    return json.loads(out.read_text())
+    timings["mt_export"] = run_stage("mt_export", [
+        "-m", "vlt_training.cli.export", "--checkpoint", str(run), "--format", "onnx",
+        "--out", str(work / "multitask.onnx")], logs)
+    result = json.loads(out.read_text())
+    # the export's report (beside the graph) has the graph's metadata: the detection classes the node publishes
+    names = json.loads((work / "multitask.export.json").read_text())["metadata"]["detection_class_names"]
+    result["detection_class_names"] = list(names)
+    return result
 
 
-def _write_markdown(report: Path, rows: list[dict], detection: dict | None, size: DemoSize, pretrained: str) -> None:
+def format_multitask(report: dict) -> str:
+    """One line per condition of the multi-task evaluate JSON: mIoU, AP50 and mAP, all from the one model."""
+    def pct(value) -> str:
+        return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:5.1f}"
+
+    lines = ["condition    mIoU   AP50    mAP"]
+    for dataset in report.get("datasets", {}).values():
+        for condition, entry in dataset.get("conditions", {}).items():
+            name = "source" if condition in ("clear", "all") else condition
+            lines.append(f"{name:<11} {pct(entry.get('mIoU'))}  {pct(entry.get('AP50'))}  {pct(entry.get('mAP'))}")
+    return "\n".join(lines)
+
+
+def _write_markdown(report: Path, rows: list[dict], multitask: dict | None, size: DemoSize, pretrained: str) -> None:
     start = "random weights" if pretrained_override(pretrained).endswith("null") else pretrained
     text = [
         "# vlt_perception demo", "",
@@ -429,11 +509,13 @@ def _write_markdown(report: Path, rows: list[dict], detection: dict | None, size
         "- online lock-step replay through the ROS 2 segmentation node: `online/<condition>/report.md`",
         "- training-side evaluation: `training_eval.json`",
     ]
-    if detection is not None:
-        text += ["- VLTDet evaluation (COCO AP per condition): `detection_eval.json`", "",
-                 f"VLTDet (tiny, {size.det_iters} iterations), COCO AP on {size.det_num_val} scenes of its own per "
-                 "condition:", "",
-                 "```", format_detection(detection), "```"]
+    if multitask is not None:
+        text += ["- multi-task evaluation (mIoU and COCO AP per condition, one model): `multitask_eval.json`; "
+                 "its ONNX graph (both contracts): `../multitask.onnx`", "",
+                 f"VLTMT (tiny): VLTSeg above, frozen, plus a detection head trained {size.det_iters} iterations on "
+                 f"its tower; {size.det_num_val} scenes of its own per condition:", "",
+                 "```", format_multitask(multitask), "```", "",
+                 "Its detection head, COCO AP per class:", "", "```", format_detection(multitask), "```"]
     atomic_write_text(report / "README.md", "\n".join(text) + "\n")
 
 

@@ -42,15 +42,30 @@ def test_miniature_demo_runs_every_stage(tmp_path: Path) -> None:
     assert "source" in (report / "README.md").read_text()
     assert "condition" in proc.stdout and "report:" in proc.stdout
 
-    # VLTDet starts from the demo's VLTSeg tower (model.init_from) and is scored per condition
-    det_config = (work / "det_run" / "config.yaml").read_text()
-    assert f"init_from: {work / 'run'}" in det_config
-    assert "model.init_from:" in (work / "logs" / "det_train.log").read_text()
-    conditions = summary["detection"]["datasets"]["acdc"]["conditions"]
+    # The multi-task model starts from the demo's VLTSeg (model.init_from), frozen, and gives both tasks per condition
+    mt_config = (work / "mt_run" / "config.yaml").read_text()
+    assert f"init_from: {work / 'run'}" in mt_config and "task: multitask" in mt_config
+    assert "model.init_from:" in (work / "logs" / "mt_train.log").read_text()
+    conditions = summary["multitask"]["datasets"]["acdc"]["conditions"]
     assert {"fog", "night", "rain", "snow", "real_style"} <= set(conditions)
+    for name, entry in conditions.items():
+        assert 0.0 <= entry["mIoU"] <= 1.0 and 0.0 <= entry["AP50"] <= 1.0, name
+    assert (work / "multitask.onnx").is_file()
     assert "AP50 per class" in (report / "README.md").read_text()  # the detection table is in the report too
-    assert "VLTDet" in proc.stdout and "AP50" in proc.stdout
+    assert "VLTMT" in proc.stdout and "AP50" in proc.stdout
 
+
+def test_multitask_table_gives_both_tasks_per_condition():
+    from vlt_training.cli.demo import format_multitask
+
+    report = {"datasets": {"acdc": {"conditions": {
+        "clear": {"mIoU": 0.5, "mAP": 0.2, "AP50": 0.4},
+        "fog": {"mIoU": 0.25, "mAP": float("nan"), "AP50": 0.1},
+    }}}}
+    lines = format_multitask(report).splitlines()
+    assert lines[0].split() == ["condition", "mIoU", "AP50", "mAP"]
+    assert lines[1].split() == ["source", "50.0", "40.0", "20.0"]
+    assert lines[2].split() == ["fog", "25.0", "10.0", "n/a"]
 
 def test_detection_table_shows_per_class_ap():
     from vlt_training.cli.demo import format_detection
