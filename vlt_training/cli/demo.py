@@ -17,7 +17,8 @@ Every stage is a real command of the package, run as its own process, exactly as
    labels and the detections of every frame, and evaluator_node scores both (online mIoU and AP50 per condition);
    without step 7, segmentation_node with step 4's graph
 
-It ends with a per-condition table (mIoU, rPD, ECE, online mIoU and AP50, latency) and a report folder ``<workdir>/report``.
+It ends with a per-condition table (mIoU, rPD, ECE, online mIoU and AP50, latency) and a report folder
+``<workdir>/report``.
 ROS graph stages must run inside a private network namespace (``./vlt demo`` does that).
 """
 

@@ -204,7 +204,8 @@ def verify_engine(engine, reference: dict[str, np.ndarray], images: np.ndarray, 
     threshold = FP32_MIN_AGREEMENT if precision == "fp32" else None
     det_agreement = None
     if metadata.task == TASK_MULTITASK:  # both halves must hold: pixels and detections
-        det_agreement = detection_agreement(detection_outputs(reference, metadata), detection_outputs(outputs, metadata))
+        det_agreement = detection_agreement(detection_outputs(reference, metadata),
+                                            detection_outputs(outputs, metadata))
     passed = threshold is None or (agreement >= threshold and (det_agreement is None or det_agreement >= threshold))
     compared = None
     if metadata.task in (TASK_DETECTION, TASK_MULTITASK):

@@ -57,7 +57,8 @@ def test_one_draw_moves_label_map_boxes_and_masks_together(bench):
             if on.sum() < 4:
                 continue
             agree = (target["sem_seg"][on] == seg_id).float().mean()
-            assert agree > 0.9, f"seed {seed}: the mask of a {CITYSCAPES_THING_CLASSES[int(label)]} sits on other labels"
+            name = CITYSCAPES_THING_CLASSES[int(label)]
+            assert agree > 0.9, f"seed {seed}: the mask of a {name} sits on other labels"
             ys, xs = torch.nonzero(on, as_tuple=True)
             assert xs.min() >= box[0] - 1 and xs.max() <= box[2] + 1 and ys.min() >= box[1] - 1
             checked += 1
