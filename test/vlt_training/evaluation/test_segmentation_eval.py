@@ -112,6 +112,10 @@ def test_retention_report_and_json(tmp_path):
     assert report["retention"]["target"]["overall"] == pytest.approx(target / 1.0)
     table = format_table(report)
     assert "source" in table and "target" in table and "sidewalk" in table
+    # rPD = 100 x target / source mIoU, shown under that one name
+    assert "rPD" in table.splitlines()[0] and "retention" not in table
+    target_row = next(line for line in table.splitlines() if line.startswith("target "))
+    assert target_row.split()[-1] == f"{100 * target:.2f}"
     write_json(report, tmp_path / "out" / "report.json")
     assert json.loads((tmp_path / "out" / "report.json").read_text())["retention"]["target"]["overall"] == \
         pytest.approx(target)
