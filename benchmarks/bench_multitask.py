@@ -121,7 +121,7 @@ def per_condition(report: dict, metric: str, task: str | None = None) -> dict:
 
 
 def accuracy(work: Path, seeds: list[int], iters: int, det_iters: int, num_train: int, num_val: int,
-             height: int, width: int, pretrained: str) -> dict:
+             height: int, width: int, pretrained: str, results: dict | None = None, save=lambda: None) -> dict:
     """Per seed: VLTSeg, VLTDet (tower from that VLTSeg, as the demo trains it), VLTMT joint (``iters``), VLTMT
     frozen-tower (detection head only, ``det_iters``, on the VLTSeg); per-condition mIoU and AP50 of each."""
     from vlt_training.cli.demo import SEG_CONFIG, DET_CONFIG, TRAIN_CONFIGS, generate_args, pretrained_override
@@ -133,9 +133,10 @@ def accuracy(work: Path, seeds: list[int], iters: int, det_iters: int, num_train
     run(generate_args(val, 0, num_val, size, 1), work / "generate_val.log")
     crop = f"[{height},{width}]"
     common = [f"data.root={data}", "data.synthetic.enabled=false", f"data.crop_size={crop}", "--no-progress"]
-    results: dict = {}
+    results = {} if results is None else results
     for seed in seeds:
         runs = work / f"seed{seed}"
+        runs.mkdir(parents=True, exist_ok=True)
         base = [*common, f"train.seed={seed}", "train.num_workers=1", pretrained_override(pretrained)]
         plan = {
             "vltseg": (SEG_CONFIG, [f"train.max_iters={iters}", f"train.checkpoint_interval={iters}"]),
@@ -148,12 +149,12 @@ def accuracy(work: Path, seeds: list[int], iters: int, det_iters: int, num_train
                 "model.init_prefixes=[backbone.,neck.,pixel_text.,pixel_decoder.,predictor.]",
                 "model.overrides.seg_loss_weight=0.0", "model.overrides.freeze=[backbone,neck,segmentation]"]),
         }
-        seed_result = {}
+        seed_result = results.setdefault(str(seed), {})
         for name, (config, extra) in plan.items():
             out = runs / name
             start = time.perf_counter()
             args = ["-m", "vlt_training.cli.train", "--config", str(config), "--out", str(out), *base, *extra]
-            run(args, runs.mkdir(parents=True, exist_ok=True) or runs / f"{name}_train.log")
+            run(args, runs / f"{name}_train.log")
             train_s = time.perf_counter() - start
             report_path = runs / f"{name}_eval.json"
             run(["-m", "vlt_training.cli.evaluate", "--checkpoint", str(out), "--out", str(report_path),
@@ -165,8 +166,8 @@ def accuracy(work: Path, seeds: list[int], iters: int, det_iters: int, num_train
             if name != "vltseg":
                 entry["AP50"] = per_condition(report, "AP50", "detection" if name.startswith("vltmt") else None)
             seed_result[name] = entry
+            save()  # partial results survive an interrupted run
             print(f"seed {seed} {name}: {json.dumps(entry)}", flush=True)
-        results[str(seed)] = seed_result
     return results
 
 
@@ -199,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report["speed"]))
     if args.accuracy:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        report["accuracy"] = accuracy(args.workdir, [int(s) for s in args.seeds.split(",")], args.train_iters,
-                                      args.det_iters, args.num_train, args.num_val, 128, 256, args.pretrained)
+        report["accuracy"] = {}
+        accuracy(args.workdir, [int(s) for s in args.seeds.split(",")], args.train_iters, args.det_iters,
+                 args.num_train, args.num_val, 128, 256, args.pretrained, report["accuracy"],
+                 lambda: args.out.write_text(json.dumps(report, indent=2)))
         args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
     return 0
