@@ -38,7 +38,11 @@ def has_both(record: dict) -> bool:
 def augment(image: np.ndarray, seg: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
             crop_size: Sequence[int], aug: AugmentConfig, ignore_index: int, masks: np.ndarray | None = None):
     """One geometric draw for all targets: (image (h, w, 3), seg (h, w), boxes (N, 4), labels (N,), masks
-    (N, h, w) or None) of exactly ``crop_size``; boxes thinner than ``MIN_BOX_SIDE`` after the crop are dropped."""
+    (N, h, w) or None) of exactly ``crop_size``; boxes thinner than ``MIN_BOX_SIDE`` after the crop are dropped.
+
+    The steps are those of :func:`vlt_training.data.detection.augment` with the label map carried along (resized
+    nearest, padded with the ignore label), which that function has no place for; the random draws are the same.
+    """
     h0, w0 = image.shape[:2]
     image, seg = T.random_resize(image, seg, rng, aug.scale, aug.resize_ratio, aug.keep_ratio)
     h, w = image.shape[:2]
