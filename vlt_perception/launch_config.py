@@ -138,6 +138,8 @@ NODE_PARAMS: dict[str, tuple[ParamSpec, ...]] = {
     EVALUATOR: (
         _at_start("labels_topic", "string", "Predicted train-ID labels (mono8); '' = none."),
         _at_start("detections_topic", "string", "Predicted vision_msgs/Detection2DArray; '' = none."),
+        _at_start("confidence_topic", "string", "Predicted per-pixel confidence (32FC1: the segmentation node's "
+                  "~/out/confidence with publish_confidence); adds ECE / AUROC / FPR95 to the report; '' = none."),
         _at_start("gt_labels_topic", "string", "Ground-truth labels (mono8); '' = none."),
         _at_start("gt_detections_topic", "string", "Ground-truth Detection2DArray; '' = none."),
         _at_start("condition_topic", "string", "Latched std_msgs/String with the current condition."),

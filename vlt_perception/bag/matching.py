@@ -19,7 +19,7 @@ from vlt_perception.labels import IGNORE_INDEX
 from vlt_perception.metrics.calibration import CalibrationAccumulator
 from vlt_perception.metrics.segmentation import ConfusionMatrix, retention
 
-PARTS = ("labels", "boxes")
+PARTS = ("labels", "boxes", "confidence")  # confidence: a prediction part only (the per-pixel 32FC1 image)
 REFERENCE = "reference"
 # Every distinct condition string from a bag gets its own metrics group, report samples and figures.
 MAX_CONDITIONS = 64
@@ -61,6 +61,8 @@ class StampMatcher:
         for part in (*gt_parts, *pred_parts):
             if part not in PARTS:
                 raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
+        if "confidence" in gt_parts or ("confidence" in pred_parts and "labels" not in pred_parts):
+            raise ValueError("confidence is a prediction part that goes with predicted labels")
         common = set(gt_parts) & set(pred_parts)
         if not common:
             raise ValueError(f"nothing to evaluate: ground truth has {sorted(gt_parts)}, predictions "

@@ -143,6 +143,20 @@ def decode_image(msg) -> np.ndarray:
                       bool(msg.is_bigendian))
 
 
+def decode_confidence(msg) -> np.ndarray:
+    """sensor_msgs/Image 32FC1 (the segmentation node's confidence) -> (H, W) float32, honouring ``step`` and
+    ``is_bigendian``."""
+    if str(msg.encoding) != "32FC1":
+        raise MessageError(f"confidence image encoding {msg.encoding!r}; expected '32FC1'")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    data = _buffer(msg.data)
+    if step < width * 4 or data.size < step * height:
+        raise MessageError(f"32FC1 image {width}x{height}: step {step} / {data.size} bytes is too small for the size")
+    rows = data[: step * height].reshape(height, step)[:, : width * 4]
+    dtype = np.dtype(">f4" if bool(msg.is_bigendian) else "<f4")
+    return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.float32)
+
+
 def decode_labels(msg) -> np.ndarray:
     """sensor_msgs/Image mono8 / 8UC1 of train IDs -> (H, W) uint8."""
     if str(msg.encoding) not in _LABEL_ENCODINGS:

@@ -69,6 +69,8 @@ class EvaluatorNode(Node):
                     if self.p[key]]
         pred_parts = [part for part, key in (("labels", "labels_topic"), ("boxes", "detections_topic"))
                       if self.p[key]]
+        if self.p["confidence_topic"] and "labels" in pred_parts:  # calibration: waits for both per stamp
+            pred_parts.append("confidence")
         self.matcher = StampMatcher(gt_parts, pred_parts)  # raises when there is nothing to compare
         classes = self.p["class_names"] if "labels" in pred_parts else None
         things = self.p["thing_classes"] if "boxes" in pred_parts else None
@@ -100,6 +102,8 @@ class EvaluatorNode(Node):
             sub(self.p["gt_labels_topic"], Image, lambda m, info: self._on_msg(m, info, "gt", "labels"))
         if "labels" in pred_parts:
             sub(self.p["labels_topic"], Image, lambda m, info: self._on_msg(m, info, "pred", "labels"))
+        if "confidence" in pred_parts:
+            sub(self.p["confidence_topic"], Image, lambda m, info: self._on_msg(m, info, "pred", "confidence"))
         if "boxes" in gt_parts or "boxes" in pred_parts:
             detections = message_class("vision_msgs/msg/Detection2DArray")
             if "boxes" in gt_parts:
@@ -153,6 +157,8 @@ class EvaluatorNode(Node):
     def _decode(self, msg, part: str, side: str):
         if part == "labels":
             return M.decode_labels(msg)
+        if part == "confidence":
+            return M.decode_confidence(msg)
         # Ground truth of classes the model does not predict is left out (and counted), as offline.
         boxes = M.decode_detections(msg, self.p["thing_classes"], skip_unknown=side == "gt")
         if boxes["unknown_class"]:
