@@ -5,8 +5,8 @@ exports to ONNX without custom ops or data-dependent shapes. This is the real pa
 CUDA kernel:
 
 - ``level`` / ``point``: ``F.grid_sample`` per level or per (level, point). Training uses ``level``.
-- ``gather``: bilinear interpolation written as row gathers and arithmetic (ONNX ``Gather``, ``Floor``, ``Mul``,
-  ``Add``), with no ``GridSample``. Inference and every ONNX export use it: TensorRT 10.14 and 11.1 build engines
+- ``gather``: bilinear interpolation written as row gathers from a zero-padded map and arithmetic (ONNX
+  ``Gather``, ``Floor``, ``Mul``, ``Add``), with no ``GridSample``. Inference and every ONNX export use it: TensorRT 10.14 and 11.1 build engines
   from GridSample-based deformable attention that give wrong outputs (NVIDIA/TensorRT#4813), and GridSample at
   opset 20 fails in others (NVIDIA/TensorRT#4646). A graph without GridSample carries neither risk.
 """
@@ -41,7 +41,7 @@ def ms_deform_attn_core(
         sampling_locations: (B, Q, M, L, P, 2) normalised x, y in [0, 1].
         attention_weights: (B, Q, M, L, P), softmax-normalised over L * P.
         method: ``level`` (one ``grid_sample`` per level), ``point`` (one per (level, point)) or ``gather``
-            (no ``grid_sample``: row gathers of the four neighbours, see :func:`_sample_by_gather`).
+            (no ``grid_sample``: four row gathers per point from a zero-padded map, see :func:`_sample_by_gather`).
     Returns:
         (B, Q, M * D).
 
@@ -67,10 +67,6 @@ def ms_deform_attn_core(
     return out.view(b, m * d, q).transpose(1, 2).contiguous()
 
 
-# The four neighbours of a sampling point as (dx, dy) from its top-left one.
-_CORNERS = ((0, 0), (1, 0), (0, 1), (1, 1))
-
-
 def _sample_by_gather(
     value: torch.Tensor,
     spatial_shapes: Sequence[tuple[int, int]],
@@ -80,38 +76,50 @@ def _sample_by_gather(
     """value (B, S, M, D), locations (B, Q, M, L, P, 2) in [0, 1], weights (B, Q, M, L, P) -> (B*M, Q, D).
 
     ``grid_sample``'s bilinear rule written out: the pixel position is ``x * w - 0.5`` (pixel centres at
-    ``(i + 0.5) / w``); each of the four neighbours gets the product of its two linear weights, and a neighbour
-    outside the map gets weight 0 (zeros padding) while its index is clamped to a valid row. Each neighbour is one
-    ``Gather`` of (B*M*Q) rows of D channels from the values laid out as (B*M*S, D) rows, weighted and added as
-    it comes, so the largest intermediate is (B*M, Q, D) like the per-point ``grid_sample`` form. Index and weight
-    arithmetic runs in float32 whatever the value dtype: bf16 cannot even represent pixel positions beyond 256.
+    ``(i + 0.5) / w``) and each of the four neighbours gets the product of its two linear weights.
+
+    Every level's (h, w) map is padded with one ring of zeros and laid out as rows of D channels, (B*M*(h+2)*(w+2),
+    D). The ring is the zeros padding: positions are clamped to [-1, w] (resp. h) first, so the top-left neighbour
+    (x0, y0) lies in [-1, w - 1] x [-1, h - 1] and all four neighbours are rows of the padded map (the other three
+    at +1, +(w+2), +(w+3)); a point beyond the map lands on zeros with weight 1 or on the map with weight 0, exactly
+    as grid_sample gives. So there is no per-corner mask or clamp: the index and weight arithmetic runs once per
+    level for all heads and points, in float32 whatever the value dtype (bf16 cannot even represent pixel positions
+    beyond 256), with int32 indices. Each point is four ``Gather`` of (B*M*Q) rows, weighted and added as they come
+    (one fused element-wise kernel in OpenVINO), so the largest intermediate is (B*M, Q, D) like the per-point
+    ``grid_sample`` form. Costs against that form: benchmarks/bench_deform_attn.py, docs/results.md.
     """
     b, s, m, d = value.shape
     _, q, _, n_levels, n_points, _ = locations.shape
-    rows = value.permute(0, 2, 1, 3).reshape(b * m * s, d)  # B*M*S, D: row (bm * S + level start + y * w + x)
-    # B, Q, M, L, P, 2 -> L, P, B*M, Q, 2 (and weights -> L, P, B*M, Q): one slice per (level, point)
+    per_level = value.split([h * w for h, w in spatial_shapes], dim=1)  # [(B, h*w, M, D)]
+    # B, Q, M, L, P, 2 -> L, P, B*M, Q, 2 (and weights -> L, P, B*M, Q): per-level slices with points leading
     locations = locations.float().permute(3, 4, 0, 2, 1, 5).reshape(n_levels, n_points, b * m, q, 2)
     weights = weights.float().permute(3, 4, 0, 2, 1).reshape(n_levels, n_points, b * m, q)
-    # First row of each (batch, head) block: bm * S, as a (B*M, 1) column (B is dynamic in exported graphs).
-    block_start = (torch.arange(b * m, device=value.device) * s).unsqueeze(1)
+    head = torch.arange(b * m, device=value.device, dtype=torch.int32).view(1, b * m, 1)  # B is dynamic in exports
     out = None
-    start = 0
     for level, (h, w) in enumerate(spatial_shapes):
+        rows = _padded_rows(per_level[level], h, w)  # B*M*(h+2)*(w+2), D
+        px = (locations[level, ..., 0] * w - 0.5).clamp(-1, w)  # P, B*M, Q
+        py = (locations[level, ..., 1] * h - 0.5).clamp(-1, h)
+        x0, y0 = px.floor().clamp(max=w - 1), py.floor().clamp(max=h - 1)
+        fx, fy = px - x0, py - y0  # in [0, 1]
+        # row of the top-left neighbour in the padded map (the ring shifts x0, y0 by one)
+        index = ((y0 + 1) * (w + 2) + (x0 + 1)).to(torch.int32) + head * ((h + 2) * (w + 2))  # P, B*M, Q
+        top, bottom = (1 - fy) * weights[level], fy * weights[level]  # P, B*M, Q: row weight x attention
+        corners = ((0, top * (1 - fx)), (1, top * fx), (w + 2, bottom * (1 - fx)), (w + 3, bottom * fx))
         for point in range(n_points):
-            px = locations[level, point, ..., 0] * w - 0.5  # B*M, Q
-            py = locations[level, point, ..., 1] * h - 0.5
-            x0, y0 = px.floor(), py.floor()
-            fx, fy = px - x0, py - y0
-            for dx, dy in _CORNERS:
-                cx, cy = x0 + dx, y0 + dy
-                inside = (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
-                corner_weight = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
-                corner_weight = torch.where(inside, corner_weight * weights[level, point], 0.0)  # B*M, Q
-                index = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)).long() + start + block_start  # B*M, Q
-                part = rows[index] * corner_weight.unsqueeze(-1).to(value.dtype)  # B*M, Q, D
+            start = index[point].flatten()  # B*M*Q
+            for shift, weight in corners:
+                sampled = rows.index_select(0, start + shift if shift else start).view(b * m, q, d)  # B*M, Q, D
+                part = sampled * weight[point].unsqueeze(-1).to(value.dtype)
                 out = part if out is None else out + part
-        start += h * w
     return out
+
+
+def _padded_rows(level_value: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, h*w, M, D) -> (B*M*(h+2)*(w+2), D): each head's map with a ring of zeros, one row per pixel."""
+    b, _, m, d = level_value.shape
+    grid = level_value.permute(0, 2, 1, 3).reshape(b * m, h, w, d)  # B*M, h, w, D
+    return F.pad(grid, (0, 0, 1, 1, 1, 1)).reshape(-1, d)  # B*M*(h+2)*(w+2), D
 
 
 def _sample_per_level(levels: list[torch.Tensor], grids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
