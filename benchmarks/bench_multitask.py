@@ -132,7 +132,7 @@ def accuracy(work: Path, seeds: list[int], iters: int, det_iters: int, num_train
     run(generate_args(data, num_train, 2, size, 0), work / "generate.log")
     run(generate_args(val, 0, num_val, size, 1), work / "generate_val.log")
     crop = f"[{height},{width}]"
-    common = [f"data.root={data}", "data.synthetic.enabled=false", f"data.crop_size={crop}", "--no-progress"]
+    common = [f"data.root={data}", "data.synthetic.enabled=false", f"data.crop_size={crop}"]
     results = {} if results is None else results
     for seed in seeds:
         runs = work / f"seed{seed}"
@@ -153,7 +153,8 @@ def accuracy(work: Path, seeds: list[int], iters: int, det_iters: int, num_train
         for name, (config, extra) in plan.items():
             out = runs / name
             start = time.perf_counter()
-            args = ["-m", "vlt_training.cli.train", "--config", str(config), "--out", str(out), *base, *extra]
+            args = ["-m", "vlt_training.cli.train", "--config", str(config), "--out", str(out), "--no-progress",
+                    *base, *extra]
             run(args, runs / f"{name}_train.log")
             train_s = time.perf_counter() - start
             report_path = runs / f"{name}_eval.json"
