@@ -41,6 +41,11 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str])
     return chosen
 
 
+def trt_cache_folder(model_path: Path, cache_dir: str | Path | None) -> Path:
+    """The TensorRT execution provider's engine cache: ``cache_dir`` or ``<stem>.ort_trt_cache`` beside the model."""
+    return Path(cache_dir) if cache_dir else model_path.parent / f"{model_path.stem}.ort_trt_cache"
+
+
 def provider_options(providers: Sequence[str], model_path: Path, cache_dir: str | Path | None,
                      fp16: bool) -> list:
     """Providers with options: the TensorRT EP caches its engines (it builds for minutes otherwise on every start)
@@ -48,7 +53,7 @@ def provider_options(providers: Sequence[str], model_path: Path, cache_dir: str 
     out = []
     for name in providers:
         if name == "TensorrtExecutionProvider":
-            cache = Path(cache_dir) if cache_dir else model_path.parent / f"{model_path.stem}.ort_trt_cache"
+            cache = trt_cache_folder(model_path, cache_dir)
             out.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                                "trt_timing_cache_enable": True, "trt_fp16_enable": bool(fp16)}))
         else:

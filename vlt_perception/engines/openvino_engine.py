@@ -19,12 +19,14 @@ import numpy as np
 
 from vlt_perception.engines._common import check_images, read_onnx_metadata, require_file
 from vlt_perception.engines.base import EngineError, EngineInfo, EngineUnavailableError, InferenceEngine
-from vlt_perception.metadata import ModelMetadata
+from vlt_perception.metadata import MULTITASK_DET_OUTPUTS, ModelMetadata
 
 log = logging.getLogger(__name__)
 
 # our precision names -> OpenVINO's INFERENCE_PRECISION_HINT
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# the graph contract's output names (see ModelMetadata)
+CONTRACT_OUTPUTS = {"labels", "confidence", "boxes", "scores", "masks", *MULTITASK_DET_OUTPUTS}
 
 
 def import_openvino():
@@ -81,7 +83,10 @@ class OpenVINOEngine(InferenceEngine):
         if len(inputs) != 1 or "images" not in inputs[0].get_names():
             raise EngineError(f"{self.path}: expected one input named 'images', found "
                               f"{[sorted(i.get_names()) for i in inputs]}")
-        self.output_names = [out.get_any_name() for out in self.compiled.outputs]
+        # a compiled output may carry several names (OpenVINO merges the producing node's, e.g. '/module/Div_output_0',
+        # into the graph output's): report the contract's name
+        self.output_names = [next(iter(sorted(out.get_names() & CONTRACT_OUTPUTS)), out.get_any_name())
+                             for out in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
         self.info = EngineInfo("openvino", precision, device.lower(), providers=[f"OpenVINO {ov.__version__}"],
                                model_path=str(self.path))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vlt_perception.engines.parity import (  # the comparison the runtime's parity gate makes
+    DETECTION_SCORE_THRESHOLD, count_detections, detection_agreement, detection_outputs)
 from vlt_perception.metadata import TASK_DETECTION, TASK_MULTITASK, ModelMetadata
 from vlt_perception.preprocess import Preprocessor
 
@@ -123,40 +125,6 @@ def verification_batch(metadata: ModelMetadata, *, checkpoint=None, image_dir=No
 # Comparison
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (N, M) of xyxy boxes a (N, 4) and b (M, 4)."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # N, M, 2
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])  # N, M, 2
-    inter = np.clip(rb - lt, 0, None).prod(-1)  # N, M
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
-
-
-DETECTION_SCORE_THRESHOLD = 0.05  # the detections the parity check compares (the models' default test score)
-
-
-def detection_agreement(ref: dict[str, np.ndarray], out: dict[str, np.ndarray],
-                        score_threshold: float = DETECTION_SCORE_THRESHOLD,
-                        iou_threshold: float = 0.9, pixel_tolerance: float = 0.5) -> float:
-    """Fraction of reference detections (score > threshold) that the other output has with the same label and
-    IoU >= iou_threshold or every coordinate within ``pixel_tolerance`` (degenerate zero-area boxes, common with
-    untrained heads, have IoU 0 even with themselves); 1.0 when the reference has none."""
-    matched = total = 0
-    for b in range(ref["boxes"].shape[0]):
-        keep_r = ref["scores"][b] > score_threshold
-        keep_o = out["scores"][b] > score_threshold
-        boxes_r, labels_r = ref["boxes"][b][keep_r], ref["labels"][b][keep_r]
-        boxes_o, labels_o = out["boxes"][b][keep_o], out["labels"][b][keep_o]
-        total += len(boxes_r)
-        if len(boxes_r) and len(boxes_o):
-            iou = _box_iou(boxes_r, boxes_o)  # N, M
-            close = np.abs(boxes_r[:, None] - boxes_o[None]).max(-1) <= pixel_tolerance  # N, M
-            same = labels_r[:, None] == labels_o[None, :]
-            matched += int((((iou >= iou_threshold) | close) & same).any(axis=1).sum())
-    return 1.0 if total == 0 else matched / total
-
-
 def compare_outputs(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], metadata: ModelMetadata) -> tuple[
         float, dict[str, float]]:
     """(label agreement, max |diff| per float output) of an engine's outputs against the PyTorch reference."""
@@ -176,13 +144,6 @@ def compare_outputs(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], meta
     if ref["labels"].shape != out["labels"].shape:
         raise ValueError(f"labels: shape {out['labels'].shape} != reference {ref['labels'].shape}")
     return float(np.mean(ref["labels"] == out["labels"])), diffs
-
-
-def detection_outputs(outputs: dict[str, np.ndarray], metadata: ModelMetadata) -> dict[str, np.ndarray]:
-    """The detection outputs of a detection or multi-task graph under the detection contract's names."""
-    if metadata.task != TASK_MULTITASK:
-        return outputs
-    return {name[len("det_"):]: value for name, value in outputs.items() if name.startswith("det_")}
 
 
 def torch_reference(model, images: np.ndarray, metadata: ModelMetadata) -> dict[str, np.ndarray]:
@@ -217,12 +178,6 @@ def verify_engine(engine, reference: dict[str, np.ndarray], images: np.ndarray, 
                         engine.info.engine, DETECTION_SCORE_THRESHOLD, images.shape[0], source)
     return ParityReport(engine.info.engine, precision, source, images.shape[0], agreement, diffs, passed, threshold,
                         compared, det_agreement)
-
-
-def count_detections(outputs: dict[str, np.ndarray], score_threshold: float | None = None) -> int:
-    """Detections above ``score_threshold`` (default: the parity check's) in a batch of detection outputs."""
-    threshold = DETECTION_SCORE_THRESHOLD if score_threshold is None else score_threshold
-    return int((outputs["scores"] > threshold).sum())
 
 
 def verify_onnx(onnx_path: str | Path, model, metadata: ModelMetadata, images: np.ndarray, source: str,

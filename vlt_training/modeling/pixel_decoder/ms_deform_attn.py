@@ -6,9 +6,10 @@ CUDA kernel:
 
 - ``level`` / ``point``: ``F.grid_sample`` per level or per (level, point). Training uses ``level``.
 - ``gather``: bilinear interpolation written as row gathers from a zero-padded map and arithmetic (ONNX
-  ``Gather``, ``Floor``, ``Mul``, ``Add``), with no ``GridSample``. Inference and every ONNX export use it: TensorRT 10.14 and 11.1 build engines
-  from GridSample-based deformable attention that give wrong outputs (NVIDIA/TensorRT#4813), and GridSample at
-  opset 20 fails in others (NVIDIA/TensorRT#4646). A graph without GridSample carries neither risk.
+  ``Gather``, ``Floor``, ``Mul``, ``Add``), with no ``GridSample``. Inference and every ONNX export use it:
+  TensorRT 10.14 and 11.1 build engines from GridSample-based deformable attention that give wrong outputs
+  (NVIDIA/TensorRT#4813), and GridSample at opset 20 fails in others (NVIDIA/TensorRT#4646). A graph without
+  GridSample carries neither risk.
 """
 
 from __future__ import annotations
