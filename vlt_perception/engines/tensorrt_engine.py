@@ -352,18 +352,30 @@ def _progress_monitor(trt):
         return None
 
     class LogProgress(base):
+        """Phase starts at info; steps at info at most every ``STEP_LOG_SECONDS`` (tactic selection runs thousands
+        of steps, and a build that prints nothing for minutes looks hung)."""
+
+        STEP_LOG_SECONDS = 10.0
+
         def __init__(self) -> None:
             base.__init__(self)
+            self.steps: dict[str, int] = {}
+            self.last_log = time.monotonic()
 
         def phase_start(self, phase_name, parent_phase, num_steps):
+            self.steps[phase_name] = num_steps
             log.info("TensorRT build: %s%s (%d steps)", f"{parent_phase} / " if parent_phase else "", phase_name,
                      num_steps)
 
         def step_complete(self, phase_name, step):
-            log.debug("TensorRT build: %s step %d", phase_name, step)
+            now = time.monotonic()
+            if now - self.last_log >= self.STEP_LOG_SECONDS:
+                self.last_log = now
+                log.info("TensorRT build: %s step %d of %d", phase_name, step + 1, self.steps.get(phase_name, 0))
             return True  # False would cancel the build
 
         def phase_finish(self, phase_name):
+            self.steps.pop(phase_name, None)
             log.debug("TensorRT build: %s done", phase_name)
 
     return LogProgress()
