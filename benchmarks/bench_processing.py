@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vlt_perception.atomic import atomic_write_text  # noqa: E402
 from vlt_perception.labels import CITYSCAPES_PALETTE  # noqa: E402
 from vlt_perception.metadata import ModelMetadata  # noqa: E402
 from vlt_perception.pipeline.postprocess import (  # noqa: E402
@@ -92,9 +93,7 @@ def main(argv=None) -> int:
     for name, r in result["steps"].items():
         print(f"{name:22s} median {r['median_ms']:7.2f} ms   p90 {r['p90_ms']:7.2f} ms   min {r['min_ms']:7.2f} ms"
               f"   cpu {r['median_cpu_ms']:7.2f} ms")
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")
     return 0
 

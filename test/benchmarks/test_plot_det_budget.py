@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from helpers.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def load_plot_module():
-    spec = importlib.util.spec_from_file_location("plot_det_budget", REPO / "benchmarks" / "plot_det_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("plot_det_budget")
 
 
 def test_the_figure_draws_every_series_with_its_measurements():

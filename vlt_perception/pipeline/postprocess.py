@@ -27,11 +27,7 @@ def palette_lut(palette) -> np.ndarray:
 
 def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Labels (h, w) uint8 -> (height, width) uint8 with nearest neighbour (mono8 for ROS)."""
-    labels = _as_2d(labels, np.uint8, "labels")
-    if labels.shape == (height, width):
-        return labels
-    cv2 = _cv2()
-    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+    return _resize_2d(labels, np.uint8, "labels", height, width, nearest=True)
 
 
 def colorize_labels(labels: np.ndarray, lut: np.ndarray, height: int | None = None,
@@ -52,11 +48,16 @@ def colorize_labels(labels: np.ndarray, lut: np.ndarray, height: int | None = No
 
 def resize_confidence(confidence: np.ndarray, height: int, width: int) -> np.ndarray:
     """Confidence (h, w) float32 -> (height, width) float32, bilinear."""
-    confidence = _as_2d(confidence, np.float32, "confidence")
-    if confidence.shape == (height, width):
-        return confidence
+    return _resize_2d(confidence, np.float32, "confidence", height, width, nearest=False)
+
+
+def _resize_2d(array: np.ndarray, dtype, name: str, height: int, width: int, nearest: bool) -> np.ndarray:
+    """A checked (h, w) ``dtype`` map -> (height, width), nearest neighbour or bilinear; as is at that size."""
+    array = _as_2d(array, dtype, name)
+    if array.shape == (height, width):
+        return array
     cv2 = _cv2()
-    return cv2.resize(confidence, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(array, (width, height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
 
 
 def rescale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:

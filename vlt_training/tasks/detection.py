@@ -8,15 +8,6 @@ from vlt_training.evaluation.detection import evaluate_records
 from vlt_training.tasks.registry import TaskHooks, register_task
 
 
-def _evaluate(model, records, cfg, device, amp="none") -> dict:
-    return evaluate_records(model, records, cfg, device=device, amp=amp)
-
-
 DETECTION = register_task(TaskHooks(
-    name="detection",
-    metadata_task=TASK_DETECTION,
-    build_train_dataset=build_train_dataset,
-    evaluate=_evaluate,
-    primary_metric="mAP",
-    record_filter=has_annotations,
-))
+    name="detection", metadata_task=TASK_DETECTION, primary_metric="mAP", record_filter=has_annotations,
+    build_train_dataset=build_train_dataset, evaluate=evaluate_records))

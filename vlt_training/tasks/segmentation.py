@@ -8,15 +8,6 @@ from vlt_training.evaluation.segmentation import evaluate_records
 from vlt_training.tasks.registry import TaskHooks, register_task
 
 
-def _evaluate(model, records, cfg, device, amp="none") -> dict:
-    return evaluate_records(model, records, cfg, device=device, amp=amp)
-
-
 SEGMENTATION = register_task(TaskHooks(
-    name="segmentation",
-    metadata_task=TASK_SEGMENTATION,
-    build_train_dataset=build_train_dataset,
-    evaluate=_evaluate,
-    primary_metric="mIoU",
-    record_filter=has_sem_seg,
-))
+    name="segmentation", metadata_task=TASK_SEGMENTATION, primary_metric="mIoU", record_filter=has_sem_seg,
+    build_train_dataset=build_train_dataset, evaluate=evaluate_records))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_bench import tiny_bench
 
 from vlt_training.config import AugmentConfig, DataConfig, DatasetConfig
 from vlt_training.data.records import DataError, load_records, load_train_records
@@ -17,12 +18,7 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from vlt_training.cli.generate import main as generate
-
-    out = tmp_path_factory.mktemp("bench")
-    assert generate(["--out", str(out), "--num-train", "3", "--num-val", "2", "--height", "32", "--width", "64",
-                     "--conditions", "fog,night"]) == 0
-    return out
+    return tiny_bench(tmp_path_factory.mktemp("bench"), num_train=3, num_val=2, conditions=("fog", "night"))
 
 
 def data_cfg(bench) -> DataConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_bench import tiny_bench
 
 from vlt_perception.labels import CITYSCAPES_CLASSES, CITYSCAPES_THING_CLASSES
 from vlt_perception.metadata import TASK_MULTITASK
@@ -27,12 +28,7 @@ SMALL = ("data.crop_size=[32,64]", "train.max_iters=1", "train.checkpoint_interv
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """4 training images of 32x64 and one validation scene under fog, from the synthetic benchmark generator."""
-    from vlt_training.cli.generate import main as generate
-
-    out = tmp_path_factory.mktemp("bench")
-    assert generate(["--out", str(out), "--num-train", "4", "--num-val", "1", "--height", "32", "--width", "64",
-                     "--conditions", "fog"]) == 0
-    return out
+    return tiny_bench(tmp_path_factory.mktemp("bench"))
 
 
 def _cfg(bench: Path, *overrides: str, path: Path = CONFIG):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_bench import tiny_bench
 
 from vlt_perception.engines.torch_engine import TorchEngine
 from vlt_training.config import ConfigError, load_config
@@ -21,12 +22,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from vlt_training.cli.generate import main as generate
-
-    out = tmp_path_factory.mktemp("bench")
-    assert generate(["--out", str(out), "--num-train", "4", "--num-val", "1", "--height", "32", "--width", "64",
-                     "--conditions", "fog"]) == 0
-    return out
+    return tiny_bench(tmp_path_factory.mktemp("bench"))
 
 
 def mode_cfg(bench: Path, mode: str, *overrides: str):

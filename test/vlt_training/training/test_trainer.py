@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_contract  # noqa: E402  (helper module beside this file)
 from helpers.gloo import free_port  # noqa: E402
+from helpers.tiny_bench import tiny_bench  # noqa: E402
 
 from vlt_training.config import load_config  # noqa: E402
 from vlt_training.training.checkpoint import (  # noqa: E402
@@ -28,12 +29,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """4 training images of 32x64 in Cityscapes layout from the synthetic benchmark generator."""
-    from vlt_training.cli.generate import main as generate
-
-    out = tmp_path_factory.mktemp("bench")
-    assert generate(["--out", str(out), "--num-train", "4", "--num-val", "1", "--height", "32", "--width", "64",
-                     "--conditions", "fog"]) == 0
-    return out
+    return tiny_bench(tmp_path_factory.mktemp("bench"))
 
 
 def tiny_cfg(bench: Path, *overrides: str):
