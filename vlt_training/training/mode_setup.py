@@ -80,6 +80,8 @@ def prepare_mode(model: nn.Module, cfg: Config, dataset, run_dir: Path, is_main:
     from vlt_training.modeling import famix
 
     opts = cfg.model.mode_options.famix
+    if opts.pin_optimizer not in ("sgd", "adam"):
+        raise ValueError(f"model.mode_options.famix.pin_optimizer: {opts.pin_optimizer!r}, expected 'sgd' or 'adam'")
     backbone = model.backbone
     source = mining_dataset(dataset)
     count = len(source) if opts.mine_images is None else min(opts.mine_images, len(source))
