@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     p.add_argument("--cache-dir", type=Path,
                    help="TensorRT engine cache folder, yours alone (default: $XDG_CACHE_HOME/vlt_perception/tensorrt)")
+    p.add_argument("--allow-parity-failure", action="store_true",
+                   help="keep a built engine that fails its parity gate against ONNX Runtime (with a warning)")
     return p
 
 
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_tensorrt(onnx_path: Path, metadata, precision: str, args, model, images, source):
+    from vlt_perception.engines import parity as engine_parity
     from vlt_perception.engines import tensorrt_engine as trt_engine
     from vlt_training.export.verify import torch_reference, verify_engine
 
@@ -136,8 +139,13 @@ def build_tensorrt(onnx_path: Path, metadata, precision: str, args, model, image
     engine_path = trt_engine.ensure_engine(onnx_path, settings, cache_dir=args.cache_dir)
     print(f"wrote {engine_path}")
     engine = trt_engine.TensorRTEngine(engine_path)
+    # the runtime's gate (against ONNX Runtime on the CPU, recorded in the sidecar where create_engine reads it)
+    gate = engine_parity.check_engine_parity(engine, onnx_path, images, frame_source=source)
+    engine_parity.record_in_sidecar(trt_engine.sidecar_path(engine_path), gate)
+    print(gate.summary())
     parity = verify_engine(engine, torch_reference(model, images, metadata), images, source, metadata)
     engine.close()
+    engine_parity.enforce(gate, engine_path, allow_parity_failure=getattr(args, "allow_parity_failure", False))
     print(parity.summary())
     if not parity.passed:
         raise RuntimeError(f"{engine_path}: TensorRT fp32 engine disagrees with PyTorch ({parity.summary()})")
