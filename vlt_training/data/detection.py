@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vlt_training.config import AugmentConfig, Config
 from vlt_training.data import transforms as T
+from vlt_training.data.sampler import SeededRecordsDataset
 
 # Boxes thinner than this (in training-input pixels) after cropping are dropped: no FCOS cell can match them.
 MIN_BOX_SIDE = 1.0
@@ -127,7 +127,7 @@ def _resized_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-class DetectionTrainDataset(Dataset):
+class DetectionTrainDataset(SeededRecordsDataset):
     """Records -> augmented ``(image (3, H, W) normalised, {"boxes": (N, 4) float32, "labels": (N,) long})``
     of exactly ``crop_size``; with ``with_masks`` the target also has ``"masks"`` (N, H, W) uint8 (Mask R-CNN).
 
@@ -136,19 +136,12 @@ class DetectionTrainDataset(Dataset):
 
     def __init__(self, records: list[dict], crop_size: Sequence[int], augment_cfg: AugmentConfig,
                  mean: Sequence[float], std: Sequence[float], with_masks: bool = False) -> None:
-        self.records = records
-        self.crop_size = tuple(int(v) for v in crop_size)
-        self.augment = augment_cfg
-        self.mean, self.std = tuple(mean), tuple(std)
+        super().__init__(records, crop_size, augment_cfg, mean, std)
         self.with_masks = with_masks
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def __getitem__(self, item):
-        index, seed = item if isinstance(item, tuple) else (item, 0)
-        rng = np.random.default_rng(seed)
-        image, boxes, labels, masks = _read(self.records[index], self.with_masks)
+        record, rng = self.record_and_rng(item)
+        image, boxes, labels, masks = _read(record, self.with_masks)
         image, boxes, labels, masks = augment(image, boxes, labels, rng, self.crop_size, self.augment, masks)
         target = {"boxes": torch.from_numpy(boxes).reshape(-1, 4), "labels": torch.from_numpy(labels).long()}
         if masks is not None:

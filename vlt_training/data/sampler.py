@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 class StepSampler(Sampler):
@@ -41,3 +42,27 @@ class StepSampler(Sampler):
             # The per-sample seed mixes the run seed and the global position: unique per sample, per epoch.
             yield int(perm[offset]), (self.seed << 32) + global_pos
             position += 1
+
+
+class SeededRecordsDataset(Dataset):
+    """Training records indexed with ``(index, sample_seed)`` (what :class:`StepSampler` yields): the state every
+    training dataset holds (records, crop size, augmentation config, normalisation) and each item's generator.
+
+    Augmentation randomness comes only from ``np.random.default_rng(sample_seed)``, so an item is the same for any
+    worker count and after a resume. A plain index draws with seed 0.
+    """
+
+    def __init__(self, records: list[dict], crop_size: Sequence[int], augment, mean: Sequence[float],
+                 std: Sequence[float]) -> None:
+        self.records = records
+        self.crop_size = tuple(int(v) for v in crop_size)
+        self.augment = augment  # AugmentConfig
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def record_and_rng(self, item) -> tuple[dict, np.random.Generator]:
+        """The record of ``item`` (an index or ``(index, sample_seed)``) and the generator of its augmentation."""
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        return self.records[index], np.random.default_rng(seed)

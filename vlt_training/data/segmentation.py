@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vlt_training.config import AugmentConfig, Config
 from vlt_training.data import transforms as T
+from vlt_training.data.sampler import SeededRecordsDataset
 
 
 def _read(record: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -23,7 +23,7 @@ def _read(record: dict) -> tuple[np.ndarray, np.ndarray]:
     return image, seg
 
 
-class SegmentationTrainDataset(Dataset):
+class SegmentationTrainDataset(SeededRecordsDataset):
     """Records -> augmented ``(image (3, H, W), {"sem_seg": (H, W) long})`` of exactly ``crop_size``.
 
     Indexed with ``(index, sample_seed)`` (see ``StepSampler``); a plain index means seed 0.
@@ -32,19 +32,12 @@ class SegmentationTrainDataset(Dataset):
 
     def __init__(self, records: list[dict], crop_size: Sequence[int], augment: AugmentConfig,
                  mean: Sequence[float], std: Sequence[float], ignore_index: int = 255) -> None:
-        self.records = records
-        self.crop_size = tuple(crop_size)
-        self.augment = augment
-        self.mean, self.std = tuple(mean), tuple(std)
+        super().__init__(records, crop_size, augment, mean, std)
         self.ignore_index = ignore_index
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def __getitem__(self, item):
-        index, seed = item if isinstance(item, tuple) else (item, 0)
-        rng = np.random.default_rng(seed)
-        image, seg = _read(self.records[index])
+        record, rng = self.record_and_rng(item)
+        image, seg = _read(record)
         aug = self.augment
         image, seg = T.random_resize(image, seg, rng, aug.scale, aug.resize_ratio, aug.keep_ratio)
         image, seg = T.random_crop(image, seg, rng, self.crop_size, aug.cat_max_ratio, self.ignore_index)

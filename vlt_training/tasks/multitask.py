@@ -18,13 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vlt_perception.metadata import TASK_MULTITASK
 from vlt_training.config import AugmentConfig, Config
 from vlt_training.data import transforms as T
 from vlt_training.data.detection import _big_enough, _resized_masks, _scaled, clip_boxes, has_annotations
 from vlt_training.data.detection import _read as read_detection
+from vlt_training.data.sampler import SeededRecordsDataset
 from vlt_training.data.segmentation import has_sem_seg
 from vlt_training.modeling.meta_arch.vltmt import VLTMultiTask
 from vlt_training.tasks.registry import TaskHooks, register_task
@@ -69,29 +69,21 @@ def augment(image: np.ndarray, seg: np.ndarray, boxes: np.ndarray, labels: np.nd
     return image, seg, boxes.astype(np.float32), labels, masks
 
 
-class MultiTaskTrainDataset(Dataset):
+class MultiTaskTrainDataset(SeededRecordsDataset):
     """Records -> ``(image (3, H, W) normalised, {"sem_seg": (H, W) long, "boxes": (N, 4) float32, "labels": (N,)
     long [, "masks": (N, H, W) uint8]})`` of exactly ``crop_size``; indexed with ``(index, sample_seed)``."""
 
     def __init__(self, records: list[dict], crop_size: Sequence[int], augment_cfg: AugmentConfig,
                  mean: Sequence[float], std: Sequence[float], ignore_index: int = 255,
                  with_masks: bool = False) -> None:
-        self.records = records
-        self.crop_size = tuple(int(v) for v in crop_size)
-        self.augment = augment_cfg
-        self.mean, self.std = tuple(mean), tuple(std)
+        super().__init__(records, crop_size, augment_cfg, mean, std)
         self.ignore_index = ignore_index
         self.with_masks = with_masks
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, item):
         from vlt_perception.datasets import read_sem_seg
 
-        index, seed = item if isinstance(item, tuple) else (item, 0)
-        rng = np.random.default_rng(seed)
-        record = self.records[index]
+        record, rng = self.record_and_rng(item)
         image, boxes, labels, masks = read_detection(record, self.with_masks)
         seg = read_sem_seg(record)
         if seg.shape[:2] != image.shape[:2]:
