@@ -39,7 +39,8 @@ CLASS_WORDS: dict[str, tuple[tuple[str, str], ...]] = {
 assert tuple(CLASS_WORDS) == CITYSCAPES_CLASSES
 
 # attribute -> bin -> (adjectives, phrases). Bins are listed in order; the first bin of an attribute is its neutral
-# state ("none"), which captions leave unsaid except for the time of day.
+# state ("none"), which captions leave unsaid except for the time of day. A table of words: its entries repeat one
+# shape by design.
 STYLE_BINS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "time": {
         "day": (("daytime", "sunny", "bright"), ("in daylight", "on a sunny day", "during the day")),

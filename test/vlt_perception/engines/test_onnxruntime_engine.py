@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from vlt_perception.engines import create_engine
 from vlt_perception.engines.base import EngineError, EngineUnavailableError
 from vlt_perception.engines.onnxruntime_engine import (
     DEFAULT_PROVIDERS, OnnxRuntimeEngine, provider_options, resolve_providers)
@@ -48,17 +49,20 @@ def test_resolve_providers():
         resolve_providers(["cuda"], ["CPUExecutionProvider"])
 
 
-def test_missing_file_names_the_path(tmp_path):
+@pytest.mark.parametrize("open_model, missing, corrupt", [
+    (lambda path: OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"]), "ONNX model not found",
+     "ONNX Runtime cannot load"),
+    (lambda path: create_engine(path, engine="onnxruntime"), "model not found", "ONNX Runtime cannot load"),
+    (create_engine, "model not found", "ONNX Runtime cannot load"),
+], ids=["OnnxRuntimeEngine", "create_engine-onnxruntime", "create_engine-auto"])
+def test_missing_and_corrupt_files_name_the_path(tmp_path, open_model, missing, corrupt):
     path = tmp_path / "nope.onnx"
-    with pytest.raises(EngineError, match=f"{path}: ONNX model not found"):
-        OnnxRuntimeEngine(path)
-
-
-def test_corrupt_file_names_the_path(tmp_path):
+    with pytest.raises(EngineError, match=f"{path}: {missing}"):
+        open_model(path)
     path = tmp_path / "corrupt.onnx"
     path.write_bytes(b"this is not a protobuf" * 10)
-    with pytest.raises(EngineError, match=f"{path}: ONNX Runtime cannot load"):
-        OnnxRuntimeEngine(path, providers=["CPUExecutionProvider"])
+    with pytest.raises(EngineError, match=f"{path}: {corrupt}"):
+        open_model(path)
 
 
 def test_model_without_metadata_is_rejected(tmp_path, write_seg_onnx, seg_metadata):

@@ -73,19 +73,19 @@ class ToyDet(nn.Module):
         return boxes, raw[..., 4].sigmoid(), raw[..., 5:].argmax(-1)
 
 
+def _toy(model_class, task: str, name: str):
+    """A seeded toy model in eval mode and its metadata at a 32 x 64 input."""
+    torch.manual_seed(0)
+    model = model_class().eval()
+    return model, ModelMetadata(task=task, model_name=name, class_names=model.class_names, input_height=32,
+                                input_width=64)
+
+
 @pytest.fixture
 def toy_seg():
-    torch.manual_seed(0)
-    model = ToySeg().eval()
-    metadata = ModelMetadata(task=TASK_SEGMENTATION, model_name="toy_seg", class_names=model.class_names,
-                             input_height=32, input_width=64)
-    return model, metadata
+    return _toy(ToySeg, TASK_SEGMENTATION, "toy_seg")
 
 
 @pytest.fixture
 def toy_det():
-    torch.manual_seed(0)
-    model = ToyDet().eval()
-    metadata = ModelMetadata(task=TASK_DETECTION, model_name="toy_det", class_names=model.class_names,
-                             input_height=32, input_width=64)
-    return model, metadata
+    return _toy(ToyDet, TASK_DETECTION, "toy_det")
