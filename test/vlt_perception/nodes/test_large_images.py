@@ -30,9 +30,9 @@ def test_every_frame_arrives_at_10_hz(tmp_path, monkeypatch, height, width):
 
     for name in FASTDDS_PROFILE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    (launch,) = perception_nodes(seg_model="unused.onnx", camera_topic="/camera/image_raw")
-    assert launch.env, "the launch configuration must give the node the large-image settings"
     model = tiny_onnx.segmentation_model(tmp_path / "seg.onnx", height=16, width=32)
+    (launch,) = perception_nodes(seg_model=str(model), camera_topic="/camera/image_raw")
+    assert launch.env, "the launch configuration must give the node the large-image settings"
     name = f"seg_large_{width}"
     frames = 20
     with Listener(f"diagnostics_{width}") as listener:
