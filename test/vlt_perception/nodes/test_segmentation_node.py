@@ -53,17 +53,26 @@ def _answered(listener, seq):
 def test_outputs_carry_the_input_header_and_sizes(running):
     listener, proc, _ = running
     rgb = stripes(48, 96)
-    listener.publish_until(f"{NS}/in/image", lambda seq: rgb_image(rgb, seq),
-                           lambda: all(listener.got(f"{NS}/out/{o}") for o in ("labels", "color", "overlay",
-                                                                                "confidence")),
-                           60, "all four outputs", proc)
-    by_topic = {o: listener.got(f"{NS}/out/{o}")[0] for o in ("labels", "color", "overlay", "confidence")}
-    sent_frames = {m.header.frame_id for m in by_topic.values()}
-    for name, msg in by_topic.items():
-        assert (msg.height, msg.width) == (48, 96), name
-        seq = int(msg.header.frame_id.split("_")[1])
-        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1000 + seq, 123), name  # header unchanged
-    assert sent_frames  # every output refers to a frame we sent
+    outputs = ("labels", "color", "overlay", "confidence")
+
+    def frames_on(out):
+        return {m.header.frame_id: m for m in listener.got(f"{NS}/out/{out}")}
+
+    def complete():
+        """The frames answered on all four outputs."""
+        return set.intersection(*(set(frames_on(o)) for o in outputs))
+
+    sent = listener.publish_until(f"{NS}/in/image", lambda seq: rgb_image(rgb, seq), complete, 60,
+                                  "one frame answered on all four outputs", proc)
+    # every output refers to a frame we sent, with its header unchanged
+    for out in outputs:
+        for msg in listener.got(f"{NS}/out/{out}"):
+            seq = int(msg.header.frame_id.removeprefix("camera_"))
+            assert 0 <= seq < sent, (out, msg.header.frame_id)
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1000 + seq, 123), out
+            assert (msg.height, msg.width) == (48, 96), out
+    frame_id = min(complete(), key=lambda f: int(f.removeprefix("camera_")))
+    by_topic = {o: frames_on(o)[frame_id] for o in outputs}  # the four outputs of one frame
     labels_msg = by_topic["labels"]
     assert labels_msg.encoding == "mono8" and labels_msg.step == 96
     labels = np.frombuffer(bytes(labels_msg.data), np.uint8).reshape(48, 96)
@@ -83,7 +92,7 @@ def test_outputs_carry_the_input_header_and_sizes(running):
     info = listener.got(f"{NS}/out/label_info")[0]
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "red"), (1, "green"), (2, "blue")]
     wait_until(lambda: listener.got(f"{NS}/out/latency_ms"), 10, "latency")
-    assert listener.got(f"{NS}/out/latency_ms")[0].data > 0
+    assert all(m.data > 0 for m in listener.got(f"{NS}/out/latency_ms"))
 
 
 MALFORMED = {
@@ -236,52 +245,59 @@ def test_no_subscriber_no_work(tmp_path):
     assert int(values["processed"]) == 0 and int(values["skipped_no_subscribers"]) >= 5
 
 
-def test_overload_drops_stale_frames_and_keeps_latency_bounded(tmp_path):
-    """Camera at 30 Hz, model held at >= 150 ms a frame: frames are dropped (and counted), latency does not pile up.
+def test_overload_drops_stale_frames_instead_of_queueing_them(tmp_path):
+    """Camera at 30 Hz, model held at >= 150 ms a frame: stale frames are dropped (and counted) rather than
+    queued, and every frame received is accounted for.
 
-    The model is slow by construction (``min_inference_ms``), not by the luck of a loaded machine, so the test
-    means the same on a laptop, a GPU box and a busy CI runner.
+    The model is slow by construction (``min_inference_ms``), not by the luck of a loaded machine, and nothing
+    here bounds wall-clock time: the checks are counts and lower bounds that hold on a laptop, a GPU box and a busy
+    CI runner alike.
     """
     engine_ms = 150.0
     seconds, camera_hz = 5.0, 30
     model = tiny_onnx.segmentation_model(tmp_path / "seg.onnx", height=16, width=32)
-    Image, _, _, DiagnosticArray = _image_types()
+    Image, _, Float64, DiagnosticArray = _image_types()
     name = "seg_overload"
     rgb = stripes(48, 96)
+
+    def accounted(values):
+        return int(values.get("received", 0)) == sum(int(values.get(k, 0)) for k in (
+            "processed", "dropped", "errors", "skipped_no_subscribers"))
+
     with Listener("seg_overload_listener") as listener:
         listener.listen(f"/{name}/out/labels", Image)
+        listener.listen(f"/{name}/out/latency_ms", Float64)
         listener.listen("/diagnostics", DiagnosticArray)
         with start_node(NODE, tmp_path / "node.log", name=name, model_path=str(model), threads=1,
                         min_inference_ms=engine_ms, warmup=False, diagnostics_period=0.25) as proc:
             listener.publish_until(f"/{name}/in/image", lambda seq: rgb_image(rgb, seq),
                                    lambda: listener.got(f"/{name}/out/labels"), 60, "first labels", proc)
-            sent_at: dict[str, float] = {}
+            first = 10_000
+            seq = first
             start = time.monotonic()
-            seq = 10_000
             while time.monotonic() - start < seconds:
-                msg = rgb_image(rgb, seq)
-                sent_at[msg.header.frame_id] = time.monotonic()
-                listener.publish(f"/{name}/in/image", msg)
+                listener.publish(f"/{name}/in/image", rgb_image(rgb, seq))
                 seq += 1
-                time.sleep(1 / camera_hz)
+                time.sleep(1 / camera_hz)  # the camera's frame rate
             elapsed = time.monotonic() - start
-            wait_until(lambda: int(listener.diagnostics(name).get("processed", 0)) > 0 and
-                       time.monotonic() - start > elapsed + 1.0, 30, "diagnostics after the burst", proc)
+            # the node catches up once the camera stops: every frame it received is processed, dropped or counted
+            wait_until(lambda: accounted(listener.diagnostics(name)) and
+                       int(listener.diagnostics(name).get("processed", 0)) > 0, 60,
+                       "every received frame accounted for", proc)
             values = listener.diagnostics(name)
-        arrivals = [(m.header.frame_id, t) for m, t in zip(listener.got(f"/{name}/out/labels"),
-                                                           listener.stamps[f"/{name}/out/labels"])]
-    e2e_ms = [(t - sent_at[f]) * 1e3 for f, t in arrivals if f in sent_at]
+        burst = [int(m.header.frame_id.removeprefix("camera_")) for m in listener.got(f"/{name}/out/labels")]
+        burst = [s for s in burst if s >= first]
+        latencies = [m.data for m in listener.got(f"/{name}/out/latency_ms")]
     assert float(values["inference_p90_ms"]) >= engine_ms  # the pacing really holds each frame
-    assert int(values["dropped"]) > 0
-    assert int(values["processed"]) + int(values["dropped"]) <= int(values["received"])
+    # the node's latency runs from receipt to publication and so includes the (paced) engine call
+    assert latencies and min(latencies) >= engine_ms, latencies
+    assert float(values["latency_p90_ms"]) >= float(values["inference_p90_ms"]), values
+    assert int(values["dropped"]) > 0, values  # a queue would process every frame late instead
+    assert int(values["errors"]) == 0, values
     # a paced engine cannot process more than one frame per engine_ms, however fast the machine
-    assert len(e2e_ms) <= (elapsed + 1.0) * 1e3 / engine_ms + 1
-    assert len(e2e_ms) >= 3
-    # Bounded: a frame waits for at most the frame in progress, ~2 engine times (~300 ms) plus transport. A queue
-    # of every frame sent would end near seq * engine_ms - seconds = 17 s. The bound is 10x the expected value.
-    bound = 3000.0
-    assert float(values["latency_p90_ms"]) < bound, values
-    assert max(e2e_ms[len(e2e_ms) // 2:]) < bound, e2e_ms
+    assert 3 <= len(burst) <= (elapsed + 1.0) * 1e3 / engine_ms + 1, burst
+    # frames are answered in order, and the stale ones in between were dropped, not answered late
+    assert burst == sorted(set(burst)) and all(first <= s < seq for s in burst), burst
 
 
 @pytest.mark.parametrize("signals", [("SIGINT", "SIGINT")] * 3 + [("SIGTERM",), ("SIGINT", "SIGTERM")],
@@ -316,16 +332,22 @@ def test_signals_during_a_frame_end_in_a_clean_exit(tmp_path, signals):
 
 
 def test_lifecycle_without_autostart(tmp_path):
-    """autostart:=false: nothing happens until configure + activate arrive on ~/change_state."""
+    """autostart:=false: frames keep coming, but nothing is processed until configure + activate arrive on
+    ~/change_state, nor while deactivated; the same stream of frames is answered once active (the control)."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
+
+    from vlt_perception.nodes.conversions import diagnostic_values
 
     model = tiny_onnx.segmentation_model(tmp_path / "seg.onnx", height=16, width=32)
     Image, _, _, _ = _image_types()
     name = "seg_lifecycle"
+    image_topic, labels_topic = f"/{name}/in/image", f"/{name}/out/labels"
     rgb = stripes(48, 96)
     with Listener("seg_lifecycle_listener") as listener:
-        listener.listen(f"/{name}/out/labels", Image)
+        listener.listen(labels_topic, Image)
+        listener.listen("/diagnostics", DiagnosticArray)
         change = listener.node.create_client(ChangeState, f"/{name}/change_state")
         get = listener.node.create_client(GetState, f"/{name}/get_state")
 
@@ -354,28 +376,64 @@ def test_lifecycle_without_autostart(tmp_path):
                 return response.success
             return state() == after[tid]  # the transition may have run with its response lost
 
-        with start_node(NODE, tmp_path / "node.log", name=name, model_path=str(model), autostart=False) as proc:
+        def labelled(lo, hi):
+            """The frame numbers in [lo, hi) answered on labels."""
+            seqs = (int(m.header.frame_id.removeprefix("camera_")) for m in listener.got(labels_topic))
+            return sorted(s for s in seqs if lo <= s < hi)
+
+        def reports():
+            """The node's /diagnostics values, oldest first (published from configure on, active or not)."""
+            found = (diagnostic_values(m, f"/{name}:") for m in listener.got("/diagnostics"))
+            return [v for v in found if v]
+
+        def send_while_not_active(first, reported=True):
+            """Send frames numbered from ``first`` every 0.05 s until 10 have gone out and (``reported``) the
+            node has reported on /diagnostics twice since; returns the next number and those reports."""
+            seq, mark = first, None
+            deadline = time.monotonic() + 60
+            while mark is None or (reported and len(reports()) < mark + 2):
+                assert time.monotonic() < deadline, "no diagnostics while frames were sent"
+                assert proc.poll() is None, (tmp_path / "node.log").read_text()[-3000:]
+                listener.publish(image_topic, rgb_image(rgb, seq))
+                seq += 1
+                if seq - first == 10:
+                    mark = len(reports())
+                time.sleep(0.05)
+            return seq, reports()[mark:]
+
+        def answered_once_active(first):
+            """The control: the same stream of frames, now answered."""
+            listener.publish_until(image_topic, lambda seq: rgb_image(rgb, first + seq),
+                                   lambda: labelled(first, first + 100_000), 30, f"labels from frame {first}", proc)
+
+        with start_node(NODE, tmp_path / "node.log", name=name, model_path=str(model), autostart=False,
+                        diagnostics_period=0.2) as proc:
             assert change.wait_for_service(timeout_sec=30) and get.wait_for_service(timeout_sec=10)
             assert state() == "unconfigured"
-            for seq in range(5):
-                listener.publish(f"/{name}/in/image", rgb_image(rgb, seq))
-                time.sleep(0.1)
-            assert not listener.got(f"/{name}/out/labels")
+            send_while_not_active(0, reported=False)  # nothing reports before configure
+            assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+            # configured, not active: the outputs exist (and are matched here), the input is not taken
+            wait_until(lambda: listener.node.count_publishers(labels_topic) >= 1, 30, "the labels publisher", proc)
+            _, inactive = send_while_not_active(100)
+            assert inactive and all(r["state"] == "inactive" for r in inactive), inactive
+            assert all((r["received"], r["processed"]) == ("0", "0") for r in inactive), inactive
+            assert transition(Transition.TRANSITION_ACTIVATE)
+            answered_once_active(1000)
+            # outputs come in frame order on one writer: what the node had answered before frame 1000 came first
+            assert not labelled(0, 1000)
+
+            assert transition(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
+            _, inactive = send_while_not_active(2000)
+            assert inactive and all(r["state"] == "inactive" for r in inactive), inactive
+            counts = {(r["received"], r["processed"], r["dropped"]) for r in inactive}
+            assert len(counts) == 1, inactive  # frames kept coming, the counters did not move
+            assert transition(Transition.TRANSITION_ACTIVATE)
+            answered_once_active(3000)
+            assert not labelled(2000, 3000)
+            wait_until(lambda: int(reports()[-1]["received"]) > int(inactive[-1]["received"]), 30,
+                       "the counters moving again once active", proc)
+
+            assert transition(Transition.TRANSITION_DEACTIVATE) and transition(Transition.TRANSITION_CLEANUP)
             assert transition(Transition.TRANSITION_CONFIGURE) and transition(Transition.TRANSITION_ACTIVATE)
-            listener.publish_until(f"/{name}/in/image", lambda seq: rgb_image(rgb, 100 + seq),
-                                   lambda: listener.got(f"/{name}/out/labels"), 30, "labels once active", proc)
-            assert transition(Transition.TRANSITION_DEACTIVATE)
-            assert state() == "inactive"
-            count = len(listener.got(f"/{name}/out/labels"))
-            for seq in range(5):
-                listener.publish(f"/{name}/in/image", rgb_image(rgb, 200 + seq))
-                time.sleep(0.1)
-            time.sleep(0.3)
-            assert len(listener.got(f"/{name}/out/labels")) == count  # inactive: no processing
-            assert transition(Transition.TRANSITION_CLEANUP)
-            assert transition(Transition.TRANSITION_CONFIGURE) and transition(Transition.TRANSITION_ACTIVATE)
-            listener.publish_until(f"/{name}/in/image", lambda seq: rgb_image(rgb, 300 + seq),
-                                   lambda: any(m.header.frame_id.startswith("camera_3")
-                                               for m in listener.got(f"/{name}/out/labels")), 30,
-                                   "labels after re-configure", proc)
+            answered_once_active(4000)
             assert proc.poll() is None
