@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -165,6 +165,8 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 def calibration_sha256(settings: BuildSettings) -> str:
     """sha256 over the calibration images an int8 build would read (names and contents) and the batch size."""
     folder = Path(settings.calib_dir)
+    if source_kind(folder) != "folder":  # a bag or a dataset config: its files' bytes
+        return source_sha256(folder, settings.calib_max_images, settings.calib_batch_size)
     digest = hashlib.sha256(f"batch={settings.calib_batch_size}".encode())
     for path in calibration_files(folder, settings.calib_max_images):
         digest.update(f"\n{path.relative_to(folder)}:{file_sha256(path)}".encode())
@@ -289,56 +291,10 @@ def ensure_engine(onnx_path: str | Path, settings: BuildSettings, *, cache_dir: 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# int8 calibration data (numpy + OpenCV, testable without TensorRT)
+# int8 calibration data: the shared reader (folder, bag or dataset config; numpy + OpenCV, testable without TensorRT)
 
-
-def calibration_files(calib_dir: str | Path, max_images: int) -> list[Path]:
-    """Sorted image files of a calibration folder (at most max_images, evenly spread over the folder)."""
-    folder = Path(calib_dir)
-    if not folder.is_dir():
-        raise EngineError(f"{folder}: calibration folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise EngineError(f"{folder}: no calibration images ({', '.join(IMAGE_SUFFIXES)})")
-    if len(files) > max_images:
-        step = len(files) / max_images
-        files = [files[int(i * step)] for i in range(max_images)]
-    return files
-
-
-class CalibrationBatches:
-    """Fixed-size preprocessed batches (B, 3, H, W) float32 of calibration images; a partial last batch is
-    dropped because TensorRT calibrators must deliver exactly ``batch_size`` images per batch."""
-
-    def __init__(self, files: Sequence[Path], preprocessor, batch_size: int) -> None:
-        if batch_size <= 0:
-            raise EngineError(f"calibration batch size must be positive, got {batch_size}")
-        if len(files) < batch_size:
-            raise EngineError(f"{len(files)} calibration images are fewer than one batch of {batch_size}")
-        self.files = list(files)
-        self.preprocessor = preprocessor
-        self.batch_size = batch_size
-
-    def __len__(self) -> int:
-        return len(self.files) // self.batch_size
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (self.batch_size, 3, self.preprocessor.height, self.preprocessor.width)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for b in range(len(self)):
-            chunk = self.files[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self.preprocessor.batch([read_rgb(path) for path in chunk])
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise EngineError(f"{path}: unreadable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+from vlt_perception.engines.calibration import (  # noqa: E402,F401 - re-exported
+    CalibrationBatches, calibration_files, calibration_items, read_rgb, source_kind, source_sha256)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -441,8 +397,8 @@ def build_serialized_engine(onnx_path: Path, settings: BuildSettings) -> bytes:
         from vlt_perception.preprocess import Preprocessor
 
         metadata = read_onnx_metadata(onnx_path)
-        files = calibration_files(settings.calib_dir, settings.calib_max_images)
-        batches = CalibrationBatches(files, Preprocessor.from_metadata(metadata), settings.calib_batch_size)
+        items = calibration_items(settings.calib_dir, settings.calib_max_images)  # folder, bag or dataset config
+        batches = CalibrationBatches(items, Preprocessor.from_metadata(metadata), settings.calib_batch_size)
         config.set_flag(trt.BuilderFlag.INT8)
         # Not beside the ONNX: that folder may be someone else's; ensure_engine keys it into the private cache.
         calib_cache = Path(settings.calib_cache) if settings.calib_cache else None
