@@ -153,3 +153,45 @@ def test_frames_from_a_folder_are_preprocessed_as_deployed(tmp_path, seg_metadat
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no images"):
         parity.load_frames(tmp_path / "empty", seg_metadata())
+
+
+def test_tensorrt_provider_cache_is_gated_once_per_onnx(seg_onnx, monkeypatch):
+    """ONNX Runtime with the TensorRT execution provider (stood in by a CPU session that reports the provider and
+    returns damaged confidences, as a miscompiled engine cache would): gated on first use, the result recorded in the
+    cache folder and enforced on later loads without running the gate again; a changed ONNX file is gated anew."""
+    from vlt_perception.engines import onnxruntime_engine
+
+    class MiscompiledTrtProvider(onnxruntime_engine.OnnxRuntimeEngine):
+        damage = 0.5
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # default providers (TensorRT first) as the node asks; the gate's reference asks for the CPU alone
+            self.trt = kwargs.get("providers") is None
+            if self.trt:
+                self.info.providers = ["TensorrtExecutionProvider", *self.info.providers]
+
+        def infer(self, images):
+            out = super().infer(images)
+            return {**out, "confidence": out["confidence"] * self.damage} if self.trt else out
+
+    monkeypatch.setattr(onnxruntime_engine, "OnnxRuntimeEngine", MiscompiledTrtProvider)
+    checks = []
+    real_check = parity.check_engine_parity
+    monkeypatch.setattr(parity, "check_engine_parity", lambda *a, **k: checks.append(1) or real_check(*a, **k))
+    with pytest.raises(parity.ParityError, match="TensorRT execution provider.*mean confidence diff"):
+        create_engine(seg_onnx, engine="onnxruntime")
+    record = seg_onnx.parent / "tiny_seg.ort_trt_cache" / "tiny_seg.fp32.parity.json"
+    assert json.loads(record.read_text())["parity"]["passed"] is False
+    with pytest.raises(parity.ParityError):
+        create_engine(seg_onnx, engine="onnxruntime")
+    assert len(checks) == 1  # the second load read the record
+    assert create_engine(seg_onnx, engine="onnxruntime", allow_parity_failure=True).info.engine == "onnxruntime"
+    MiscompiledTrtProvider.damage = 1.0  # a rebuilt, correct cache for a changed ONNX file: gated again, passes
+    with pytest.raises(parity.ParityError):  # same bytes: still the recorded failure
+        create_engine(seg_onnx, engine="onnxruntime")
+    model = onnx.load(str(seg_onnx))
+    model.doc_string = "re-exported"
+    onnx.save(model, str(seg_onnx))
+    assert create_engine(seg_onnx, engine="onnxruntime").info.engine == "onnxruntime"
+    assert len(checks) == 2 and json.loads(record.read_text())["parity"]["passed"] is True
