@@ -41,17 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from vlt_training.training.checkpoint import CheckpointError
-    from vlt_training.training.trainer import train
+    from vlt_training.cli.train import train_or_report
     from vlt_training.modeling.meta_arch.clip_pretrain import export_open_clip
     from vlt_training.pretrain.report import pretraining_report, supervised_report, write_report
     from vlt_training.tasks.pretraining import corpus_spec
 
     out = args.out or f"runs/{cfg.name}"
-    try:
-        result = train(cfg, out, progress=False if args.no_progress else None)
-    except (CheckpointError, FloatingPointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    result = train_or_report(cfg, out, args.no_progress, errors=(ValueError,))
+    if result is None:
         return 1
     if result.checkpoint is None:  # not rank 0 under torchrun
         return 0

@@ -24,6 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_or_report(cfg, out: str, no_progress: bool, errors: tuple[type[Exception], ...] = ()):
+    """Train ``cfg`` into ``out``; the TrainResult, or None after printing a data, checkpoint or non-finite-loss
+    error (or one of ``errors``) as one line. Shared by the ``train`` and ``pretrain`` commands."""
+    from vlt_training.data.records import DataError
+    from vlt_training.training.checkpoint import CheckpointError
+    from vlt_training.training.trainer import train
+
+    try:
+        return train(cfg, out, progress=False if no_progress else None)
+    except (DataError, CheckpointError, FloatingPointError, *errors) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -31,15 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from vlt_training.data.records import DataError
-    from vlt_training.training.checkpoint import CheckpointError
-    from vlt_training.training.trainer import train
-
-    out = args.out or f"runs/{cfg.name}"
-    try:
-        result = train(cfg, out, progress=False if args.no_progress else None)
-    except (DataError, CheckpointError, FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    result = train_or_report(cfg, args.out or f"runs/{cfg.name}", args.no_progress)
+    if result is None:
         return 1
     if result.checkpoint is not None:
         print(f"trained to step {result.step}; checkpoint: {result.checkpoint}")

@@ -29,6 +29,9 @@ from typing import Any
 import torch
 
 _TASKS: dict[str, "TaskHooks"] = {}
+# Each task module registers itself on import and imports this module, so this module names them by string and
+# imports one on first use: a training run loads only its own task (pretraining and multi-task pull in more
+# of the tree). Every module listed here is in vlt_training.tasks, so the lazy import stays inside the layer.
 _TASK_MODULES = {
     "segmentation": "vlt_training.tasks.segmentation",
     "detection": "vlt_training.tasks.detection",
