@@ -390,7 +390,12 @@ def test_lifecycle_without_autostart(tmp_path):
 
         def send_while_not_active(first, reported=True):
             """Send frames numbered from ``first`` every 0.05 s until 10 have gone out and (``reported``) the
-            node has reported on /diagnostics twice since; returns the next number and those reports."""
+            node has reported on /diagnostics twice since; returns the node's reports from its first report as
+            inactive on (reports come in order: all later ones were published after it)."""
+            if reported:
+                wait_until(lambda: reports() and reports()[-1]["state"] == "inactive", 30,
+                           "the node reporting itself inactive", proc)
+            start = len(reports()) - 1
             seq, mark = first, None
             deadline = time.monotonic() + 60
             while mark is None or (reported and len(reports()) < mark + 2):
@@ -401,7 +406,7 @@ def test_lifecycle_without_autostart(tmp_path):
                 if seq - first == 10:
                     mark = len(reports())
                 time.sleep(0.05)
-            return seq, reports()[mark:]
+            return reports()[start:]
 
         def answered_once_active(first):
             """The control: the same stream of frames, now answered."""
@@ -416,7 +421,7 @@ def test_lifecycle_without_autostart(tmp_path):
             assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
             # configured, not active: the outputs exist (and are matched here), the input is not taken
             wait_until(lambda: listener.node.count_publishers(labels_topic) >= 1, 30, "the labels publisher", proc)
-            _, inactive = send_while_not_active(100)
+            inactive = send_while_not_active(100)
             assert inactive and all(r["state"] == "inactive" for r in inactive), inactive
             assert all((r["received"], r["processed"]) == ("0", "0") for r in inactive), inactive
             assert transition(Transition.TRANSITION_ACTIVATE)
@@ -425,7 +430,7 @@ def test_lifecycle_without_autostart(tmp_path):
             assert not labelled(0, 1000)
 
             assert transition(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
-            _, inactive = send_while_not_active(2000)
+            inactive = send_while_not_active(2000)
             assert inactive and all(r["state"] == "inactive" for r in inactive), inactive
             counts = {(r["received"], r["processed"], r["dropped"]) for r in inactive}
             assert len(counts) == 1, inactive  # frames kept coming, the counters did not move
