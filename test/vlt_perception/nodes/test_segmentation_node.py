@@ -296,8 +296,9 @@ def test_overload_drops_stale_frames_instead_of_queueing_them(tmp_path):
     assert float(values["latency_p90_ms"]) >= float(values["inference_p90_ms"]), values
     assert int(values["dropped"]) > 0, values  # a queue would process every frame late instead
     assert int(values["errors"]) == 0, values
-    # a paced engine cannot process more than one frame per engine_ms, however fast the machine
-    assert 3 <= len(burst) <= (elapsed + 1.0) * 1e3 / engine_ms + 1, burst
+    # a paced engine cannot process more than one frame per engine_ms, however fast the machine; however slow it
+    # is, the frame pending when the camera stopped is still processed
+    assert 1 <= len(burst) <= (elapsed + 1.0) * 1e3 / engine_ms + 1, burst
     # frames are answered in order, and the stale ones in between were dropped, not answered late
     assert burst == sorted(set(burst)) and all(first <= s < seq for s in burst), burst
 
