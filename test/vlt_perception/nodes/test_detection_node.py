@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -134,10 +133,8 @@ def test_signals_shut_down_cleanly(tmp_path, sig):
             for seq in range(5):
                 listener.publish(f"/{name}/in/image", rgb_image(_image(), 100 + seq))
             proc.send_signal(sig)
-            start = time.monotonic()
-            while proc.poll() is None and time.monotonic() - start < 20:
-                time.sleep(0.05)
-            assert proc.returncode == 0, (proc.returncode, (tmp_path / "node.log").read_text()[-3000:])
+            code = proc.wait(timeout=60)  # a guard against a hang, not a speed requirement
+            assert code == 0, (code, (tmp_path / "node.log").read_text()[-3000:])
     log = (tmp_path / "node.log").read_text()
     assert "Traceback" not in log, log
 
