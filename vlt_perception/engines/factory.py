@@ -5,6 +5,7 @@
 | ``*.onnx`` | TensorRT when it and a GPU are present, else ONNX Runtime (which itself may use CUDA); |
 | | ``engine="openvino"`` runs it with OpenVINO (bf16 on CPUs with bf16 units: the fastest CPU path) |
 | ``*.engine`` / ``*.plan`` | TensorRT (needs the JSON sidecar written at build time) |
+| ``*.xml`` | OpenVINO (the int8 IR that ``export --format openvino --precision int8`` writes) |
 | checkpoint or run folder, ``*.safetensors`` | the PyTorch engine (needs the trainer's requirements) |
 
 Built engines pass a parity gate (:mod:`vlt_perception.engines.parity`): a TensorRT engine built here, and ONNX
@@ -29,10 +30,11 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
 ONNX_SUFFIXES = (".onnx",)
 TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
+OPENVINO_SUFFIXES = (".xml",)
 
 
 def model_kind(path: Path) -> str:
-    """'onnx', 'tensorrt' or 'checkpoint' from the path, or EngineError naming the path."""
+    """'onnx', 'tensorrt', 'openvino' or 'checkpoint' from the path, or EngineError naming the path."""
     if not path.exists():
         raise EngineError(f"{path}: model not found")
     if path.is_dir() or path.suffix == ".safetensors":
@@ -41,8 +43,10 @@ def model_kind(path: Path) -> str:
         return "onnx"
     if path.suffix.lower() in TENSORRT_SUFFIXES:
         return "tensorrt"
-    raise EngineError(f"{path}: unknown model type {path.suffix!r}; expected .onnx, .engine/.plan or a checkpoint "
-                      "folder")
+    if path.suffix.lower() in OPENVINO_SUFFIXES:
+        return "openvino"
+    raise EngineError(f"{path}: unknown model type {path.suffix!r}; expected .onnx, .engine/.plan, .xml (OpenVINO) "
+                      "or a checkpoint folder")
 
 
 def tensorrt_usable() -> bool:
@@ -83,7 +87,7 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
     path = Path(path)
     kind = model_kind(path)
     if engine == "auto":
-        engine = {"checkpoint": "torch", "tensorrt": "tensorrt"}.get(kind) or (
+        engine = {"checkpoint": "torch", "tensorrt": "tensorrt", "openvino": "openvino"}.get(kind) or (
             "tensorrt" if tensorrt_usable() and not providers else "onnxruntime")
         log.info("engine auto -> %s for %s", engine, path)
     if tta and engine != "torch":
@@ -91,7 +95,7 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
     if build_only and engine != "tensorrt":
         raise EngineError("build_only builds TensorRT engines: pass engine='tensorrt' and an .onnx model")
     gate = _Gate(allow_parity_failure, parity_images, parity_frames)
-    if kind == "onnx":  # a gate run on this file (an int8 model, a hand check) that failed: refuse it
+    if kind in ("onnx", "openvino"):  # a gate run on this file (an int8 model, a hand check) that failed: refuse it
         parity.enforce_record(path, allow_parity_failure=allow_parity_failure)
     if engine == "onnxruntime":
         if kind != "onnx":
@@ -109,8 +113,8 @@ def create_engine(path: str | Path, engine: str = "auto", *, precision: str | No
             _gate_trt_provider(ort_engine, path, cache_dir, gate)
         return ort_engine
     if engine == "openvino":
-        if kind != "onnx":
-            raise EngineError(f"{path}: OpenVINO runs .onnx files; export one with "
+        if kind not in ("onnx", "openvino"):
+            raise EngineError(f"{path}: OpenVINO runs .onnx files and OpenVINO IRs (.xml); export one with "
                               "`python -m vlt_training.cli.export --checkpoint CKPT --format onnx`")
         from vlt_perception.engines.openvino_engine import OpenVINOEngine
 
@@ -136,7 +140,7 @@ def _create_tensorrt(path: Path, kind: str, precision: str | None, cache_dir, ma
     from vlt_perception.engines import tensorrt_engine as trt_engine
 
     trt_engine.import_tensorrt()  # fail early with the install hint
-    if kind == "checkpoint":
+    if kind in ("checkpoint", "openvino"):
         raise EngineError(f"{path}: TensorRT builds from ONNX; export first with "
                           "`python -m vlt_training.cli.export --checkpoint CKPT --format tensorrt`")
     onnx_path = None

@@ -6,6 +6,11 @@ no custom ops) and runs its matrix products, convolutions and fused attention in
 development machine (2 cores, AVX512-BF16), VLTSeg ViT-S/16 at 512x1024: ONNX Runtime fp32 3.2 s, OpenVINO fp32
 2.6 s, OpenVINO bf16 1.7 s (docs/deployment.md).
 
+It also runs int8 models: the OpenVINO IR (``model.xml`` + ``model.bin``) that
+``python -m vlt_training.cli.export --format openvino --precision int8 --calib DIR_OR_BAG`` writes with NNCF. The
+IR carries the model's metadata in its ``rt_info`` (precision ``int8``); its quantised matrix products run on the
+CPU's int8 units (AVX512-VNNI / AMX) and what NNCF kept in float runs in bf16 where the CPU has it.
+
 Compiling takes seconds to a minute for large models; ``cache_dir`` keeps OpenVINO's compiled-model cache so that
 later starts skip it.
 """
@@ -19,12 +24,14 @@ import numpy as np
 
 from vlt_perception.engines._common import check_images, read_onnx_metadata, require_file
 from vlt_perception.engines.base import EngineError, EngineInfo, EngineUnavailableError, InferenceEngine
-from vlt_perception.metadata import MULTITASK_DET_OUTPUTS, ModelMetadata
+from vlt_perception.metadata import MULTITASK_DET_OUTPUTS, MetadataError, ModelMetadata
 
 log = logging.getLogger(__name__)
 
 # our precision names -> OpenVINO's INFERENCE_PRECISION_HINT
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+IR_SUFFIX = ".xml"  # an OpenVINO IR (int8 export); .onnx files are compiled as they are
+RT_INFO_KEY = "vlt_perception_metadata"  # the IR's rt_info entry with ModelMetadata.to_json()
 # the graph contract's output names (see ModelMetadata)
 CONTRACT_OUTPUTS = {"labels", "confidence", "boxes", "scores", "masks", *MULTITASK_DET_OUTPUTS}
 
@@ -44,10 +51,26 @@ def default_precision(core, device: str) -> str:
     return "bf16" if device == "CPU" and "BF16" in capabilities else "fp32"
 
 
+def read_ir_metadata(core, path: Path) -> ModelMetadata:
+    """The ModelMetadata an int8 export stored in the IR's rt_info, or EngineError naming the file."""
+    try:
+        model = core.read_model(str(path))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable / truncated IRs
+        raise EngineError(f"{path}: not a readable OpenVINO model: {exc}") from exc
+    if not model.has_rt_info(RT_INFO_KEY):
+        raise EngineError(f"{path}: no '{RT_INFO_KEY}' in the model's rt_info; was it exported by "
+                          "`python -m vlt_training.cli.export --format openvino`?")
+    try:
+        return ModelMetadata.from_json(model.get_rt_info(RT_INFO_KEY).astype(str))
+    except MetadataError as exc:
+        raise EngineError(f"{path}: {exc}") from exc
+
+
 class OpenVINOEngine(InferenceEngine):
     """An exported ONNX model compiled by OpenVINO.
 
-    ``precision``: fp32, bf16 or fp16 inference precision (None: bf16 where the CPU supports it, else fp32);
+    ``precision``: fp32, bf16 or fp16 inference precision (None: bf16 where the CPU supports it, else fp32); for
+    an int8 IR (``.xml``) the precision of what stays float (``int8`` or None: the default), reported as ``int8``;
     ``device``: OpenVINO device name (``CPU``; ``GPU`` / ``NPU`` for Intel accelerators, untested here);
     ``threads``: CPU inference threads (None = OpenVINO's default); ``cache_dir``: compiled-model cache.
     """
@@ -56,11 +79,22 @@ class OpenVINOEngine(InferenceEngine):
                  threads: int | None = None, metadata: ModelMetadata | None = None,
                  cache_dir: str | Path | None = None) -> None:
         ov = import_openvino()
-        self.path = require_file(path, "ONNX model")
+        self.path = require_file(path, "OpenVINO model (.onnx or .xml)")
         core = ov.Core()
         if device not in core.available_devices:
             raise EngineUnavailableError(f"OpenVINO device {device!r} is not available here "
                                          f"(available: {core.available_devices})")
+        if metadata is None:
+            is_ir = self.path.suffix.lower() == IR_SUFFIX
+            metadata = read_ir_metadata(core, self.path) if is_ir else read_onnx_metadata(self.path)
+        self.metadata = metadata
+        model_precision = metadata.extra.get("precision")
+        if precision == "int8" and model_precision != "int8":
+            raise EngineError(f"{self.path}: OpenVINO runs fp32, bf16 or fp16 on this model; int8 needs an int8 "
+                              "model, quantised with `python -m "
+                              "vlt_training.cli.export --format openvino --precision int8 --calib DIR_OR_BAG`")
+        if model_precision == "int8" and precision == "int8":
+            precision = None  # the float remainder of an int8 model: the CPU's default
         precision = precision or default_precision(core, device)
         if precision not in PRECISION_HINTS:
             raise EngineError(f"OpenVINO runs fp32, bf16 or fp16, not {precision!r}")
@@ -74,7 +108,6 @@ class OpenVINOEngine(InferenceEngine):
             from vlt_perception.engines.cache import cache_folder
 
             config["CACHE_DIR"] = str(cache_folder(cache_dir))
-        self.metadata = metadata or read_onnx_metadata(self.path)
         try:
             self.compiled = core.compile_model(str(self.path), device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with its own messages
@@ -88,9 +121,11 @@ class OpenVINOEngine(InferenceEngine):
         self.output_names = [next(iter(sorted(out.get_names() & CONTRACT_OUTPUTS)), out.get_any_name())
                              for out in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
-        self.info = EngineInfo("openvino", precision, device.lower(), providers=[f"OpenVINO {ov.__version__}"],
+        reported = "int8" if self.metadata.extra.get("precision") == "int8" else precision
+        self.info = EngineInfo("openvino", reported, device.lower(), providers=[f"OpenVINO {ov.__version__}"],
                                model_path=str(self.path))
-        log.info("OpenVINO %s on %s, %s: %s", ov.__version__, device, precision, self.path)
+        log.info("OpenVINO %s on %s, %s: %s", ov.__version__, device,
+                 precision if reported == precision else f"int8 (float parts {precision})", self.path)
 
     def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
         images = check_images(images, self.metadata, str(self.path))

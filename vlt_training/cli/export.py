@@ -1,8 +1,14 @@
-"""Export a checkpoint to ONNX or a TensorRT engine, verifying the result against PyTorch.
+"""Export a checkpoint to ONNX, a TensorRT engine or an OpenVINO int8 model, verifying the result.
 
     python -m vlt_training.cli.export --checkpoint runs/x --format onnx [--precision fp32|fp16]
         [--height H --width W] [--out model.onnx] [--verify-images DIR]
-    python -m vlt_training.cli.export --checkpoint runs/x --format tensorrt --precision int8 --calib-dir DIR
+    python -m vlt_training.cli.export --checkpoint runs/x --format tensorrt --precision int8 --calib DIR_OR_BAG
+    python -m vlt_training.cli.export --checkpoint runs/x --format openvino --precision int8 --calib DIR_OR_BAG \
+        --out model.xml
+
+``--calib``: calibration images for int8, read with the deployment preprocessing: an image folder (searched
+recursively), a rosbag or a dataset config (.yaml). OpenVINO int8 is NNCF post-training quantisation of the verified
+fp32 ONNX (kept beside as ``model.onnx``), gated against it on ONNX Runtime (``model.xml.parity.json``).
 
 ``--model NAME`` instead of ``--checkpoint`` exports a registered architecture with random weights (benchmarks,
 smoke tests). Exit status: 0 exported and verified; 1 verification failed (fp32 label agreement < 99.9 %; the
@@ -28,13 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="checkpoint folder or run folder (newest checkpoint)")
     src.add_argument("--model", help="registered model name, random weights (for benchmarks and smoke tests)")
-    p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "tensorrt", "openvino"), default="onnx")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default=None,
-                   help="onnx: fp32 (default) or fp16; tensorrt: fp16 (default), fp32 or int8; bf16: torch engine only")
+                   help="onnx: fp32 (default) or fp16; tensorrt: fp16 (default), fp32 or int8; openvino: int8; "
+                        "bf16: torch engine only")
     p.add_argument("--height", type=int, help="network input height (default: the checkpoint's)")
     p.add_argument("--width", type=int, help="network input width (default: the checkpoint's)")
-    p.add_argument("--out", type=Path, help="output .onnx (default: <checkpoint>/model[.fp16].onnx)")
-    p.add_argument("--calib-dir", type=Path, help="int8 calibration images (TensorRT)")
+    p.add_argument("--out", type=Path, help="output .onnx (default: <checkpoint>/model[.fp16].onnx); openvino: .xml")
+    p.add_argument("--calib", "--calib-dir", dest="calib_dir", type=Path,
+                   help="int8 calibration images: image folder (recursive), rosbag or dataset config (.yaml)")
+    p.add_argument("--calib-images", type=int, default=256, help="int8: calibration images used at most")
+    p.add_argument("--int8-preset", choices=("performance", "mixed"), default="performance",
+                   help="openvino int8: NNCF preset (mixed: asymmetric activations)")
+    p.add_argument("--no-transformer", action="store_true",
+                   help="openvino int8: plain PTQ instead of NNCF's transformer scheme (quantises element-wise ops)")
+    p.add_argument("--smooth-quant-alpha", type=float, default=None,
+                   help="openvino int8: SmoothQuant alpha for matmuls (default: NNCF's; -1 switches it off)")
+    p.add_argument("--no-fast-bias-correction", action="store_true",
+                   help="openvino int8: full bias correction instead of the fast one (slower to export)")
+    p.add_argument("--float-scope", action="append", default=[], metavar="REGEX",
+                   help="openvino int8: node names to keep in float (mixed precision; repeatable)")
     p.add_argument("--verify-images", type=Path, help="images for the parity check when the dataset is unreachable")
     p.add_argument("--num-verify", type=int, default=4, help="number of parity-check images")
     p.add_argument("--opset", type=int, default=17)
@@ -54,10 +73,22 @@ def check_args(args: argparse.Namespace) -> str:
     if precision == "bf16":
         raise ValueError("bf16 is for the torch engine only (create_engine(ckpt, engine='torch', precision='bf16'));"
                          " ONNX and TensorRT exports are fp32 / fp16 (/ int8 for TensorRT)")
-    if precision == "int8" and args.format != "tensorrt":
-        raise ValueError("int8 is a TensorRT build flag: use --format tensorrt --precision int8 --calib-dir DIR")
+    if args.format == "openvino":
+        precision = args.precision or "int8"
+        if precision != "int8":
+            raise ValueError("--format openvino writes int8 models; OpenVINO runs the fp32 .onnx in fp32 / bf16 as it "
+                             "is (create_engine(model.onnx, engine='openvino'))")
+    if precision == "int8" and args.format == "onnx":
+        raise ValueError("int8 is a TensorRT build flag or an OpenVINO quantisation: use --format tensorrt or "
+                         "--format openvino with --precision int8 --calib DIR_OR_BAG")
     if precision == "int8" and not args.calib_dir:
-        raise ValueError("--precision int8 needs --calib-dir DIR with calibration images")
+        raise ValueError("--precision int8 needs --calib-dir / --calib DIR_OR_BAG with calibration images")
+    if args.format == "openvino" and args.out is not None and args.out.suffix != ".xml":
+        raise ValueError(f"--out {args.out}: an OpenVINO model is written as .xml (+ .bin)")
+    if precision == "int8":  # a missing or unusable calibration source fails now, not after minutes of export
+        from vlt_perception.engines.calibration import source_kind
+
+        source_kind(args.calib_dir)
     if (args.height is None) != (args.width is None):
         raise ValueError("give both --height and --width, or neither")
     if args.num_verify < 1:
@@ -106,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     onnx_precision = precision if args.format == "onnx" else "fp32"
     model, metadata, ckpt = load(args)
     out = args.out or default_out(args, onnx_precision)
+    openvino_out = None
+    if args.format == "openvino":  # the fp32 ONNX stays beside the IR: it is the int8 model's parity reference
+        openvino_out = out if out.suffix == ".xml" else out.with_suffix(".int8.xml")
+        out = out.with_suffix(".onnx")
     staging = out.with_name(out.stem + ".unverified.onnx")
     _, metadata = export_onnx(model, metadata, staging, height=args.height, width=args.width,
                               precision=onnx_precision, opset=args.opset, dynamic_batch=not args.static_batch,
@@ -123,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "tensorrt":
         report["engine"], trt_parity = build_tensorrt(out, metadata, precision, args, model, images, source)
         report["parity"].append(trt_parity)
+    if openvino_out is not None:
+        report.update(export_openvino_int8(out, metadata, openvino_out, args))
+        print(f"wrote {openvino_out} ({report['parity_int8']['label_agreement']:.4f} label agreement with fp32)")
     write_report(out.with_suffix(".export.json"), report)
     return 0
 
@@ -152,14 +190,33 @@ def build_tensorrt(onnx_path: Path, metadata, precision: str, args, model, image
     return str(engine_path), parity.to_dict()
 
 
+def export_openvino_int8(onnx_path: Path, metadata, out: Path, args) -> dict:
+    from vlt_training.export.openvino_export import Int8Options, export_int8
+
+    options = Int8Options(max_images=args.calib_images, transformer=not args.no_transformer,
+                          smooth_quant_alpha=args.smooth_quant_alpha,
+                          fast_bias_correction=not args.no_fast_bias_correction, preset=args.int8_preset,
+                          float_scopes=list(args.float_scope))
+    result = export_int8(onnx_path, metadata, args.calib_dir, out, options, verify_images=args.verify_images,
+                         num_verify=args.num_verify, allow_parity_failure=args.allow_parity_failure)
+    return {"openvino": result["openvino"], "parity_int8": result["parity"], "quantization": result["quantization"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_cli_logging()
     args = build_parser().parse_args(argv)
-    from vlt_perception.engines.base import EngineUnavailableError
+    from vlt_perception.engines.base import EngineError, EngineUnavailableError
+    from vlt_perception.engines.parity import ParityError
     from vlt_training.training.checkpoint import CheckpointError
 
     try:
         return run(args)
+    except ParityError as exc:  # a built engine / int8 model that failed its gate: a verification failure
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except EngineError as exc:  # a calibration source or engine that cannot be used, named in the message
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, EngineUnavailableError, CheckpointError) as exc:  # bad input: one line, as train/evaluate
         print(f"error: {exc}", file=sys.stderr)
         return 2
