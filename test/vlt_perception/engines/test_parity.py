@@ -195,3 +195,39 @@ def test_tensorrt_provider_cache_is_gated_once_per_onnx(seg_onnx, monkeypatch):
     onnx.save(model, str(seg_onnx))
     assert create_engine(seg_onnx, engine="onnxruntime").info.engine == "onnxruntime"
     assert len(checks) == 2 and json.loads(record.read_text())["parity"]["passed"] is True
+
+
+def test_tensorrt_engine_is_gated_after_its_build(seg_onnx, tmp_path, monkeypatch):
+    """create_engine(onnx, engine="tensorrt") with the cache logic real and the TensorRT parts stood in (no
+    TensorRT here): the "built engine" computes a damaged graph, so the gate fails, its figures go into the signed
+    sidecar, and the engine is refused now and on every later load, unless allowed."""
+    from vlt_perception.engines import cache as engine_cache
+    from vlt_perception.engines import onnxruntime_engine
+    from vlt_perception.engines import tensorrt_engine as trt_engine
+
+    damaged = _damaged_copy(seg_onnx, tmp_path / "damaged.onnx", weight_scale=-8.0)
+
+    class EngineFromDamagedGraph(onnxruntime_engine.OnnxRuntimeEngine):  # what a miscompiled engine computes
+        def __init__(self, engine_path):
+            super().__init__(damaged, providers=["CPUExecutionProvider"])
+            self.info.engine, self.info.precision, self.info.model_path = "tensorrt", "fp16", str(engine_path)
+
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: None)
+    monkeypatch.setattr(trt_engine, "TensorRTEngine", EngineFromDamagedGraph)
+    real_ensure = trt_engine.ensure_engine
+    monkeypatch.setattr(trt_engine, "ensure_engine", lambda onnx_path, settings, cache_dir=None: real_ensure(
+        onnx_path, settings, cache_dir=cache_dir, build_fn=lambda *_: b"serialized", trt_version="10.14", gpu="test"))
+    cache = tmp_path / "cache"
+    with pytest.raises(parity.ParityError, match=r"\.engine: failed its parity gate.*label agreement"):
+        create_engine(seg_onnx, engine="tensorrt", cache_dir=cache)
+    (engine_path,) = cache.glob("*.engine")
+    sidecar = json.loads(trt_engine.sidecar_path(engine_path).read_text())
+    assert sidecar["parity"]["passed"] is False and sidecar["parity"]["reference"] == "onnxruntime fp32 cpu"
+    assert engine_cache.signed_by_this_user(sidecar)  # still a cache hit: not rebuilt, but refused
+    checks = []
+    monkeypatch.setattr(parity, "check_engine_parity", lambda *a, **k: checks.append(1))
+    for source in (seg_onnx, engine_path):  # from the ONNX (cache hit) and the engine file itself
+        with pytest.raises(parity.ParityError):
+            create_engine(source, engine="tensorrt", cache_dir=cache)
+    assert checks == []
+    assert create_engine(engine_path, engine="tensorrt", allow_parity_failure=True).info.engine == "tensorrt"
