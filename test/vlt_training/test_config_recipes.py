@@ -15,7 +15,7 @@ from vlt_training.config import load_config
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "train"
 ALL = sorted(CONFIG_DIR.glob("*.yaml"))
 # CPU-sized configs for tests and the demo: not reproductions of a paper setting
-TINY = {"tiny_cpu.yaml", "tiny_det_cpu.yaml"}
+TINY = {"tiny_cpu.yaml", "tiny_det_cpu.yaml", "tiny_mt_cpu.yaml"}
 
 
 def _datasets(cfg):
