@@ -8,6 +8,11 @@ resizing / normalising, label resize to 1080p and message conversion.
     source tools/env.sh && python benchmarks/bench_node_overhead.py [--transport SHM_BIG] [--model m.onnx]
         [--node-modes serialized,typed] [--client serialized|typed]
 
+Every invocation measures the node and a bare rclpy echo node (which receives the same frames and republishes a
+mono8 image of the same size, the floor any Python node pays for DDS) in the same run, alternating them
+``--rounds`` times, and prints the node's end-to-end latency above the echo's (goal: at most 1 ms at 1080p with a
+tiny model). ``--baseline`` measures the echo alone; ``--no-echo`` the node alone.
+
 ``--node-modes`` runs the node once per mode of its ``serialized_messages`` parameter (serialized: CDR bytes
 decoded / encoded with rosbags; typed: rclpy message objects), one after the other in the same run, so the two
 figures are side by side. ``--client`` is how this process publishes frames and takes the labels: serialized
@@ -147,7 +152,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
             "max": float(arr.max()), "n": int(arr.size)}
 
 
-def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
+def run(args: argparse.Namespace, node_mode: str = "serialized", baseline: bool | None = None) -> dict:
+    baseline = args.baseline if baseline is None else baseline
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -171,7 +177,7 @@ def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
         node_cmd += ["-p", "qos_overrides./bench_seg/in/image.subscription.reliability:=reliable"]
     if args.depth != 1:
         node_cmd += ["-p", f"qos_overrides./bench_seg/in/image.subscription.depth:={args.depth}"]
-    if args.baseline:
+    if baseline:
         node_cmd = [sys.executable, __file__, "--echo-server", "--node-modes", node_mode] + \
             (["--reliable"] if args.reliable else [])
     log = open(tmp / "node.log", "w")  # noqa: SIM115 - closed in finally
@@ -227,7 +233,7 @@ def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
         # Warm-up: until the node answers (discovery, engine warm-up), not measured.
         deadline = time.monotonic() + 60
         seq = 0
-        while not received or not (diag or args.baseline):
+        while not received or not (diag or baseline):
             if time.monotonic() > deadline or node_proc.poll() is not None:
                 raise SystemExit(f"node did not answer (diagnostics: {diag}, topics: "
                                  f"{node.get_topic_names_and_types()}); log: {tmp / 'node.log'}")
@@ -261,11 +267,11 @@ def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
     if not e2e:
         raise SystemExit(f"no labels received for measured frames (got {sorted(received)[:5]}, diagnostics {diag}); "
                          f"log: {tmp / 'node.log'}")
-    engine_median = 0.0 if args.baseline else float(diag.get("inference_median_ms", "nan"))
+    engine_median = 0.0 if baseline else float(diag.get("inference_median_ms", "nan"))
     e2e_stats = _percentiles(e2e)
     return {
         "resolution": f"{args.width}x{args.height} rgb8",
-        "what": f"transport baseline: bare rclpy echo node ({node_mode})" if args.baseline else
+        "what": f"transport baseline: bare rclpy echo node ({node_mode})" if baseline else
                 f"segmentation_node (serialized_messages={node_mode == 'serialized'})",
         "client": args.client,
         "model": str(model) if args.model else "tiny dominant-colour ONNX at 512x1024 (test/vlt_perception/nodes)",
@@ -274,7 +280,7 @@ def run(args: argparse.Namespace, node_mode: str = "serialized") -> dict:
         "camera_qos": "reliable" if args.reliable else "sensor data (best effort)",
         "frames_sent": len(sent), "frames_answered": len(e2e), "rate_hz": args.rate,
         "end_to_end_ms": e2e_stats,
-        "engine_ms": {"median": engine_median, "p90": 0.0 if args.baseline else
+        "engine_ms": {"median": engine_median, "p90": 0.0 if baseline else
                       float(diag.get("inference_p90_ms", "nan"))},
         "node_internal_ms": _percentiles(internal) if internal else {},
         "overhead_median_ms": e2e_stats["median"] - engine_median,
@@ -316,6 +322,9 @@ def main() -> None:
                         help="how this process publishes frames and takes labels (see above)")
     parser.add_argument("--baseline", action="store_true",
                         help="measure a bare rclpy echo node instead (DDS + conversion cost any Python node pays)")
+    parser.add_argument("--no-echo", action="store_true", help="measure the node alone, without the echo node")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate echo and node this many times per mode (medians are pooled per kind)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench_node_overhead.json"))
     args = parser.parse_args()
@@ -339,13 +348,42 @@ def main() -> None:
     elif args.transport != "DEFAULT":
         os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.transport
     modes = [m.strip() for m in args.node_modes.split(",") if m.strip()]
-    results = []
+    results, comparisons = [], []
+    kinds = [True] if args.baseline else [False] if args.no_echo else [True, False]  # echo first, then the node
     for mode in modes:
-        result = run(args, mode)
-        results.append(result)
-        _print(result)
-    _write_json(Path(args.out), {"runs": results})
+        by_kind: dict[bool, list[dict]] = {True: [], False: []}
+        for _ in range(max(1, args.rounds)):
+            for baseline in kinds:
+                result = run(args, mode, baseline)
+                results.append(result)
+                by_kind[baseline].append(result)
+                _print(result)
+        if by_kind[True] and by_kind[False]:
+            comparisons.append(_compare(mode, by_kind[True], by_kind[False]))
+    for comparison in comparisons:
+        _print_comparison(comparison)
+    _write_json(Path(args.out), {"runs": results, "node_vs_echo": comparisons})
     print(f"wrote {args.out}")
+
+
+def _compare(mode: str, echo: list[dict], node: list[dict]) -> dict:
+    """The node's end-to-end latency above the echo node's, both measured in this run (medians of the rounds)."""
+    echo_ms = float(np.median([r["end_to_end_ms"]["median"] for r in echo]))
+    node_ms = float(np.median([r["end_to_end_ms"]["median"] for r in node]))
+    engine_ms = float(np.median([r["engine_ms"]["median"] for r in node]))
+    above = node_ms - engine_ms - echo_ms
+    return {"node_mode": mode, "rounds": len(node), "echo_end_to_end_median_ms": echo_ms,
+            "node_end_to_end_median_ms": node_ms, "node_engine_median_ms": engine_ms,
+            "node_above_echo_ms": above, "goal_ms": 1.0, "goal_met": above <= 1.0,
+            "load_average_1min": [r["load_average_1min"] for r in echo + node]}
+
+
+def _print_comparison(c: dict) -> None:
+    print(f"node ({c['node_mode']}) vs bare rclpy echo, same run, {c['rounds']} round(s): end to end "
+          f"{c['node_end_to_end_median_ms']:.1f} ms (engine {c['node_engine_median_ms']:.1f}) vs echo "
+          f"{c['echo_end_to_end_median_ms']:.1f} ms -> node above echo {c['node_above_echo_ms']:.2f} ms "
+          f"(goal <= {c['goal_ms']:.0f} ms: {'met' if c['goal_met'] else 'missed'}; load "
+          f"{', '.join(f'{x:.1f}' for x in c['load_average_1min'])})")
 
 
 def _print(result: dict) -> None:
