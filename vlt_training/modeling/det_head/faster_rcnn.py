@@ -283,20 +283,25 @@ class FasterRCNNHead(nn.Module):
         per_level = [o.shape[1] * o.shape[2] * o.shape[3] for o in objectness]
         scores, deltas = concat_box_prediction_layers(objectness, deltas)  # B*N, 1 / B*N, 4
         scores = scores.reshape(batch, -1).float()  # B, N
-        boxes = rpn.box_coder.decode_single(deltas.float(), anchors.float().repeat(batch, 1))  # B*N, 4
-        boxes = boxes.reshape(batch, -1, 4)  # B, N, 4
+        deltas = deltas.reshape(batch, -1, 4).float()  # B, N, 4
+        anchors = anchors.float()  # N, 4
 
         # torchvision's filter_proposals, with masks: top-k per level, clip, drop tiny boxes, NMS per level.
-        top_scores, top_boxes, top_levels, start = [], [], [], 0
+        # Only the top-k anchors are decoded (torchvision decodes all of them first; decoding is per anchor, so
+        # the boxes are the same): at 512 x 1024 that is 5k of 130k anchors.
+        top_scores, top_deltas, top_anchors, top_levels, start = [], [], [], [], 0
         for level, n in enumerate(per_level):
             k = min(self.rpn_test_topk[0], n)
             s, i = scores[:, start:start + n].topk(k, dim=1)  # B, k
             top_scores.append(s)
-            top_boxes.append(torch.gather(boxes[:, start:start + n], 1, i[..., None].expand(-1, -1, 4)))
+            top_deltas.append(torch.gather(deltas[:, start:start + n], 1, i[..., None].expand(-1, -1, 4)))  # B, k, 4
+            top_anchors.append(anchors[start:start + n][i])  # B, k, 4
             top_levels.append(torch.full_like(i, level))
             start += n
         prob = torch.sigmoid(torch.cat(top_scores, dim=1))  # B, K
-        cand = clip_boxes_to_image(torch.cat(top_boxes, dim=1), image_size)  # B, K, 4
+        cand = rpn.box_coder.decode_single(torch.cat(top_deltas, dim=1).reshape(-1, 4),
+                                           torch.cat(top_anchors, dim=1).reshape(-1, 4))  # B*K, 4
+        cand = clip_boxes_to_image(cand.reshape(batch, -1, 4), image_size)  # B, K, 4
         levels = torch.cat(top_levels, dim=1)  # B, K
         # (no in-place &=: the TorchScript ONNX exporter has no aten::__iand_)
         valid = (_min_side(cand) >= _MIN_PROPOSAL_SIDE) & (prob >= rpn.score_thresh)
@@ -336,7 +341,8 @@ class FasterRCNNHead(nn.Module):
         return top_detections(boxes, scores * kept.to(scores.dtype), labels, self.max_detections)
 
 
-    def predict_masks(self, features: Sequence[torch.Tensor], boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def predict_masks(self, features: Sequence[torch.Tensor], boxes: torch.Tensor,
+                      labels: torch.Tensor) -> torch.Tensor:
         """Mask probabilities (B, K, M, M) float32 in each box's frame (M = 2 x the mask RoI size; torchvision's
         ``maskrcnn_inference``: the sigmoid of the labelled class's channel) for :meth:`predict`'s boxes (B, K, 4)
         and labels (B, K). Padding slots get a mask of their zero box; callers ignore them by score."""
