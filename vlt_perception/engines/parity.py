@@ -249,7 +249,7 @@ def load_frames(source: str | Path | None, metadata: ModelMetadata, count: int =
         if _is_bag(source):
             images, kind = _bag_images(source, count), "bag"
         else:
-            images, kind = _folder_images(source, count), "folder"
+            images, kind = folder_images(source, count, "not an image folder or a rosbag"), "folder"
     return Preprocessor.from_metadata(metadata).batch(images), kind
 
 
@@ -257,11 +257,15 @@ def _is_bag(path: Path) -> bool:
     return path.suffix in (".mcap", ".db3") or (path.is_dir() and (path / "metadata.yaml").is_file())
 
 
-def _folder_images(folder: Path, count: int) -> list[np.ndarray]:
+def folder_images(folder: Path, count: int, missing: str = "image folder not found") -> list[np.ndarray]:
+    """The first ``count`` images (RGB) of ``folder``, searched recursively in name order.
+
+    Export verification and the parity gate read their frames through this one function.
+    """
     import cv2
 
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not an image folder or a rosbag")
+        raise FileNotFoundError(f"{folder}: {missing}")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
     if not files:
         raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from vlt_perception.engines.parity import (  # the comparison the runtime's parity gate makes
-    DETECTION_SCORE_THRESHOLD, count_detections, detection_agreement, detection_outputs)
+    DETECTION_SCORE_THRESHOLD, count_detections, detection_agreement, detection_outputs, folder_images)
 from vlt_perception.metadata import TASK_DETECTION, TASK_MULTITASK, ModelMetadata
 from vlt_perception.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 
 FP32_MIN_AGREEMENT = 0.999
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 @dataclass
@@ -89,21 +88,7 @@ def images_from_checkpoint(checkpoint: str | Path | None, count: int) -> list[np
 
 
 def images_from_folder(folder: str | Path, count: int) -> list[np.ndarray]:
-    import cv2
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: verification image folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
-    if not files:
-        raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = []
-    for path in files:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"{path}: unreadable image")
-        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return images
+    return folder_images(Path(folder), count, "verification image folder not found")
 
 
 def verification_batch(metadata: ModelMetadata, *, checkpoint=None, image_dir=None, count: int = 4,
