@@ -33,6 +33,7 @@ from vlt_perception.atomic import atomic_write_bytes  # noqa: F401 - re-exported
 from vlt_perception.engines import cache as engine_cache
 from vlt_perception.engines._common import check_images, read_onnx_metadata, require_file  # noqa: F401 - re-exported
 from vlt_perception.engines.base import EngineError, EngineInfo, EngineUnavailableError, InferenceEngine
+from vlt_perception.engines.calibration import file_sha256  # one hasher for engines, ONNX and calibration data
 from vlt_perception.metadata import MetadataError, ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -107,14 +108,6 @@ class BuildSettings:
                               f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
         if self.precision == "int8" and not self.calib_dir:
             raise EngineError("int8 needs calibration images: pass a calibration folder (--calib-dir)")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _LOCATION = b"\x0a\x08location\x12"  # protobuf StringStringEntryProto: key "location", then the value's tag
