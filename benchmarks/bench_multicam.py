@@ -72,8 +72,8 @@ def _node_command(model: Path, name: str, cameras: list[str] | None, profile: Pa
 
 def profiled_node(out: Path, node_args: list[str]) -> int:
     """multitask_node under cProfile: one profile per thread, the executor (subscriptions, timers), the batch thread
-    (decode, preprocessing, engine) and the publishing thread (post-processing, publishing), written to ``out``,
-    ``out.batches`` and ``out.publish``."""
+    (decode, preprocessing), the engine thread and the publishing thread (post-processing, publishing), written to
+    ``out``, ``out.batches``, ``out.engine`` and ``out.publish``."""
     import cProfile
 
     from vlt_perception.nodes import multitask_node
@@ -91,6 +91,7 @@ def profiled_node(out: Path, node_args: list[str]) -> int:
 
     node_class = multitask_node.MultiTaskNode
     node_class._batch_loop = profiled(node_class._batch_loop, "batches")
+    node_class._engine_loop = profiled(node_class._engine_loop, "engine")
     node_class._publish_loop = profiled(node_class._publish_loop, "publish")
     executor = cProfile.Profile()
     executor.enable()
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:  # an extra run (the profiler slows the node down): where the batched node's time goes
             profile = workdir / f"{name}_batched_{max(counts)}.prof"
             run_setup(model, max(counts), "batched", run_args, workdir, profile)
-            for part in ("executor", "batches", "publish"):
+            for part in ("executor", "batches", "engine", "publish"):
                 path = profile if part == "executor" else Path(f"{profile}.{part}")
                 if path.exists():
                     key = f"{name}_batched_{max(counts)}_{part}"

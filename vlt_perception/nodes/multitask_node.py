@@ -21,7 +21,6 @@ and one status per camera: received, processed, dropped, errors, latency).
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import sys
 import threading
@@ -47,10 +46,11 @@ class MultiTaskNode(perception_node.PerceptionNode):
         self._prefixes: dict[str, str] = {}  # batcher camera name -> topic prefix
         self._batcher: CameraBatcher | None = None
         self._subscriptions: list = []
-        self._batch_thread: threading.Thread | None = None
-        self._publish_thread: threading.Thread | None = None
-        # Engine outputs of one batch on their way to the publishing thread: one slot, so the engine runs at most
-        # one batch ahead of the publishing (no queue of stale results builds up).
+        self._threads: list[threading.Thread] = []
+        # Three threads, one batch each: the batch thread decodes and preprocesses batch k+2 while the engine thread
+        # runs batch k+1 and the publishing thread post-processes and publishes batch k. One slot between two
+        # stages, so no stage runs more than one batch ahead of the next (no queue of stale frames builds up).
+        self._prepared: queue.Queue = queue.Queue(maxsize=1)
         self._engine_done: queue.Queue = queue.Queue(maxsize=1)
         self._warned_batch = False
         super().__init__(node_name, **kwargs)
@@ -152,12 +152,11 @@ class MultiTaskNode(perception_node.PerceptionNode):
                 perception_node.qos_profile_sensor_data, qos_overriding_options=perception_node.QOS_OVERRIDES,
                 raw=self._serialized))
         self._subscription = self._subscriptions[0]  # the base class reports it (state, topic)
-        self._batch_thread = threading.Thread(target=self._batch_loop, name=f"{self.get_name()}-batches",
-                                              daemon=True)
-        self._publish_thread = threading.Thread(target=self._publish_loop, name=f"{self.get_name()}-publish",
-                                                daemon=True)
-        self._batch_thread.start()
-        self._publish_thread.start()
+        self._threads = [threading.Thread(target=target, name=f"{self.get_name()}-{name}", daemon=True)
+                         for name, target in (("batches", self._batch_loop), ("engine", self._engine_loop),
+                                              ("publish", self._publish_loop))]
+        for thread in self._threads:
+            thread.start()
 
     def _stop_input(self) -> None:
         for sub in self._subscriptions:
@@ -165,14 +164,12 @@ class MultiTaskNode(perception_node.PerceptionNode):
         self._subscriptions.clear()
         self._subscription = None
         if self._batcher is not None:
-            self._batcher.stop()
-        if self._batch_thread is not None and self._batch_thread is not threading.current_thread():
-            self._batch_thread.join(timeout=10.0)
-        if self._publish_thread is not None and self._publish_thread is not threading.current_thread():
-            with contextlib.suppress(queue.Full):  # after the batch thread's last batch: the publishing thread ends
-                self._engine_done.put(None, timeout=10.0)
-            self._publish_thread.join(timeout=10.0)
-        self._batch_thread = self._publish_thread = None
+            self._batcher.stop()  # the batch thread ends and passes None down the stages: each one ends after it
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=10.0)
+        self._threads = []
+        self._prepared = queue.Queue(maxsize=1)
         self._engine_done = queue.Queue(maxsize=1)
 
     def _on_camera_frame(self, camera: str, msg) -> None:
@@ -186,39 +183,50 @@ class MultiTaskNode(perception_node.PerceptionNode):
             self.stats.on_dropped(1)
 
     def _batch_loop(self) -> None:
-        """Batch thread: wait for a batch, decode it, run the engine; the publishing thread does the rest, so the
-        engine call of one batch overlaps the post-processing and publishing of the previous one."""
-        batcher, handoff = self._batcher, self._engine_done
+        """Batch thread: wait for a batch, decode and preprocess it, hand it to the engine thread."""
+        batcher, handoff = self._batcher, self._prepared
         while True:
             frames = batcher.wait_batch()
             if not frames:
-                return  # stopped
+                handoff.put(None)  # stopped: the engine thread ends after the batches before it
+                return
             try:
-                job = self._run_batch(batcher, frames)
+                job = self._prepare_batch(batcher, frames)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not end the node's worker
                 self._on_error(exc)
                 continue
             if job is not None:
-                handoff.put(job)  # waits while the previous batch is still being published
+                handoff.put(job)  # waits while the engine still has the previous batch waiting
+
+    def _engine_loop(self) -> None:
+        """Engine thread: one engine call per batch (the engine itself releases the GIL)."""
+        self._stage_loop(self._prepared, lambda job: (*job[:3], self.pipeline.infer(job[3])), self._engine_done)
 
     def _publish_loop(self) -> None:
-        handoff = self._engine_done
+        self._stage_loop(self._engine_done, lambda job: self._publish_batch(*job), None)
+
+    def _stage_loop(self, source: queue.Queue, step, sink: queue.Queue | None) -> None:
         while True:
-            job = handoff.get()
+            job = source.get()
             if job is None:
+                if sink is not None:
+                    sink.put(None)
                 return
             try:
-                self._publish_batch(*job)
+                done = step(job)
             except Exception as exc:  # noqa: BLE001 - see _batch_loop
                 self._on_error(exc)
+                continue
+            if sink is not None:
+                sink.put(done)
 
     def _decode_frame(self, msg):
         if self._serialized:
             msg = serialized.decode(msg, self._serialized_type)  # rosbags message, same field names
         return self._decode(msg, self._max_pixels), msg.header  # H, W, 3 uint8
 
-    def _run_batch(self, batcher: CameraBatcher, frames: list[CameraFrame]):
-        """Decode each camera's frame (bad ones counted against their camera) and run one engine call for all."""
+    def _prepare_batch(self, batcher: CameraBatcher, frames: list[CameraFrame]):
+        """Decode each camera's frame (bad ones counted against their camera) and preprocess them into one batch."""
         frames, decoded, errors = batcher.decode(frames, self._decode_frame)
         for camera, exc in errors:
             self.bad_input(exc.kind if camera == _SINGLE else f"{camera}.{exc.kind}",
@@ -226,14 +234,13 @@ class MultiTaskNode(perception_node.PerceptionNode):
         if not frames:
             return None
         requests = [self._request(frame.camera) for frame in frames]
-        job = self.pipeline.run_engine([rgb for rgb, _ in decoded], requests)
-        if self.pipeline.batch_error and not self._warned_batch:
-            self._warned_batch = True
-            self.get_logger().warning(f"{self.pipeline.batch_error}; running the cameras one at a time")
-        return batcher, frames, decoded, job
+        return batcher, frames, decoded, self.pipeline.prepare([rgb for rgb, _ in decoded], requests)
 
     def _publish_batch(self, batcher: CameraBatcher, frames: list[CameraFrame], decoded, job) -> None:
         """Publishing thread: each camera's results at its own resolution, published with its own header."""
+        if self.pipeline.batch_error and not self._warned_batch:
+            self._warned_batch = True
+            self.get_logger().warning(f"{self.pipeline.batch_error}; running the cameras one at a time")
         result = self.pipeline.split(job)
         for frame, (rgb, header), out in zip(frames, decoded, result.frames):
             if self._serialized:

@@ -61,12 +61,14 @@ class BatchResult:
 
 @dataclass
 class EngineBatch:
-    """A batch between :meth:`MultiTaskPipeline.run_engine` and :meth:`MultiTaskPipeline.split`."""
+    """A batch on its way through :meth:`MultiTaskPipeline.prepare`, :meth:`~MultiTaskPipeline.infer` and
+    :meth:`~MultiTaskPipeline.split`."""
 
     images: list[np.ndarray]
     requests: list[FrameRequest]
     filter: DetectionFilter | None
     result: BatchResult
+    inputs: list[tuple[list[int], np.ndarray]] = field(default_factory=list)  # frame indices, B, 3, h, w float32
     chunks: list[tuple[list[int], dict[str, np.ndarray]]] = field(default_factory=list)  # frame indices, outputs
 
 
@@ -103,7 +105,6 @@ class MultiTaskPipeline:
         self.preprocess = Preprocessor.from_metadata(metadata)
         self._size = (metadata.input_height, metadata.input_width)
         self._lut = palette_lut(metadata.palette) if self.segments else None  # 1, 256, 3
-        self._buffers: dict[int, np.ndarray] = {}  # batch size -> B, 3, h, w float32
         self.filter: DetectionFilter | None = make_filter(self.detection_class_names, score_threshold, classes) \
             if self.detects else None
 
@@ -122,17 +123,22 @@ class MultiTaskPipeline:
     def process(self, images: Sequence[np.ndarray], requests: Sequence[FrameRequest]) -> BatchResult:
         """Run the (H_i, W_i, 3) uint8 RGB ``images`` (one per camera, any sizes) through the engine together.
 
-        Not thread-safe (reuses its input buffers): one caller at a time. Equal to ``split(run_engine(...))``.
+        One caller at a time. Equal to ``split(infer(prepare(...)))``.
         """
         return self.split(self.run_engine(images, requests))
 
     def run_engine(self, images: Sequence[np.ndarray], requests: Sequence[FrameRequest]) -> EngineBatch:
         """Preprocessing and the engine call(s) for a batch; :meth:`split` turns the outputs into results.
 
-        The two halves may run in two threads, ``split`` of one batch while ``run_engine`` takes the next (a node
-        overlaps the engine with the post-processing and publishing that way); ``run_engine`` itself is not
-        thread-safe (it reuses its input buffers): one caller at a time.
+        Equal to ``infer(prepare(...))``. The three steps may run in three threads, each on a different batch:
+        ``prepare`` of batch k+2 while ``infer`` runs batch k+1 and ``split`` batch k (a node overlaps the
+        preprocessing, the engine and the post-processing and publishing that way). Each step takes one caller at a
+        time; a batch owns its input buffers, so the steps never share one.
         """
+        return self.infer(self.prepare(images, requests))
+
+    def prepare(self, images: Sequence[np.ndarray], requests: Sequence[FrameRequest]) -> EngineBatch:
+        """Preprocess the requested frames into network inputs, in chunks of at most ``max_batch`` frames."""
         if len(images) != len(requests):
             raise ValueError(f"{len(images)} images but {len(requests)} requests")
         start = time.perf_counter()
@@ -141,9 +147,17 @@ class MultiTaskPipeline:
         todo = [i for i, r in enumerate(requests) if r.any()]
         for first in range(0, len(todo), self.max_batch):
             chunk = todo[first : first + self.max_batch]
-            batch = self._preprocess([images[i] for i in chunk])  # B, 3, h, w float32
-            job.chunks.append((chunk, self._infer(batch, job.result)))
+            job.inputs.append((chunk, self.preprocess.batch([images[i] for i in chunk])))  # B, 3, h, w float32
         job.result.total_ms = (time.perf_counter() - start) * 1e3
+        return job
+
+    def infer(self, job: EngineBatch) -> EngineBatch:
+        """The engine call(s) of a prepared batch; the inputs are released once they have run."""
+        start = time.perf_counter()
+        while job.inputs:
+            chunk, batch = job.inputs.pop(0)
+            job.chunks.append((chunk, self._infer(batch, job.result)))
+        job.result.total_ms += (time.perf_counter() - start) * 1e3
         return job
 
     def split(self, job: EngineBatch) -> BatchResult:
@@ -154,14 +168,6 @@ class MultiTaskPipeline:
                         [job.result.frames[i] for i in chunk])
         job.result.total_ms += (time.perf_counter() - start) * 1e3
         return job.result
-
-    def _preprocess(self, images: list[np.ndarray]) -> np.ndarray:
-        out = self._buffers.get(len(images))
-        if out is None:
-            out = self._buffers[len(images)] = np.empty((len(images), 3, *self._size), dtype=np.float32)
-        for i, image in enumerate(images):
-            self.preprocess(image, out=out[i : i + 1])  # each camera resized on its own
-        return out
 
     def _infer(self, batch: np.ndarray, result: BatchResult) -> dict[str, np.ndarray]:
         """One engine call for the batch; frame by frame if the engine turns out to take batch 1 only."""

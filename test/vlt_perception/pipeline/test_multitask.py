@@ -166,3 +166,18 @@ def test_split_of_one_batch_is_unaffected_by_the_engine_run_of_the_next(multitas
     assert [np.unique(f.segmentation.labels).tolist() for f in frames] == [[0], [1]]
     assert [f.detections.class_names for f in frames] == [["red_thing"], ["green_thing"]]
     assert [f.segmentation.labels.shape for f in frames] == [(40, 60), (30, 50)]
+
+
+def test_three_batches_in_flight_keep_their_own_inputs(multitask_engine):
+    """A node prepares batch k+2 while the engine runs batch k+1 and batch k is split: each keeps its own inputs."""
+    pipeline = MultiTaskPipeline(CountingEngine(multitask_engine), score_threshold=0.5)
+    shapes = [(40, 60), (30, 50)]
+    jobs = [pipeline.prepare([_colour(c, *s) for s in shapes], [BOTH] * 2) for c in range(3)]  # red, green, blue
+    pipeline.infer(jobs[1])
+    pipeline.infer(jobs[0])
+    pipeline.infer(jobs[2])
+    assert pipeline.engine.calls == [2, 2, 2] and not any(job.inputs for job in jobs)  # inputs released once run
+    for channel, job in enumerate(jobs):
+        frames = pipeline.split(job).frames
+        assert [np.unique(f.segmentation.labels).tolist() for f in frames] == [[channel], [channel]]
+        assert [f.segmentation.labels.shape for f in frames] == shapes
