@@ -2,6 +2,7 @@
 
     ros2 launch vlt_perception replay_eval.launch.py bag:=bags/acdc_fog model:=model.onnx \
         [mode:=lockstep|realtime|rate] [rate:=1.0] [out:=replay_report] [compressed:=false] [engine:=auto]
+        [calibration:=true]
 
 Everything decided here comes from ``vlt_perception.bag.replay.replay_eval_nodes`` (plain Python, tested);
 this file only turns it into launch_ros actions. Bad arguments, a model or a bag that does not exist fail the
@@ -25,6 +26,8 @@ ARGUMENTS = {
     "compressed": ("false", "the bag's camera is CompressedImage on <image>/compressed"),
     "namespace": ("", "namespace of all three nodes"),
     "engine": ("", "override the node's engine parameter"),
+    "calibration": ("true", "the node publishes its confidence and the report adds ECE / AUROC / FPR95; false for a "
+                    "model without a confidence output"),
     "fastdds_profile": ("", "Fast DDS profile for the three nodes: empty = the packaged large-image profile unless "
                         "FASTDDS_DEFAULT_PROFILES_FILE is set; a path; none = leave the middleware alone"),
 }

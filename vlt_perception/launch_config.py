@@ -384,7 +384,7 @@ def process_exited(launch: NodeLaunch, returncode: int | None, shutting_down: bo
                        "finished; see its log above")
 
 
-def _parse_bool(value: str | bool, name: str) -> bool:
+def parse_bool(value: str | bool, name: str) -> bool:
     if isinstance(value, bool):
         return value
     lowered = value.strip().lower()
@@ -419,7 +419,7 @@ def perception_nodes(
     """
     wanted = _which_nodes(nodes)
     env = middleware_env(fastdds_profile)
-    use_compressed = _parse_bool(compressed, "compressed")
+    use_compressed = parse_bool(compressed, "compressed")
     if not camera_topic or camera_topic.endswith("/"):
         raise ConfigError(f"launch argument camera_topic: bad topic name {camera_topic!r}")
     if engine and engine not in ENGINES:

@@ -213,10 +213,15 @@ def playback_offset_s(log_time_ns: int, first_log_time_ns: int, rate: float) -> 
 # --- launch ---------------------------------------------------------------------------------------------------
 def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode: str = "lockstep",
                       rate: str | float = 1.0, compressed: str | bool = False, namespace: str = "",
-                      topics: BagTopics = BagTopics(), engine: str = "", fastdds_profile: str = "") -> list:
+                      topics: BagTopics = BagTopics(), engine: str = "", fastdds_profile: str = "",
+                      calibration: str | bool = True) -> list:
     """Player + segmentation node + evaluator for ``ros2 launch vlt_perception replay_eval.launch.py bag:=B
-    model:=M`` (launch arguments arrive as strings). Returns ``launch_config.NodeLaunch`` entries."""
-    from vlt_perception.launch_config import ConfigError, NodeLaunch, perception_nodes
+    model:=M`` (launch arguments arrive as strings). Returns ``launch_config.NodeLaunch`` entries.
+
+    ``calibration`` (default on): the node publishes its per-pixel confidence and the evaluator adds ECE, AUROC and
+    FPR95 to the report; turn it off for a model without a ``confidence`` output (every graph the package exports
+    has one), whose frames the evaluator would otherwise wait for in vain."""
+    from vlt_perception.launch_config import ConfigError, NodeLaunch, parse_bool, perception_nodes
 
     if not bag:
         raise ConfigError("launch argument bag: required (a rosbag2 folder, .mcap or .db3)")
@@ -232,6 +237,7 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
         raise ConfigError(f"launch argument rate: expected a number, got {rate!r}") from None
     if rate <= 0:
         raise ConfigError(f"launch argument rate: must be > 0, got {rate}")
+    calibration = parse_bool(calibration, "calibration")
     (seg,) = perception_nodes(nodes="segmentation", seg_model=model, camera_topic=topics.image,
                               compressed=compressed, namespace=namespace, engine=engine,
                               fastdds_profile=fastdds_profile)
@@ -239,17 +245,22 @@ def replay_eval_nodes(*, bag: str, model: str, out: str = "replay_report", mode:
     seg.exit_fails_launch = "any"  # the job needs it until the evaluator is done
     prefix = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
     labels = f"{prefix}/{seg.name}/out/labels"
+    confidence = f"{prefix}/{seg.name}/out/confidence" if calibration else ""
+    if calibration:
+        seg.parameters.append({"publish_confidence": True})
     # the player is the camera: it needs the same large-image middleware settings as the node
     player = NodeLaunch("bag_player_node", "bag_player", namespace, env=dict(seg.env), parameters=[{
         "bag": str(bag), "mode": mode, "rate": rate, "result_topic": labels,
         # The evaluator must hear the node's labels from the first frame (the node skips unsubscribed outputs).
-        "wait_topics": [topics.image, topics.labels, topics.condition, labels], "done_topic": "/bag_player/done",
+        "wait_topics": [topics.image, topics.labels, topics.condition, labels, *([confidence] if confidence else [])],
+        "done_topic": "/bag_player/done",
     }])
     player.exit_fails_launch = "error"  # a failed player fails the job; its normal end is the evaluator's cue
     # An evaluation job: the evaluator's exit (report written) ends the launch, with its outcome.
     evaluator = NodeLaunch("evaluator_node", "evaluator", namespace, env=dict(seg.env), ends_launch=True,
                            parameters=[{
-        "labels_topic": labels, "gt_labels_topic": topics.labels, "gt_detections_topic": "",
+        "labels_topic": labels, "confidence_topic": confidence, "gt_labels_topic": topics.labels,
+        "gt_detections_topic": "",
         "condition_topic": topics.condition, "out_dir": str(out), "bag_name": Path(bag).name,
         "camera_topic": topics.compressed_image if use_compressed else topics.image,
         "camera_type": "sensor_msgs/msg/CompressedImage" if use_compressed else "sensor_msgs/msg/Image",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 try:
@@ -79,6 +80,7 @@ class EvaluatorNode(Node):
             name, scores = reference_scores(self.p["reference_report"])
             self.acc.set_reference_scores(scores, name)
         self.issues = Issues()
+        self.received: Counter = Counter()  # messages per side and part, e.g. pred_confidence
         self.condition = UNKNOWN_CONDITION
         self.player_summary: dict = {}
         self.finished = False
@@ -132,6 +134,7 @@ class EvaluatorNode(Node):
 
     def _on_msg(self, msg, info, side: str, part: str) -> None:
         self.last_message = time.monotonic()
+        self.received[f"{side}_{part}"] += 1
         # When the middleware received it, not when the executor got round to this callback: with several
         # topics ready at once the callback order says nothing about arrival order.
         received_ns = info.get("received_timestamp") or 0
@@ -190,6 +193,10 @@ class EvaluatorNode(Node):
                                                            "complete": complete}, figures=self.p["figures"])
         summary = (f"report written to {self.p['out_dir']} ({reason}): {counts.get('matched', 0)} frames matched, "
                    f"{counts['dropped_frames']} dropped")
+        if self.p["confidence_topic"] and self.received["pred_labels"] and not self.received["pred_confidence"]:
+            self.get_logger().error(
+                f"labels arrived but no confidence on {self.p['confidence_topic']}, so no frame could match: a model "
+                "without a 'confidence' output needs calibration:=false (replay launch) or confidence_topic:=''")
         if complete:
             self.get_logger().info(summary)
         else:

@@ -201,12 +201,14 @@ def replay_online_multitask(bag: Path, model: Path, out: Path, log_dir: Path, th
     node.exit_fails_launch = "any"
     # detections down to the offline evaluation's score threshold, so both evaluations rank the same boxes
     node.parameters.append({"score_threshold": 0.05})
+    node.parameters.append({"publish_confidence": True})  # calibration (ECE) online, as replay_eval_nodes does
     labels = f"/{node.name}/{REPLAY_CAMERA}/out/labels"
+    confidence = f"/{node.name}/{REPLAY_CAMERA}/out/confidence"
     detections = f"/{node.name}/{REPLAY_CAMERA}/out/detections"
-    seg_labels = player.parameters[0]["result_topic"]
+    ours = {player.parameters[0]["result_topic"]: labels, evaluator.parameters[0]["confidence_topic"]: confidence}
     player.parameters[0].update(result_topic=labels, wait_topics=[
-        labels if topic == seg_labels else topic for topic in player.parameters[0]["wait_topics"]])
-    evaluator.parameters[0].update(labels_topic=labels, detections_topic=detections,
+        ours.get(topic, topic) for topic in player.parameters[0]["wait_topics"]])
+    evaluator.parameters[0].update(labels_topic=labels, confidence_topic=confidence, detections_topic=detections,
                                    gt_detections_topic=BagTopics().detections, thing_classes=list(thing_classes))
     return _run_replay([node, evaluator, player], bag, out, log_dir, timeout_s)
 
@@ -263,7 +265,7 @@ def _p50(entry: dict | None) -> float:
 
 def summary_rows(offline: dict, online: dict[str, dict], training_eval: dict | None) -> list[dict]:
     """One row per condition (source first): offline and online mIoU, retention vs the source (the table shows it
-    as rPD = 100 x retention), the offline ECE of the per-pixel confidence, latencies.
+    as rPD = 100 x retention), the offline and online ECE of the per-pixel confidence, latencies.
 
     ``offline`` is bag_eval's report.json (the reference bag is the source domain), ``online`` maps bag names
     (``source``, ``fog`` ...) to evaluator_node reports, ``training_eval`` is the evaluate CLI's JSON.
@@ -282,6 +284,7 @@ def summary_rows(offline: dict, online: dict[str, dict], training_eval: dict | N
             "ECE": _float((entry.get("calibration") or {}).get("ece")),
             "online_mIoU": _miou(live.get("overall")),
             "online_AP50": _ap50(live.get("overall")),  # the multitask_node's detections (n/a: segmentation only)
+            "online_ECE": _float(((live.get("overall") or {}).get("calibration") or {}).get("ece")),
             "engine_ms_p50": _p50(entry),
             "end_to_end_ms_p50": _p50(live.get("overall")),
             "dropped": sum(b.get("counts", {}).get("dropped_frames", 0) for b in live.get("bags", {}).values())

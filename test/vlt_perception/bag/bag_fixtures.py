@@ -99,8 +99,9 @@ def read_png_train_ids(record: dict) -> np.ndarray:
     return cv2.imread(record["sem_seg_file_name"], cv2.IMREAD_UNCHANGED)
 
 
-def palette_model(path: Path, height: int = HEIGHT, width: int = WIDTH) -> Path:
-    """ONNX: labels = argmax_k (2 p_k . x - |p_k|^2) = nearest palette colour, x = RGB / 255 (mean 0, std 1)."""
+def palette_model(path: Path, height: int = HEIGHT, width: int = WIDTH, confidence: bool = True) -> Path:
+    """ONNX: labels = argmax_k (2 p_k . x - |p_k|^2) = nearest palette colour, x = RGB / 255 (mean 0, std 1);
+    ``confidence`` = the largest softmax probability of those scores (as exported models give it)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -112,11 +113,17 @@ def palette_model(path: Path, height: int = HEIGHT, width: int = WIDTH) -> Path:
     nodes = [helper.make_node("Conv", ["images", "w", "b"], ["scores"]),  # B, C, H, W
              helper.make_node("ArgMax", ["scores"], ["argmax"], axis=1, keepdims=0),  # B, H, W int64
              helper.make_node("Cast", ["argmax"], ["labels"], to=TensorProto.UINT8)]
+    outputs = [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["B", height, width])]
+    if confidence:  # scores x 20: sharp enough that the confidences spread over the calibration bins
+        nodes += [helper.make_node("Mul", ["scores", "sharpness"], ["logits"]),
+                  helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+                  helper.make_node("ReduceMax", ["probs"], ["confidence"], axes=[1], keepdims=0)]  # B, H, W
+        outputs.append(helper.make_tensor_value_info("confidence", TensorProto.FLOAT, ["B", height, width]))
     graph = helper.make_graph(
         nodes, "palette_seg",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", 3, height, width])],
-        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["B", height, width])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", 3, height, width])], outputs,
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b"),
+         numpy_helper.from_array(np.asarray(20.0, np.float32), "sharpness")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     metadata = ModelMetadata(task=TASK_SEGMENTATION, model_name="palette_seg", mean=[0.0] * 3, std=[1.0] * 3,

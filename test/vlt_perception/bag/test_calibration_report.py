@@ -97,9 +97,9 @@ def test_offline_report_calibration_per_condition(fx, tiny_cityscapes, tmp_path)
     assert "figures/reliability.png" in md
 
 
-def test_no_confidence_output_no_calibration(fx, tiny_cityscapes, palette_onnx, tmp_path):
+def test_no_confidence_output_no_calibration(fx, tiny_cityscapes, tmp_path):
     _, records = tiny_cityscapes
     write_records_bag(records, tmp_path / "target", read_image=fx.read_png_rgb, read_sem_seg=fx.read_png_train_ids)
-    report = evaluate_bags([tmp_path / "target"], palette_onnx, tmp_path / "report", engine="onnxruntime",
-                           figures=False)
+    model = fx.palette_model(tmp_path / "no_confidence.onnx", confidence=False)
+    report = evaluate_bags([tmp_path / "target"], model, tmp_path / "report", engine="onnxruntime", figures=False)
     assert "calibration" not in report["conditions"]["fog"]

@@ -91,19 +91,32 @@ def test_playback_offset():
         playback_offset_s(0, 0, 0.0)
 
 
+def _merged(parameters: list) -> dict:
+    """A launch Node's parameters as the node sees them: later dicts override earlier ones (files are skipped)."""
+    return {k: v for entry in parameters if isinstance(entry, dict) for k, v in entry.items()}
+
+
 def test_replay_eval_nodes(tmp_path):
     bag = tmp_path / "bag"
     bag.mkdir()
     seg, evaluator, player = replay_eval_nodes(bag=str(bag), model="m.onnx", out="rep", mode="rate", rate="2.5",
                                                namespace="replay")
     assert seg.executable == "segmentation_node" and ("~/in/image", "/camera/image_raw") in seg.remappings
-    assert seg.parameters[-1]["model_path"] == "m.onnx"
+    params = _merged(seg.parameters)
+    assert params["model_path"] == "m.onnx" and params["publish_confidence"] is True  # calibration by default
     assert player.parameters[0]["result_topic"] == "/replay/segmentation_node/out/labels"
     assert evaluator.parameters[0]["labels_topic"] == player.parameters[0]["result_topic"]
+    confidence = "/replay/segmentation_node/out/confidence"
+    assert evaluator.parameters[0]["confidence_topic"] == confidence
+    assert player.parameters[0]["wait_topics"][-2:] == [player.parameters[0]["result_topic"], confidence]
     assert player.parameters[0]["rate"] == 2.5 and player.parameters[0]["mode"] == "rate"
     assert evaluator.parameters[0]["out_dir"] == "rep" and evaluator.parameters[0]["bag_name"] == "bag"
     assert evaluator.parameters[0]["camera_topic"] == "/camera/image_raw"
+    seg, evaluator, player = replay_eval_nodes(bag=str(bag), model="m.onnx", calibration="false")
+    assert "publish_confidence" not in _merged(seg.parameters) and evaluator.parameters[0]["confidence_topic"] == ""
     assert player.parameters[0]["wait_topics"][-1] == player.parameters[0]["result_topic"]
+    with pytest.raises(ConfigError, match="calibration"):
+        replay_eval_nodes(bag=str(bag), model="m.onnx", calibration="maybe")
     seg, evaluator, _ = replay_eval_nodes(bag=str(bag), model="m.onnx", compressed="true")
     assert ("~/in/compressed", "/camera/image_raw/compressed") in seg.remappings
     assert evaluator.parameters[0]["camera_topic"] == "/camera/image_raw/compressed"

@@ -16,6 +16,8 @@ from vlt_perception.bag.writer import write_records_bag
 
 # The player starts when the node listens to the camera and the evaluator to the ground truth and the node's labels.
 WAIT = "[/camera/image_raw, /ground_truth/labels, /condition, /segmentation_node/out/labels]"
+# With calibration the evaluator also takes the node's per-pixel confidence, which the node publishes once heard.
+WAIT_CONFIDENCE = WAIT[:-1] + ", /segmentation_node/out/confidence]"
 
 
 def _wait(proc, timeout: float, log) -> int:
@@ -37,12 +39,13 @@ def test_lockstep_replay_agrees_with_offline(fx, tiny_cityscapes, palette_onnx, 
     out = tmp_path / "online"
     logs = {name: tmp_path / f"{name}.log" for name in ("seg", "eval", "player")}
     seg_args = ["-m", "vlt_perception.nodes.segmentation_node", "--ros-args", "-p", f"model_path:={palette_onnx}",
-                "-r", "~/in/image:=/camera/image_raw"]
+                "-r", "~/in/image:=/camera/image_raw", "-p", "publish_confidence:=true"]
     eval_args = ["-m", "vlt_perception.nodes.evaluator_node", "--ros-args", "-p", f"out_dir:={out}",
                  "-p", "bag_name:=bag", "-p", "gt_detections_topic:=''", "-p", "figures:=false",
-                 "-p", f"reference_report:={tmp_path / 'offline' / 'report.json'}"]
+                 "-p", f"reference_report:={tmp_path / 'offline' / 'report.json'}",
+                 "-p", "confidence_topic:=/segmentation_node/out/confidence"]
     player_args = ["-m", "vlt_perception.nodes.bag_player_node", "--ros-args", "-p", f"bag:={bag}",
-                   "-p", "mode:=lockstep", "-p", f"wait_topics:={WAIT}"]
+                   "-p", "mode:=lockstep", "-p", f"wait_topics:={WAIT_CONFIDENCE}"]
     with start_process(seg_args, logs["seg"]), start_process(eval_args, logs["eval"]) as evaluator, \
             start_process(player_args, logs["player"]) as player:
         assert _wait(player, 90, logs["player"]) == 0, logs["player"].read_text()
@@ -58,6 +61,10 @@ def test_lockstep_replay_agrees_with_offline(fx, tiny_cityscapes, palette_onnx, 
         assert abs(got - want) * 100 <= 0.5, (condition, got, want)
         retention = offline["conditions"][condition]["retention"]["mIoU"]
         assert online["conditions"][condition]["retention"]["mIoU"] == pytest.approx(retention, abs=0.005)
+        # calibration online: the same confidences as offline (32FC1 over DDS is exact), so the same ECE and AUROC
+        for metric in ("ece", "auroc"):
+            want = offline["conditions"][condition]["calibration"][metric]
+            assert online["conditions"][condition]["calibration"][metric] == pytest.approx(want, abs=1e-4), metric
     assert online["bags"]["bag"]["latency_ms"]["count"] == len(records)  # end-to-end, graph included
 
 
