@@ -16,10 +16,7 @@ confidence difference for the models, the largest absolute difference for the op
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import machine_info, write_json  # noqa: E402
 
 log = logging.getLogger("bench_deform_attn")
 FORMS = ("point", "gather")
@@ -258,30 +258,8 @@ def run(args) -> dict:
                 path.unlink()
             del model
     return {"date": time.strftime("%Y-%m-%d", time.gmtime()), "results": rows,
-            "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "load_avg_1m": os.getloadavg()[0], "python": platform.python_version(),
-                        "torch": torch.__version__, **_engine_versions()},
+            "machine": machine_info(torch),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
-
-
-def _engine_versions() -> dict[str, str | None]:
-    versions = {}
-    for module in ("onnxruntime", "openvino"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            versions[module] = None
-    return versions
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def format_table(result: dict) -> str:
@@ -320,9 +298,7 @@ def main(argv=None) -> int:
         p.error("--iters must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run(args)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(format_table(result))
     print(f"wrote {args.out}")
     return 0

@@ -24,7 +24,6 @@ type and kernel, for every OpenVINO combination: where the time goes and which k
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -36,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import cpu_name, write_json  # noqa: E402
 
 log = logging.getLogger("bench_engines")
 ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -259,7 +261,7 @@ def run(args) -> dict:
                                                                  "efficiency_vs_bf16_peak")},
         "target": "best CPU engine >= 70% of the measured bf16 matmul peak",
         "target_met": bool(best and best["efficiency_vs_bf16_peak"] >= 0.7),
-        "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "bf16_flags": sorted(cpu_bf16_flags()), "load_avg_1m": os.getloadavg()[0],
                     "python": platform.python_version(), "torch": torch.__version__,
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
@@ -286,16 +288,6 @@ def agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) 
     if "labels" not in outputs or "labels" not in reference or "boxes" in reference:
         return None
     return float(np.mean(outputs["labels"] == reference["labels"]))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def format_table(result: dict) -> str:
@@ -347,9 +339,7 @@ def main(argv=None) -> int:
         p.error(f"unknown engines / precisions {bad}; engines {ENGINES}, precisions {PRECISIONS}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run(args)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(format_table(result))
     print(f"wrote {args.out}")
     return 0

@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import cpu_name, write_json  # noqa: E402
 
 FULL = {
     "models": ("vltseg_vit_b16_mask2former", "vltseg_eva02_l14_mask2former"),
@@ -280,7 +280,7 @@ def run(args, device: str) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = True  # what a deployment would enable; fp16 / bf16 rows are unaffected
     result = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "smoke": args.smoke, "device": device,
               "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-              "torch": torch.__version__, "cuda": torch.version.cuda, "cpu": platform.processor(),
+              "torch": torch.__version__, "cuda": torch.version.cuda, "cpu": cpu_name(),
               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
     parts = set(args.parts)
     result["inference"] = bench_inference(plan, device, log) if "inference" in parts else []
@@ -319,9 +319,7 @@ def main(argv=None) -> int:
               "Run it on a CUDA machine, or with --smoke for a CPU check of the script.", file=sys.stderr)
         return 2
     result = run(args, device)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, result)
     print(format_table(result))
     print(f"wrote {args.out}")
     return 0

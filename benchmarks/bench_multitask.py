@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import cpu_name  # noqa: E402
 
 SIZES = {
     # name: (height, width, VLTSeg, VLTDet, VLTMT)
@@ -43,14 +45,6 @@ SIZES = {
     "vit_s16": (512, 1024, "vltseg_vit_s16_mask2former", "vltdet_vit_s16_fasterrcnn",
                 "vltmt_vit_s16_mask2former_fasterrcnn"),
 }
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def proposal_overrides(name: str, proposals: int) -> dict:

@@ -1,0 +1,52 @@
+"""What every benchmark's JSON carries about where it ran, and how it is written.
+
+    from bench_report import cpu_name, machine_info, write_json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vlt_perception.atomic import atomic_write_text  # noqa: E402
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def engine_versions() -> dict[str, str | None]:
+    """Versions of the CPU engines (None where one is not installed)."""
+    versions = {}
+    for module in ("onnxruntime", "openvino"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = None
+    return versions
+
+
+def machine_info(torch_module=None) -> dict:
+    """CPU, cores, load and library versions, for the JSON of a figure (a figure carries its machine)."""
+    info = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
+            "python": platform.python_version(), **engine_versions()}
+    if torch_module is not None:
+        info.update(torch=torch_module.__version__, torch_threads=torch_module.get_num_threads())
+    return info
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Write ``result`` atomically: an interrupted run never leaves half a file where the last one was."""
+    atomic_write_text(Path(path), json.dumps(result, indent=2, default=str))  # paths and the like as text
