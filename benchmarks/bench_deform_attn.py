@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import machine_info, write_json  # noqa: E402
+from bench_report import finish, machine_info  # noqa: E402
 
 log = logging.getLogger("bench_deform_attn")
 FORMS = ("point", "gather")
@@ -298,10 +298,7 @@ def main(argv=None) -> int:
         p.error("--iters must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run(args)
-    write_json(args.out, result)
-    print(format_table(result))
-    print(f"wrote {args.out}")
-    return 0
+    return finish(args.out, result, format_table(result))
 
 
 if __name__ == "__main__":

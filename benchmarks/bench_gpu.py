@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import cpu_name, write_json  # noqa: E402
+from bench_report import cpu_name, finish  # noqa: E402
 
 FULL = {
     "models": ("vltseg_vit_b16_mask2former", "vltseg_eva02_l14_mask2former"),
@@ -319,10 +319,7 @@ def main(argv=None) -> int:
               "Run it on a CUDA machine, or with --smoke for a CPU check of the script.", file=sys.stderr)
         return 2
     result = run(args, device)
-    write_json(args.out, result)
-    print(format_table(result))
-    print(f"wrote {args.out}")
-    return 0
+    return finish(args.out, result, format_table(result))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What every benchmark's JSON carries about where it ran, and how it is written.
 
-    from bench_report import cpu_name, machine_info, write_json
+    from bench_report import cpu_name, finish, machine_info, write_json
 """
 
 from __future__ import annotations
@@ -50,3 +50,11 @@ def machine_info(torch_module=None) -> dict:
 def write_json(path: Path, result: dict) -> None:
     """Write ``result`` atomically: an interrupted run never leaves half a file where the last one was."""
     atomic_write_text(Path(path), json.dumps(result, indent=2, default=str))  # paths and the like as text
+
+
+def finish(out: Path, result: dict, table: str) -> int:
+    """The end of a benchmark's main(): the JSON written, the table printed; returns the exit status 0."""
+    write_json(out, result)
+    print(table)
+    print(f"wrote {out}")
+    return 0
