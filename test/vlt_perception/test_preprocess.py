@@ -55,11 +55,20 @@ def test_out_buffer_is_reused(rgb):
 
 
 def test_batch_equals_single_calls(rgb):
+    """The frames of a batch go through parallel threads: each lands in its own slot, whatever its size."""
     pre = Preprocessor(24, 40, MEAN, STD)
-    other = rgb[::-1].copy()
-    batch = pre.batch([rgb, other])
-    assert batch.shape == (2, 3, 24, 40)
-    np.testing.assert_array_equal(batch[1:], pre(other))
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(54, 96), (24, 40), (7, 9)] * 3]
+    batch = pre.batch(frames)
+    assert batch.shape == (9, 3, 24, 40)
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(batch[i : i + 1], pre(frame))
+    np.testing.assert_array_equal(pre.batch([rgb]), pre(rgb))
+
+
+def test_a_bad_frame_in_a_batch_is_explained(rgb):
+    with pytest.raises(ValueError, match=r"expected an RGB image as uint8 \(H, W, 3\), got uint8 \(8, 8\)"):
+        Preprocessor(24, 40, MEAN, STD).batch([rgb, np.zeros((8, 8), np.uint8), rgb])
 
 
 @pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8),
