@@ -78,11 +78,19 @@ def test_camera_frames_arrive_and_every_received_frame_is_accounted_for(tmp_path
                 camera.send_signal(signal.SIGINT)
                 assert camera.wait(timeout=30) == 0, camera_log.read_text()
             sent = int(re.search(r"sent (\d+) frames", camera_log.read_text()).group(1))
-            # once the camera has stopped, the node catches up: every frame it received is accounted for
-            wait_until(lambda: _snapshots(listener, name) and _unaccounted(_snapshots(listener, name)[-1]) == 0,
-                       60, "every received frame accounted for", node)
-            snapshots = _snapshots(listener, name)
-        labels = listener.got(labels_topic)
+            # once the camera has stopped, the node catches up: every frame it received is accounted for, and
+            # the node's latest report counts every labels message heard so far (a report published just before
+            # the node's last frame is not the final one: wait for the next)
+            settled: dict = {}
+
+            def caught_up() -> bool:
+                got, snaps = listener.got(labels_topic), _snapshots(listener, name)
+                if snaps and _unaccounted(snaps[-1]) == 0 and len(got) <= snaps[-1]["processed"]:
+                    settled.update(labels=got, snapshots=snaps)
+                return bool(settled)
+
+            wait_until(caught_up, 60, "every received frame accounted for", node)
+        labels, snapshots = settled["labels"], settled["snapshots"]
     final = snapshots[-1]
     assert PROCESSED <= final["processed"] <= final["received"] <= sent, (final, sent)
     assert final["errors"] == 0, final

@@ -394,14 +394,19 @@ def test_lifecycle_without_autostart(tmp_path):
             found = (diagnostic_values(m, f"/{name}:") for m in listener.got("/diagnostics"))
             return [v for v in found if v]
 
-        def send_while_not_active(first, reported=True):
-            """Send frames numbered from ``first`` every 0.05 s until 10 have gone out and (``reported``) the
-            node has reported on /diagnostics twice since; returns the node's reports from its first report as
-            inactive on (reports come in order: all later ones were published after it)."""
+        def send_while_not_active(first, since=None):
+            """Send frames numbered from ``first`` every 0.05 s until 10 have gone out and (``since``: the number
+            of reports before the transition) the node has reported on /diagnostics twice since; returns the
+            node's reports from its first report as inactive after the transition on (reports come in order: all
+            later ones were published after it). A report from before the transition is never taken for one after
+            it, even when the node was active too briefly to report in between."""
+            reported = since is not None
             if reported:
-                wait_until(lambda: reports() and reports()[-1]["state"] == "inactive", 30,
+                wait_until(lambda: any(r["state"] == "inactive" for r in reports()[since:]), 30,
                            "the node reporting itself inactive", proc)
-            start = len(reports()) - 1
+                start = since + next(i for i, r in enumerate(reports()[since:]) if r["state"] == "inactive")
+            else:
+                start = len(reports()) - 1
             seq, mark = first, None
             deadline = time.monotonic() + 60
             while mark is None or (reported and len(reports()) < mark + 2):
@@ -423,11 +428,12 @@ def test_lifecycle_without_autostart(tmp_path):
                         diagnostics_period=0.2) as proc:
             assert change.wait_for_service(timeout_sec=30) and get.wait_for_service(timeout_sec=10)
             assert state() == "unconfigured"
-            send_while_not_active(0, reported=False)  # nothing reports before configure
+            send_while_not_active(0)  # nothing reports before configure
+            since = len(reports())
             assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
             # configured, not active: the outputs exist (and are matched here), the input is not taken
             wait_until(lambda: listener.node.count_publishers(labels_topic) >= 1, 30, "the labels publisher", proc)
-            inactive = send_while_not_active(100)
+            inactive = send_while_not_active(100, since)
             assert inactive and all(r["state"] == "inactive" for r in inactive), inactive
             assert all((r["received"], r["processed"]) == ("0", "0") for r in inactive), inactive
             assert transition(Transition.TRANSITION_ACTIVATE)
@@ -435,8 +441,9 @@ def test_lifecycle_without_autostart(tmp_path):
             # outputs come in frame order on one writer: what the node had answered before frame 1000 came first
             assert not labelled(0, 1000)
 
+            since = len(reports())
             assert transition(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
-            inactive = send_while_not_active(2000)
+            inactive = send_while_not_active(2000, since)
             assert inactive and all(r["state"] == "inactive" for r in inactive), inactive
             counts = {(r["received"], r["processed"], r["dropped"]) for r in inactive}
             assert len(counts) == 1, inactive  # frames kept coming, the counters did not move
