@@ -5,11 +5,12 @@
 
 For every available engine x precision: median / p90 / p99 latency, FPS, the model's GFLOPs (counted with
 ``torch.utils.flop_counter.FlopCounterMode`` on the PyTorch export module: 2 FLOPs per multiply-add), achieved
-GFLOP/s, and the share of this device's matmul peak measured in the same run (fp32 and bf16 ``torch.matmul`` of
-square matrices of ``--peak-size`` (default 4096), best of ``--peak-reps``: at 2048 the figure swung from 407 to
-715 GFLOP/s between runs on the 2-core development machine), so figures from different machines compare as
-ratios. Every figure is printed against that peak, with the load average when it was taken. Combinations an
-engine cannot run (ONNX Runtime bf16, TensorRT without a GPU ...) are listed with the reason.
+GFLOP/s, and the share of this device's matmul peak measured in the same run: fp32 and bf16 ``torch.matmul``, and
+``torch._int_mm`` when int8 is benchmarked, of square matrices of ``--peak-size`` (default 4096), best of
+``--peak-reps`` (at 2048 the figure swung from 407 to 715 GFLOP/s between runs on a 2-core development machine).
+Figures from different machines therefore compare as ratios. Every figure is printed against that peak, with the
+load average when it was taken. Combinations an engine cannot run (ONNX Runtime bf16, TensorRT without a GPU ...)
+are listed with the reason.
 
 ``openvino`` ``int8`` quantises the fp32 export with NNCF (``vlt_training.export.openvino_export``) on
 ``--calib`` (an image folder, bag or dataset config; default: ``--calib-images`` smooth random images, enough for
@@ -19,11 +20,18 @@ type and kernel, for every OpenVINO combination: where the time goes and which k
 
     python benchmarks/bench_engines.py --model vltseg_vit_s16_mask2former --engines openvino \
         --precisions bf16,int8 --iters 5 --profile --out bench.json
+
+``--workdir DIR`` keeps the exported ONNX and the int8 model in DIR and reuses them in later runs (the weights are
+seeded, so the same model and size give the same files). Large models need it under a memory cap: NNCF's
+statistics pass keeps the inputs of every quantised layer as model outputs, and quantising VLTSeg ViT-B/16 at
+512x1024 peaked at 14.7 GB resident and asked for more than 20 GB of address space. Quantise in one run
+(``--precisions int8``), then time the precisions side by side in the next.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import platform
@@ -47,20 +55,33 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 def matmul_peak(dtype_name: str, size: int, reps: int = 5) -> float:
     """Best GFLOP/s of ``size`` x ``size`` torch.matmul in this dtype over ``reps`` runs on the CPU (or the GPU when
     there is one). The best, not the median: on a shared machine every slower run is slower for reasons outside the
-    kernel; and a large size, because small products are dominated by thread start-up and cache effects."""
+    kernel; and a large size, because small products are dominated by thread start-up and cache effects.
+
+    ``int8`` multiplies int8 matrices into int32 with ``torch._int_mm`` (oneDNN's VNNI kernels on the CPU), in
+    GOP/s; None where this torch build has no such kernel."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    torch.matmul(a, b)  # warm-up: thread pools, oneDNN kernels
+    if dtype_name == "int8":
+        a = torch.randint(-128, 128, (size, size), dtype=torch.int8, device=device)
+        b = torch.randint(-128, 128, (size, size), dtype=torch.int8, device=device)
+        product = torch._int_mm
+        try:
+            product(a, b)
+        except RuntimeError:
+            return None
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        product = torch.matmul
+    product(a, b)  # warm-up: thread pools, oneDNN kernels
     best = float("inf")
     for _ in range(reps):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        torch.matmul(a, b)
+        product(a, b)
         if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
@@ -109,7 +130,8 @@ def time_engine(engine, images: np.ndarray, iters: int, warmup: int) -> list[flo
 def summarise(times: list[float], gflops: float, peaks: dict[str, float], precision: str) -> dict:
     median = float(np.median(times))
     achieved = gflops / median
-    own_peak = peaks["fp32"] if precision == "fp32" else peaks["bf16"]
+    # the peak of the precision the engine computes in; fp16 is held against the other half-precision peak, bf16
+    own_peak = {"fp32": peaks["fp32"], "int8": peaks.get("int8")}.get(precision) or peaks["bf16"]
     return {"median_ms": median * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3,
             "p99_ms": float(np.percentile(times, 99)) * 1e3, "min_ms": float(np.min(times)) * 1e3,
             "fps": 1.0 / median, "achieved_gflops_per_s": achieved,
@@ -121,7 +143,7 @@ def calibration_folder(workdir: Path, metadata, count: int) -> Path:
     """``count`` smooth random RGB images at the model size (speed runs only: the ranges are not a camera's)."""
     import cv2
 
-    folder = workdir / "calib"
+    folder = workdir / f"calib_{metadata.input_height}x{metadata.input_width}_{count}"
     folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(count):
@@ -134,7 +156,7 @@ def quantised_model(onnx_path: Path, metadata, workdir: Path, calib: dict) -> Pa
     """The NNCF int8 IR of the fp32 export (quantised once per run)."""
     from vlt_training.export.openvino_export import Int8Options, quantize_onnx
 
-    out = workdir / "model.int8.xml"
+    out = workdir / f"{onnx_path.name.split('.')[0]}.int8-calib{calib['images']}.xml"
     if not out.exists():
         source = calib["source"] or calibration_folder(workdir, metadata, calib["images"])
         start = time.perf_counter()
@@ -184,13 +206,16 @@ def make_engine(kind: str, precision: str, model, metadata, workdir: Path, threa
     if no_bf16 or (precision == "int8" and kind not in ("tensorrt", "openvino")):
         raise EngineError(f"{kind} has no {precision} path (bf16: torch and openvino; int8: TensorRT and OpenVINO)")
     onnx_precision = precision if kind == "onnxruntime" else "fp32"
+    cached = workdir / f"{onnx_cache['stem']}.{onnx_precision}.onnx"
+    if onnx_precision not in onnx_cache and cached.exists():
+        log.info("reusing %s", cached)
+        onnx_cache[onnx_precision] = cached
     if onnx_precision not in onnx_cache:
         from vlt_training.export import export_onnx
 
         start = time.perf_counter()
         # batch fixed at 1, as benchmarked: no shape arithmetic for a dynamic batch in the graph
-        path, _ = export_onnx(model, metadata, workdir / f"model.{onnx_precision}.onnx", precision=onnx_precision,
-                              dynamic_batch=False)
+        path, _ = export_onnx(model, metadata, cached, precision=onnx_precision, dynamic_batch=False)
         log.info("exported %s in %.0f s", path.name, time.perf_counter() - start)
         onnx_cache[onnx_precision] = path
     from vlt_perception.engines import create_engine
@@ -219,13 +244,20 @@ def run(args) -> dict:
     gflops = count_gflops(model.export_module(), args.height, args.width)
     log.info("%s at %dx%d: %.1f GFLOPs", args.model, args.height, args.width, gflops)
     peaks = {p: matmul_peak(p, args.peak_size, args.peak_reps) for p in ("fp32", "bf16")}
-    log.info("matmul peak %d^3 (best of %d): fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s (load %.1f)", args.peak_size,
-             args.peak_reps, peaks["fp32"], peaks["bf16"], os.getloadavg()[0])
+    if "int8" in args.precisions:
+        peaks["int8"] = matmul_peak("int8", args.peak_size, args.peak_reps)
+    log.info("matmul peak %d^3 (best of %d): %s (load %.1f)", args.peak_size, args.peak_reps,
+             ", ".join(f"{p} {v:.0f}" for p, v in peaks.items() if v), os.getloadavg()[0])
     images = np.random.default_rng(0).standard_normal((1, 3, args.height, args.width)).astype(np.float32)
     reference = _reference_outputs(model, metadata, images)
-    results, onnx_cache = [], {}
+    results, onnx_cache = [], {"stem": f"{args.model}_{args.height}x{args.width}"}
     calib = {"source": args.calib, "images": args.calib_images, "options": {}}
-    with tempfile.TemporaryDirectory(prefix="bench_engines_") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_engines_"))
+        else:
+            tmp = args.workdir
+            tmp.mkdir(parents=True, exist_ok=True)
         for kind in args.engines:
             for precision in args.precisions:
                 entry = {"engine": kind, "precision": precision}
@@ -295,8 +327,8 @@ def format_table(result: dict) -> str:
     peaks = result["matmul_peak_gflops_per_s"]
     lines = [f"{result['model']} {result['input'][0]}x{result['input'][1]}: {result['gflops']:.1f} GFLOPs; "
              f"matmul peak {result['peak_size']}^2 best of {result['peak_reps']}: bf16 {peaks['bf16']:.0f}, fp32 "
-             f"{peaks['fp32']:.0f} GFLOP/s",
-             f"{'engine':<12} {'precision':<9} {'median ms':>10} {'GFLOP/s':>8} {'% bf16 peak':>11} "
+             f"{peaks['fp32']:.0f}" + (f", int8 {peaks['int8']:.0f}" if peaks.get("int8") else "") + " GFLOP/s",
+             f"{'engine':<12} {'precision':<9} {'median ms':>10} {'GFLOP/s':>8} {'% bf16 peak':>11} {'% own peak':>10} "
              f"{'agree':>7} {'x bf16':>7} {'load':>5}"]
     for r in result["results"]:
         if "skipped" in r:
@@ -305,7 +337,8 @@ def format_table(result: dict) -> str:
         agree = r.get("agreement_vs_torch_fp32")
         speedup = r.get("speedup_vs_openvino_bf16")
         lines.append(f"{r['engine']:<12} {r['precision']:<9} {r['median_ms']:>10.0f} {r['achieved_gflops_per_s']:>8.0f} "
-                     f"{100 * r['efficiency_vs_bf16_peak']:>10.0f}% {'' if agree is None else f'{agree:.4f}':>7} "
+                     f"{100 * r['efficiency_vs_bf16_peak']:>10.0f}% {100 * r['efficiency_vs_own_precision_peak']:>9.0f}% "
+                     f"{'' if agree is None else f'{agree:.4f}':>7} "
                      f"{'' if speedup is None else f'{speedup:.2f}':>7} {r['load_avg_1m']:>5.1f}")
         for row in (r.get("profile") or {}).get("by_type_and_kernel", [])[:8]:
             lines.append(f"    {row['layer_type']:<22} {row['kernel']:<34} {row['ms']:>8.1f} ms {100 * row['share']:>5.1f}%"
@@ -330,6 +363,8 @@ def main(argv=None) -> int:
                    help="openvino int8: calibration images (folder, bag or dataset config; default: random images)")
     p.add_argument("--calib-images", type=int, default=8, help="openvino int8: calibration images used")
     p.add_argument("--profile", action="store_true", help="OpenVINO per-layer counters for every openvino entry")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep the exported and quantised models here and reuse them (default: a temporary folder)")
     p.add_argument("--out", type=Path, default=Path("bench.json"))
     args = p.parse_args(argv)
     args.engines = [e for e in args.engines.split(",") if e]

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -43,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_node_overhead import _frame, _private_network, _reexec_isolated, _tiny_model, _write_json  # noqa: E402
+from bench_node_overhead import _frame, _private_network, _reexec_isolated, _tiny_model  # noqa: E402
+from bench_report import write_json  # noqa: E402
 
 FRAME_H, FRAME_W = 1080, 1920
 THREADS = 0  # engine threads of every node (--threads); 0 = the engine's default
@@ -298,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             separate = next(r for r in rows if r["cameras"] == n and r["mode"] == "separate")
             batched["speedup_vs_separate"] = batched["aggregate_fps"] / max(separate["aggregate_fps"], 1e-9)
         report["results"][name] = rows
-        _write_json(Path(args.out), report)
+        write_json(Path(args.out), report)
     _print(report)
-    _write_json(Path(args.out), report)
+    write_json(Path(args.out), report)
     print(f"wrote {args.out}")
     return 0
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import socket
@@ -44,6 +43,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_report import write_json  # noqa: E402
 
 
 # A Fast DDS profile whose shared-memory segment holds whole 1080p frames. With the built-in transports, best-effort
@@ -296,13 +298,6 @@ def run(args: argparse.Namespace, node_mode: str = "serialized", baseline: bool 
     }
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)  # atomic: readers never see half a report
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="ONNX model (default: tiny test model at 512x1024)")
@@ -362,7 +357,7 @@ def main() -> None:
             comparisons.append(_compare(mode, by_kind[True], by_kind[False]))
     for comparison in comparisons:
         _print_comparison(comparison)
-    _write_json(Path(args.out), {"runs": results, "node_vs_echo": comparisons})
+    write_json(Path(args.out), {"runs": results, "node_vs_echo": comparisons})
     print(f"wrote {args.out}")
 
 

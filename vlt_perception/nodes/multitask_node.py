@@ -21,6 +21,7 @@ and one status per camera: received, processed, dropped, errors, latency).
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import sys
 import threading
@@ -37,6 +38,16 @@ from vlt_perception.pipeline.segmentation import SegmentationOutputs
 
 _SINGLE = "camera"  # the batcher's name for the one camera of a node without `cameras`
 _SEGMENTATION_IMAGES = (("labels", "mono8"), ("color", "rgb8"), ("overlay", "rgb8"), ("confidence", "32FC1"))
+
+
+@dataclasses.dataclass
+class _BatchJob:
+    """One batch on its way through the batch, engine and publishing threads."""
+
+    batcher: CameraBatcher  # the batcher it came from (its latency bookkeeping; a restart makes a new one)
+    frames: list[CameraFrame]
+    decoded: list  # (H, W, 3 uint8 RGB, header) per frame
+    work: Any  # MultiTaskPipeline.prepare's batch, then MultiTaskPipeline.infer's result
 
 
 class MultiTaskNode(perception_node.PerceptionNode):
@@ -200,10 +211,10 @@ class MultiTaskNode(perception_node.PerceptionNode):
 
     def _engine_loop(self) -> None:
         """Engine thread: one engine call per batch (the engine itself releases the GIL)."""
-        self._stage_loop(self._prepared, lambda job: (*job[:3], self.pipeline.infer(job[3])), self._engine_done)
+        self._stage_loop(self._prepared, self._infer_batch, self._engine_done)
 
     def _publish_loop(self) -> None:
-        self._stage_loop(self._engine_done, lambda job: self._publish_batch(*job), None)
+        self._stage_loop(self._engine_done, self._publish_batch, None)
 
     def _stage_loop(self, source: queue.Queue, step, sink: queue.Queue | None) -> None:
         while True:
@@ -234,19 +245,22 @@ class MultiTaskNode(perception_node.PerceptionNode):
         if not frames:
             return None
         requests = [self._request(frame.camera) for frame in frames]
-        return batcher, frames, decoded, self.pipeline.prepare([rgb for rgb, _ in decoded], requests)
+        return _BatchJob(batcher, frames, decoded, self.pipeline.prepare([rgb for rgb, _ in decoded], requests))
 
-    def _publish_batch(self, batcher: CameraBatcher, frames: list[CameraFrame], decoded, job) -> None:
+    def _infer_batch(self, job: _BatchJob) -> _BatchJob:
+        return dataclasses.replace(job, work=self.pipeline.infer(job.work))
+
+    def _publish_batch(self, job: _BatchJob) -> None:
         """Publishing thread: each camera's results at its own resolution, published with its own header."""
         if self.pipeline.batch_error and not self._warned_batch:
             self._warned_batch = True
             self.get_logger().warning(f"{self.pipeline.batch_error}; running the cameras one at a time")
-        result = self.pipeline.split(job)
-        for frame, (rgb, header), out in zip(frames, decoded, result.frames):
+        result = self.pipeline.split(job.work)
+        for frame, (rgb, header), out in zip(job.frames, job.decoded, result.frames):
             if self._serialized:
                 header = conversions.header(*serialized.header_fields(header))
             self._publish(frame.camera, rgb, header, out)
-            latency_ms = batcher.on_processed(frame)
+            latency_ms = job.batcher.on_processed(frame)
             self.stats.on_processed(latency_ms, result.engine_ms)
             pub = self._outputs.get("latency" if self._prefixes[frame.camera] == "~/" else f"{frame.camera}/latency")
             if pub is not None:
