@@ -13,7 +13,6 @@ change in points (goal: a loss of at most 0.5 points on every condition).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import write_json  # noqa: E402
 
 
 def condition_records(data: Path) -> dict[str, list[dict]]:
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
     print(f"worst change {result['worst_change_points']:+.2f} points ({result['goal']}: "
           f"{'met' if result['goal_met'] else 'missed'})")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+        write_json(args.out, result)
         print(f"wrote {args.out}")
     return 0
 
