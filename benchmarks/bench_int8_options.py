@@ -118,14 +118,14 @@ def run(args) -> dict:
     metadata = read_onnx_metadata(onnx_path)
     calib = args.calib or calibration_folder(workdir, metadata, args.calib_images)
     variants = quantise_variants(onnx_path, metadata, calib, workdir, args.variants, args.calib_images)
-    frames, frame_source = parity_frames(calib, metadata, args.num_verify)
+    frames, frame_source = parity_frames(calib, metadata, max(args.num_verify, 1))
 
     engines = {"bf16": create_engine(onnx_path, engine="openvino", precision="bf16", threads=args.threads)}
     for name, variant in variants.items():  # measured whatever its gate says: a failed variant is a result too
         engines[name] = create_engine(variant["path"], threads=args.threads, allow_parity_failure=True)
-    for name in variants:
-        variants[name]["parity"] = parity.check_engine_parity(engines[name], onnx_path, frames,
-                                                              frame_source=frame_source).to_dict()
+    for name in variants:  # --num-verify 0: speed only (random weights make the gate's figures meaningless)
+        variants[name]["parity"] = None if args.num_verify == 0 else parity.check_engine_parity(
+            engines[name], onnx_path, frames, frame_source=frame_source).to_dict()
     images = frames[:1]
     times = interleaved_times(engines, images, args.iters)
     median = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
@@ -165,11 +165,11 @@ def format_table(result: dict) -> str:
              f"{'variant':<22} {'median ms':>9} {'x bf16':>7} {'x default':>9} {'agree':>7} {'conf diff':>9} "
              f"{'gate':>5}" + (f" {'worst change':>12}  condition" if accuracy else "")]
     for r in result["variants"]:
-        p = r["parity"]
+        p = r["parity"] or {}
         agree, diff = p.get("label_agreement"), p.get("mean_confidence_diff")
         line = (f"{r['variant']:<22} {r['median_ms']:>9.0f} {r['speedup_vs_openvino_bf16']:>7.2f} "
                 f"{r['speedup_vs_default']:>9.2f} {'' if agree is None else f'{agree:.4f}':>7} "
-                f"{'' if diff is None else f'{diff:.4f}':>9} {'pass' if p['passed'] else 'FAIL':>5}")
+                f"{'' if diff is None else f'{diff:.4f}':>9} {'' if not p else 'pass' if p['passed'] else 'FAIL':>5}")
         if accuracy:
             line += f" {r['worst_change_points']:>+12.2f}  {r['worst_condition']}"
         lines.append(line)
@@ -186,7 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--calib", type=Path, default=None,
                    help="calibration images (folder, bag or dataset config; default: smooth random images)")
     p.add_argument("--calib-images", type=int, default=8)
-    p.add_argument("--num-verify", type=int, default=4, help="parity gate frames (from the calibration source)")
+    p.add_argument("--num-verify", type=int, default=4,
+                   help="parity gate frames (from the calibration source); 0: no gate figures (speed only)")
     p.add_argument("--data", type=Path, default=None, help="the rendered synthetic benchmark: mIoU per condition")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--iters", type=int, default=5)
