@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -208,6 +209,9 @@ def compare_to_reference(expected: dict[str, np.ndarray], outputs: dict[str, np.
 
 def _check(report: ParityReport, name: str, value: float | None, limit: float | None, *, at_least: bool) -> None:
     if value is None or limit is None:
+        return
+    if not math.isfinite(value):  # NaN compares False with every limit: without this it would pass
+        report.failures.append(f"{name} is {value} (the candidate's outputs are not finite)")
         return
     if (value < limit) if at_least else (value > limit):
         report.failures.append(f"{name} {value:.5g} {'<' if at_least else '>'} {limit}")

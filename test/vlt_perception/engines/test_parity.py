@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 
 from vlt_perception.engines import create_engine
 from vlt_perception.engines import parity
-from vlt_perception.metadata import TASK_DETECTION, ModelMetadata
+from vlt_perception.metadata import TASK_DETECTION, TASK_SEGMENTATION, ModelMetadata
 
 
 def _damaged_copy(src, dst, *, weight_scale=None, softmax_to_sigmoid=False):
@@ -231,3 +231,18 @@ def test_tensorrt_engine_is_gated_after_its_build(seg_onnx, tmp_path, monkeypatc
             create_engine(source, engine="tensorrt", cache_dir=cache)
     assert checks == []
     assert create_engine(engine_path, engine="tensorrt", allow_parity_failure=True).info.engine == "tensorrt"
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf])
+def test_a_confidence_that_is_not_finite_fails_the_gate(bad_value):
+    """NaN compares False with every threshold: a candidate whose confidence output is NaN (as plain PTQ int8 gave
+    on a trained tiny model) must fail, not slip through."""
+    metadata = ModelMetadata(task=TASK_SEGMENTATION, model_name="seg", class_names=["a", "b"],
+                             palette=[[0, 0, 0]] * 2, mean=[0.5] * 3, std=[0.25] * 3, input_height=2, input_width=4)
+    ref = {"labels": np.zeros((1, 2, 4), np.uint8), "confidence": np.full((1, 2, 4), 0.9, np.float32)}
+    out = {**ref, "confidence": ref["confidence"].copy()}
+    out["confidence"][0, 0, 0] = bad_value  # labels identical: only the confidence is broken
+    fields = dict(engine="x", precision="int8", model="m", reference="r", frames=1, frame_source="given")
+    report = parity.compare_to_reference(ref, out, metadata, parity.ParityThresholds.for_precision("int8"), **fields)
+    assert report.label_agreement == 1.0
+    assert not report.passed and report.failures[0].startswith("mean confidence diff is")
