@@ -52,7 +52,7 @@ ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
-def matmul_peak(dtype_name: str, size: int, reps: int = 5) -> float:
+def matmul_peak(dtype_name: str, size: int, reps: int = 5) -> float | None:
     """Best GFLOP/s of ``size`` x ``size`` torch.matmul in this dtype over ``reps`` runs on the CPU (or the GPU when
     there is one). The best, not the median: on a shared machine every slower run is slower for reasons outside the
     kernel; and a large size, because small products are dominated by thread start-up and cache effects.
@@ -127,7 +127,7 @@ def time_engine(engine, images: np.ndarray, iters: int, warmup: int) -> list[flo
     return times
 
 
-def summarise(times: list[float], gflops: float, peaks: dict[str, float], precision: str) -> dict:
+def summarise(times: list[float], gflops: float, peaks: dict[str, float | None], precision: str) -> dict:
     median = float(np.median(times))
     achieved = gflops / median
     # the peak of the precision the engine computes in; fp16 is held against the other half-precision peak, bf16
