@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import finish, machine_info  # noqa: E402
+from bench_report import finish, machine_info, time_interleaved  # noqa: E402
 
 log = logging.getLogger("bench_deform_attn")
 FORMS = ("point", "gather")
@@ -179,17 +179,7 @@ class _Runner:
 
 def time_side_by_side(runners: dict[str, _Runner], feeds: dict, iters: int, warmup: int) -> dict[str, list[float]]:
     """Interleaved timing: every iteration runs each form once, the order alternating between iterations."""
-    for _ in range(warmup):
-        for runner in runners.values():
-            runner.run(feeds)
-    times = {form: [] for form in runners}
-    order = list(runners)
-    for i in range(iters):
-        for form in order if i % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            runners[form].run(feeds)
-            times[form].append(time.perf_counter() - start)
-    return times
+    return time_interleaved({form: (lambda r=runner: r.run(feeds)) for form, runner in runners.items()}, iters, warmup)
 
 
 def compare(outputs: dict[str, dict[str, np.ndarray]]) -> dict:

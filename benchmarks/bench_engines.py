@@ -88,6 +88,22 @@ def matmul_peak(dtype_name: str, size: int, reps: int = 5) -> float | None:
     return 2 * size**3 / best / 1e9
 
 
+def random_weight_model(name: str):
+    """``name`` with seeded random weights, in eval mode: every run (and every benchmark) builds the same model, so
+    the files a ``--workdir`` keeps stay valid."""
+    import torch
+
+    from vlt_training.modeling import create_model
+
+    torch.manual_seed(0)
+    return create_model(name).eval()
+
+
+def export_stem(model: str, height: int, width: int) -> str:
+    """The file stem of a model's exports in a ``--workdir`` (``<stem>.fp32.onnx``, ``<stem>.int8-....xml``)."""
+    return f"{model}_{height}x{width}"
+
+
 def count_gflops(module, height: int, width: int) -> float:
     """FLOPs of one forward (2 per multiply-add) with ``torch.utils.flop_counter``, attention included.
 
@@ -234,12 +250,10 @@ def run(args) -> dict:
 
     from vlt_perception.engines._common import cpu_bf16_flags
     from vlt_training.export.model_metadata import metadata_for_model
-    from vlt_training.modeling import create_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = create_model(args.model).eval()
+    model = random_weight_model(args.model)
     metadata = metadata_for_model(model, args.height, args.width)
     gflops = count_gflops(model.export_module(), args.height, args.width)
     log.info("%s at %dx%d: %.1f GFLOPs", args.model, args.height, args.width, gflops)
@@ -250,7 +264,7 @@ def run(args) -> dict:
              ", ".join(f"{p} {v:.0f}" for p, v in peaks.items() if v), os.getloadavg()[0])
     images = np.random.default_rng(0).standard_normal((1, 3, args.height, args.width)).astype(np.float32)
     reference = _reference_outputs(model, metadata, images)
-    results, onnx_cache = [], {"stem": f"{args.model}_{args.height}x{args.width}"}
+    results, onnx_cache = [], {"stem": export_stem(args.model, args.height, args.width)}
     calib = {"source": args.calib, "images": args.calib_images, "options": {}}
     with contextlib.ExitStack() as stack:
         if args.workdir is None:

@@ -35,7 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_report import finish, machine_info  # noqa: E402
+from bench_engines import calibration_folder, export_stem, random_weight_model  # noqa: E402
+from bench_report import finish, machine_info, time_interleaved  # noqa: E402
 
 log = logging.getLogger("bench_int8_options")
 
@@ -51,21 +52,18 @@ VARIANTS: dict[str, tuple[dict, str]] = {
 
 
 def fp32_graph(args, workdir: Path) -> Path:
-    """``--onnx`` as given, or the random-weight export of ``--model`` at ``--height`` x ``--width`` (reused)."""
+    """``--onnx`` as given, or the random-weight export of ``--model`` at ``--height`` x ``--width``, kept in
+    ``workdir`` under bench_engines.py's name for it (each script reuses the other's file)."""
     if args.onnx is not None:
         return args.onnx
-    path = workdir / f"{args.model}_{args.height}x{args.width}.fp32.onnx"
+    path = workdir / f"{export_stem(args.model, args.height, args.width)}.fp32.onnx"
     if path.exists():
         log.info("reusing %s", path)
         return path
-    import torch
-
     from vlt_training.export import export_onnx
     from vlt_training.export.model_metadata import metadata_for_model
-    from vlt_training.modeling import create_model
 
-    torch.manual_seed(0)  # the same weights as bench_engines.py's, so its --workdir files serve here too
-    model = create_model(args.model).eval()
+    model = random_weight_model(args.model)
     export_onnx(model, metadata_for_model(model, args.height, args.width), path, precision="fp32",
                 dynamic_batch=False)
     return path
@@ -89,23 +87,7 @@ def quantise_variants(onnx_path: Path, metadata, calib: Path, workdir: Path, nam
     return out
 
 
-def interleaved_times(engines: dict, images: np.ndarray, iters: int) -> dict[str, list[float]]:
-    """Seconds per inference of every engine, one call each per round, the order rotated every round."""
-    names = list(engines)
-    for engine in engines.values():
-        engine.infer(images)  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(iters):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            engines[name].infer(images)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def run(args) -> dict:
-    from bench_engines import calibration_folder
     from bench_int8_accuracy import condition_records, miou
 
     from vlt_perception.engines import create_engine, parity
@@ -127,7 +109,8 @@ def run(args) -> dict:
         variants[name]["parity"] = None if args.num_verify == 0 else parity.check_engine_parity(
             engines[name], onnx_path, frames, frame_source=frame_source).to_dict()
     images = frames[:1]
-    times = interleaved_times(engines, images, args.iters)
+    times = time_interleaved({name: (lambda e=engine: e.infer(images)) for name, engine in engines.items()},
+                             args.iters)
     median = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
     rows = []
     for name, variant in variants.items():

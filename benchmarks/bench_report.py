@@ -1,6 +1,6 @@
 """What every benchmark's JSON carries about where it ran, and how it is written.
 
-    from bench_report import cpu_name, finish, machine_info, write_json
+    from bench_report import cpu_name, finish, machine_info, time_interleaved, write_json
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import json
 import os
 import platform
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,3 +60,20 @@ def finish(out: Path, result: dict, table: str) -> int:
     print(table)
     print(f"wrote {out}")
     return 0
+
+
+def time_interleaved(calls: dict[str, Callable[[], object]], iters: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of every entry, timed side by side: each round calls every entry once, the order rotated
+    by one every round (with two entries: alternated), so drift in the machine's speed hits all of them alike."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(iters):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
